@@ -1,0 +1,235 @@
+// Package natsnode runs an embedded NATS server with JetStream, for
+// `meridian dev`, `meridian nats` and tests.
+//
+// A Node is started once and shut down once; Shutdown is idempotent and safe
+// to call from any goroutine. The embedded server never installs signal
+// handlers and never exits the process: start failures (JetStream included)
+// come back as errors from Start.
+package natsnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures a Node. Zero fields take the documented defaults.
+type Config struct {
+	// Name is the server name, unique within a cluster. Default: generated.
+	Name string
+	// Host and Port are the client listen address. Default host 127.0.0.1,
+	// default port 4222; Port -1 picks a free port (tests).
+	Host string
+	Port int
+	// DontListen serves in-process clients only (see Node.Connect).
+	DontListen bool
+	// StoreDir is where JetStream keeps its data. Required unless
+	// DisableJetStream is set.
+	StoreDir         string
+	DisableJetStream bool
+	// ClusterName, ClusterHost/ClusterPort and Routes make the server a member
+	// of a NATS cluster; empty ClusterName means standalone.
+	ClusterName string
+	ClusterHost string
+	ClusterPort int
+	Routes      []string
+	// MonitorPort serves NATS' own HTTP monitoring (/varz, /jsz) when > 0.
+	MonitorPort int
+	// LameDuck is how long Shutdown spends in lame-duck mode, letting clients
+	// move to other cluster members before the server stops. Default 0: stop
+	// at once (fine for a single dev node).
+	LameDuck time.Duration
+	// ReadyTimeout bounds Start. Default 10s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Node is an embedded NATS server.
+type Node struct {
+	cfg      Config
+	ns       *server.Server
+	logger   *serverLogger
+	stopOnce sync.Once
+}
+
+// New validates cfg and builds the server without starting it.
+func New(cfg Config) (*Node, error) {
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.Port == 0 {
+		cfg.Port = 4222
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if !cfg.DisableJetStream && cfg.StoreDir == "" {
+		return nil, errors.New("new nats node: StoreDir is required with JetStream")
+	}
+	// A fresh Options per server: the server keeps and mutates it.
+	opts := &server.Options{
+		ServerName:          cfg.Name,
+		Host:                cfg.Host,
+		Port:                cfg.Port,
+		DontListen:          cfg.DontListen,
+		NoSigs:              true,
+		JetStream:           !cfg.DisableJetStream,
+		StoreDir:            cfg.StoreDir,
+		HTTPHost:            cfg.Host,
+		HTTPPort:            cfg.MonitorPort,
+		LameDuckDuration:    cfg.LameDuck,
+		LameDuckGracePeriod: cfg.LameDuck / 2,
+		MaxPayload:          1 << 20,
+	}
+	if cfg.MonitorPort <= 0 {
+		opts.HTTPPort = 0
+		opts.HTTPHost = ""
+	}
+	if cfg.ClusterName != "" {
+		opts.Cluster.Name = cfg.ClusterName
+		opts.Cluster.Host = cfg.ClusterHost
+		if opts.Cluster.Host == "" {
+			opts.Cluster.Host = cfg.Host
+		}
+		opts.Cluster.Port = cfg.ClusterPort
+		if len(cfg.Routes) > 0 {
+			routes := ""
+			for i, r := range cfg.Routes {
+				if i > 0 {
+					routes += ","
+				}
+				routes += r
+			}
+			opts.Routes = server.RoutesFromStr(routes)
+			if len(opts.Routes) != len(cfg.Routes) {
+				return nil, fmt.Errorf("new nats node: parse routes %q", cfg.Routes)
+			}
+		}
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
+	}
+	l := &serverLogger{log: cfg.Logger.With("component", "nats")}
+	ns.SetLoggerV2(l, false, false, false)
+	return &Node{cfg: cfg, ns: ns, logger: l}, nil
+}
+
+// Start starts the server and waits until it accepts clients and, unless
+// disabled, JetStream is up.
+func (n *Node) Start(ctx context.Context) error {
+	n.ns.Start()
+	deadline := n.cfg.ReadyTimeout
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < deadline {
+		deadline = time.Until(d)
+	}
+	if !n.ns.ReadyForConnections(deadline) {
+		n.Shutdown(context.Background())
+		if err := n.logger.fatal(); err != nil {
+			return fmt.Errorf("start nats server: %w", err)
+		}
+		return fmt.Errorf("start nats server: not ready for connections after %s", deadline)
+	}
+	if err := n.logger.fatal(); err != nil {
+		n.Shutdown(context.Background())
+		return fmt.Errorf("start nats server: %w", err)
+	}
+	if !n.cfg.DisableJetStream && !n.ns.JetStreamEnabled() {
+		n.Shutdown(context.Background())
+		return errors.New("start nats server: JetStream did not start")
+	}
+	return nil
+}
+
+// ClientURL is the URL clients connect to ("" with DontListen).
+func (n *Node) ClientURL() string {
+	if n.cfg.DontListen {
+		return ""
+	}
+	addr := n.ns.Addr()
+	if addr == nil {
+		return ""
+	}
+	tcp, ok := addr.(*net.TCPAddr)
+	if !ok {
+		return "nats://" + addr.String()
+	}
+	return "nats://" + net.JoinHostPort(n.cfg.Host, strconv.Itoa(tcp.Port))
+}
+
+// Connect opens an in-process client connection (no TCP), which works with
+// DontListen too.
+func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	opts = append([]nats.Option{nats.InProcessServer(n.ns)}, opts...)
+	nc, err := nats.Connect("", opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect in-process: %w", err)
+	}
+	return nc, nil
+}
+
+// Server exposes the embedded server, e.g. for its statistics.
+func (n *Node) Server() *server.Server { return n.ns }
+
+// Shutdown stops the server, in lame-duck mode first when configured and the
+// server listens. It waits for the server to stop or ctx to end.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if n.cfg.LameDuck > 0 && !n.cfg.DontListen && n.ns.Running() {
+				n.ns.LameDuckShutdown()
+			} else {
+				n.ns.Shutdown()
+			}
+			n.ns.WaitForShutdown()
+		}()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+	})
+	return nil
+}
+
+// serverLogger adapts the server's logger to slog and turns Fatalf into an
+// error that Start reports, instead of os.Exit.
+type serverLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	err error
+}
+
+func (l *serverLogger) fatal() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+func (l *serverLogger) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLogger) Debugf(format string, v ...any)  {}
+func (l *serverLogger) Tracef(format string, v ...any)  {}
+func (l *serverLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = errors.New(msg)
+	}
+	l.mu.Unlock()
+}

@@ -1,0 +1,123 @@
+package proto
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// ReportVersion is the version of Report this build writes.
+const ReportVersion = 1
+
+// Counters are one gateway instance's figures since it booted. Everything but
+// ActiveConnections is cumulative and only ever grows within one boot.
+type Counters struct {
+	RequestsTotal   uint64 `json:"requests_total"`
+	RequestsSuccess uint64 `json:"requests_success"` // status < 400
+	RequestsError   uint64 `json:"requests_error"`   // status >= 400, upstream failures, cancellations
+	// DurationSumNanos and DurationCount are the response-time sum and count,
+	// kept apart so that means merge as Σsum/Σcount.
+	DurationSumNanos uint64 `json:"duration_sum_ns"`
+	DurationCount    uint64 `json:"duration_count"`
+	// LatencyBuckets holds per-bucket (not cumulative) counts for the buckets
+	// of LatencyBounds; it has NumLatencyBuckets entries.
+	LatencyBuckets []uint64 `json:"latency_buckets"`
+	// ActiveConnections is a gauge: requests in flight when the report was made.
+	ActiveConnections int64 `json:"active_connections"`
+}
+
+// Report is what a gateway instance publishes on ReportSubject every publish
+// interval, and once more (Final) when it shuts down gracefully.
+type Report struct {
+	Version  int    `json:"v"`
+	Instance string `json:"instance"`
+	Region   string `json:"region"`
+	// BootID changes every time the instance starts: a new BootID tells the
+	// aggregator that the counters restarted from zero.
+	BootID string `json:"boot_id"`
+	// Seq grows by one per report within a boot; equal or lower sequence
+	// numbers are duplicates or reordered messages.
+	Seq       uint64    `json:"seq"`
+	Time      time.Time `json:"time"`       // when the counters were read
+	StartTime time.Time `json:"start_time"` // when this boot started
+	// Interval is the instance's publish interval, so aggregators can judge
+	// staleness per instance.
+	Interval time.Duration `json:"interval_ns"`
+	// Final is set on the last report of a graceful shutdown.
+	Final bool `json:"final,omitempty"`
+	Counters
+}
+
+// maxReportSize bounds what DecodeReport accepts; a real report is ~400 bytes.
+const maxReportSize = 16 << 10
+
+// Encode returns the report's wire form.
+func (r *Report) Encode() ([]byte, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(r)
+}
+
+// DecodeReport parses and validates a report.
+func DecodeReport(data []byte) (Report, error) {
+	var r Report
+	if len(data) > maxReportSize {
+		return r, fmt.Errorf("decode report: %d bytes exceeds %d: %w", len(data), maxReportSize, ErrMalformed)
+	}
+	var head struct {
+		Version int `json:"v"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return r, fmt.Errorf("decode report: %v: %w", err, ErrMalformed)
+	}
+	if head.Version != ReportVersion {
+		return r, fmt.Errorf("decode report: version %d (this build reads %d): %w", head.Version, ReportVersion, ErrUnsupportedVersion)
+	}
+	if err := json.Unmarshal(data, &r); err != nil {
+		return Report{}, fmt.Errorf("decode report: %v: %w", err, ErrMalformed)
+	}
+	if err := r.Validate(); err != nil {
+		return Report{}, err
+	}
+	return r, nil
+}
+
+// Validate checks the report's invariants.
+func (r *Report) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("invalid report: "+format+": %w", append(args, ErrMalformed)...)
+	}
+	if r.Version != ReportVersion {
+		return fmt.Errorf("invalid report: version %d: %w", r.Version, ErrUnsupportedVersion)
+	}
+	if err := ValidateToken("instance", r.Instance); err != nil {
+		return bad("%v", err)
+	}
+	if err := ValidateToken("region", r.Region); err != nil {
+		return bad("%v", err)
+	}
+	if r.BootID == "" || len(r.BootID) > 128 {
+		return bad("boot_id must be 1 to 128 characters")
+	}
+	if r.Seq == 0 {
+		return bad("seq must start at 1")
+	}
+	if r.Time.IsZero() {
+		return bad("time is missing")
+	}
+	if r.Interval <= 0 {
+		return bad("interval_ns must be positive")
+	}
+	if r.RequestsSuccess+r.RequestsError != r.RequestsTotal || r.RequestsSuccess > r.RequestsTotal {
+		return bad("requests_success %d + requests_error %d != requests_total %d",
+			r.RequestsSuccess, r.RequestsError, r.RequestsTotal)
+	}
+	if r.ActiveConnections < 0 {
+		return bad("active_connections %d is negative", r.ActiveConnections)
+	}
+	if len(r.LatencyBuckets) != NumLatencyBuckets {
+		return bad("latency_buckets has %d entries, want %d", len(r.LatencyBuckets), NumLatencyBuckets)
+	}
+	return nil
+}

@@ -1,0 +1,130 @@
+package proto
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"time"
+)
+
+// SnapshotVersion is the version of Snapshot this build writes.
+const SnapshotVersion = 1
+
+// Snapshot is the merged view of one scope at one second, published by the
+// leading aggregator on SnapshotSubject(Scope) and kept in HistoryStream.
+//
+// Request counters are cumulative across the cluster's life: gateway restarts
+// add to them instead of resetting them, so they never decrease.
+type Snapshot struct {
+	Version int       `json:"v"`
+	Scope   Scope     `json:"scope"`
+	Time    time.Time `json:"time"` // the aggregator tick, a whole UTC second
+
+	RequestsTotal     uint64 `json:"requests_total"`
+	RequestsSuccess   uint64 `json:"requests_success"`
+	RequestsError     uint64 `json:"requests_error"`
+	ActiveConnections int64  `json:"active_connections"` // sum over live instances
+	// AvgResponseTimeMs is Σduration/Σcount over the aggregator's sliding
+	// window, in milliseconds; 0 when the window saw no requests.
+	AvgResponseTimeMs float64 `json:"avg_response_time_ms"`
+	// SuccessRate is RequestsSuccess/RequestsTotal×100; 100 when no request
+	// was ever counted (nothing has failed).
+	SuccessRate float64 `json:"success_rate"`
+
+	// Cumulative response-time sum and count, so that history can compute
+	// Σduration/Σcount for any bucket of time.
+	DurationSumNanos uint64 `json:"duration_sum_ns"`
+	DurationCount    uint64 `json:"duration_count"`
+	// Instances is the number of live (recently reporting) instances.
+	Instances int `json:"instances"`
+}
+
+// SuccessRateOf is the success-rate rule shared by the aggregator and history.
+func SuccessRateOf(success, total uint64) float64 {
+	if total == 0 {
+		return 100
+	}
+	return float64(success) / float64(total) * 100
+}
+
+// Value returns metric m of the snapshot as a number.
+func (s *Snapshot) Value(m Metric) float64 {
+	switch m {
+	case RequestsTotal:
+		return float64(s.RequestsTotal)
+	case RequestsSuccess:
+		return float64(s.RequestsSuccess)
+	case RequestsError:
+		return float64(s.RequestsError)
+	case ActiveConnections:
+		return float64(s.ActiveConnections)
+	case AvgResponseTime:
+		return s.AvgResponseTimeMs
+	case SuccessRate:
+		return s.SuccessRate
+	}
+	return math.NaN()
+}
+
+const maxSnapshotSize = 16 << 10
+
+// Encode returns the snapshot's wire form.
+func (s *Snapshot) Encode() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(s)
+}
+
+// DecodeSnapshot parses and validates a snapshot.
+func DecodeSnapshot(data []byte) (Snapshot, error) {
+	var s Snapshot
+	if len(data) > maxSnapshotSize {
+		return s, fmt.Errorf("decode snapshot: %d bytes exceeds %d: %w", len(data), maxSnapshotSize, ErrMalformed)
+	}
+	var head struct {
+		Version int `json:"v"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return s, fmt.Errorf("decode snapshot: %v: %w", err, ErrMalformed)
+	}
+	if head.Version != SnapshotVersion {
+		return s, fmt.Errorf("decode snapshot: version %d (this build reads %d): %w", head.Version, SnapshotVersion, ErrUnsupportedVersion)
+	}
+	if err := json.Unmarshal(data, &s); err != nil {
+		return Snapshot{}, fmt.Errorf("decode snapshot: %v: %w", err, ErrMalformed)
+	}
+	if err := s.Validate(); err != nil {
+		return Snapshot{}, err
+	}
+	return s, nil
+}
+
+// Validate checks the snapshot's invariants.
+func (s *Snapshot) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("invalid snapshot: "+format+": %w", append(args, ErrMalformed)...)
+	}
+	if s.Version != SnapshotVersion {
+		return fmt.Errorf("invalid snapshot: version %d: %w", s.Version, ErrUnsupportedVersion)
+	}
+	if s.Time.IsZero() {
+		return bad("time is missing")
+	}
+	if s.RequestsSuccess+s.RequestsError != s.RequestsTotal || s.RequestsSuccess > s.RequestsTotal {
+		return bad("requests_success %d + requests_error %d != requests_total %d",
+			s.RequestsSuccess, s.RequestsError, s.RequestsTotal)
+	}
+	if s.ActiveConnections < 0 || s.Instances < 0 {
+		return bad("negative gauge")
+	}
+	for _, f := range [...]float64{s.AvgResponseTimeMs, s.SuccessRate} {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return bad("non-finite or negative rate")
+		}
+	}
+	if s.SuccessRate > 100 {
+		return bad("success_rate %v above 100", s.SuccessRate)
+	}
+	return nil
+}
