@@ -1,0 +1,92 @@
+package history
+
+import (
+	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// Series downsamples snaps (oldest first) covering [start, end] into at
+// most points Points for metric m. Buckets are equal steps of whole seconds,
+// aligned to multiples of the step since the Unix epoch so that series from
+// different requests line up; each point is stamped with its bucket's start.
+// Empty buckets produce no point. Rules per kind of metric:
+//   - counters (requests_*): the last value in the bucket;
+//   - gauges (active_connections): the mean over the bucket;
+//   - avg_response_time: Σduration/Σcount of the requests in the bucket, from
+//     the cumulative sums at the bucket's end and the previous bucket's end
+//     (0 when the bucket saw no requests);
+//   - success_rate: from the cumulative totals at the bucket's end, the same
+//     definition as the live value.
+func Series(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, points int) []proto.Point {
+	if len(snaps) == 0 || points <= 0 || end.Before(start) {
+		return []proto.Point{}
+	}
+	span := end.Sub(start)
+	step := time.Duration((int64(span)/int64(points) + int64(time.Second) - 1) / int64(time.Second) * int64(time.Second))
+	if step < time.Second {
+		step = time.Second
+	}
+	out := make([]proto.Point, 0, min(points, len(snaps)))
+	var prev *proto.Snapshot // last snapshot before the current bucket
+	i := 0
+	for i < len(snaps) && snaps[i].Time.Before(start) {
+		prev = &snaps[i]
+		i++
+	}
+	for i < len(snaps) {
+		if snaps[i].Time.After(end) {
+			break
+		}
+		bucket := snaps[i].Time.Truncate(step)
+		next := bucket.Add(step)
+		j := i
+		var gaugeSum float64
+		for j < len(snaps) && snaps[j].Time.Before(next) && !snaps[j].Time.After(end) {
+			gaugeSum += snaps[j].Value(m)
+			j++
+		}
+		last := &snaps[j-1]
+		var v float64
+		switch m {
+		case proto.ActiveConnections:
+			v = gaugeSum / float64(j-i)
+		case proto.AvgResponseTime:
+			v = bucketAvg(prev, &snaps[i], last)
+		case proto.SuccessRate:
+			v = proto.SuccessRateOf(last.RequestsSuccess, last.RequestsTotal)
+		default:
+			v = last.Value(m)
+		}
+		out = append(out, proto.Point{Time: bucket, Value: v})
+		prev = last
+		i = j
+	}
+	if len(out) > points {
+		// Aligned buckets can straddle both ends of the range: drop the oldest.
+		out = out[len(out)-points:]
+	}
+	return out
+}
+
+// bucketAvg is the mean response time of the requests counted between the
+// end of the previous bucket and last, in milliseconds.
+func bucketAvg(prev, first, last *proto.Snapshot) float64 {
+	base := prev
+	if base == nil {
+		// Nothing before this bucket: the first snapshot's window average is
+		// the best estimate of what preceded it.
+		if first == last {
+			return first.AvgResponseTimeMs
+		}
+		base = first
+	}
+	if last.DurationCount < base.DurationCount || last.DurationSumNanos < base.DurationSumNanos {
+		return last.AvgResponseTimeMs // history from before a state loss; don't invent a negative
+	}
+	n := last.DurationCount - base.DurationCount
+	if n == 0 {
+		return 0
+	}
+	return float64(last.DurationSumNanos-base.DurationSumNanos) / float64(n) / 1e6
+}

@@ -1,0 +1,126 @@
+package history
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// Defaults for StreamConfig.
+const (
+	DefaultMaxAge = 24 * time.Hour
+	// DuplicateWindow is how long the stream remembers Nats-Msg-Id values:
+	// a snapshot re-published for the same scope and second inside it is
+	// stored once.
+	DuplicateWindow = 2 * time.Minute
+)
+
+// StreamConfig configures the history stream. Zero fields take defaults.
+type StreamConfig struct {
+	// Replicas is the stream's replication factor: 1 (default) on a single
+	// node, 3 in a cluster.
+	Replicas int
+	// MaxAge is how long snapshots are kept. Default 24h.
+	MaxAge time.Duration
+}
+
+func (c StreamConfig) withDefaults() StreamConfig {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.MaxAge <= 0 {
+		c.MaxAge = DefaultMaxAge
+	}
+	return c
+}
+
+// EnsureStream creates proto.HistoryStream, capturing proto.SnapshotSubjectAll
+// in file storage, or updates it to cfg when it exists.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	cfg = cfg.withDefaults()
+	sc := jetstream.StreamConfig{
+		Name:        proto.HistoryStream,
+		Description: "Meridian snapshots per scope and second",
+		Subjects:    []string{proto.SnapshotSubjectAll},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  DuplicateWindow,
+	}
+	s, err := js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("ensure history stream %s: %w", proto.HistoryStream, err)
+	}
+	return s, nil
+}
+
+// loadBatch is how many messages one pull asks for while loading.
+const loadBatch = 512
+
+// Load reads the snapshots of scope with Time >= since, oldest first, at
+// most max (the newest max when there are more). A missing stream is not an
+// error: there is simply no history yet.
+func Load(ctx context.Context, js jetstream.JetStream, scope proto.Scope, since time.Time, max int) ([]proto.Snapshot, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	// The stream's store time trails the snapshot's own time by the publish
+	// latency; start a little early and filter on the snapshot time.
+	start := since.Add(-5 * time.Second)
+	cons, err := js.OrderedConsumer(ctx, proto.HistoryStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{proto.SnapshotSubject(scope)},
+		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
+		OptStartTime:   &start,
+	})
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load history of %s: create consumer: %w", scope, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load history of %s: consumer info: %w", scope, err)
+	}
+	pending := info.NumPending
+	out := make([]proto.Snapshot, 0, min(int(pending), max))
+	for pending > 0 {
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(int(min(pending, loadBatch)), jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("load history of %s: fetch: %w", scope, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			if md, err := msg.Metadata(); err == nil {
+				pending = md.NumPending
+			}
+			s, err := proto.DecodeSnapshot(msg.Data())
+			if err != nil || s.Time.Before(since) {
+				continue // a corrupt record must not hide the rest of history
+			}
+			out = append(out, s)
+			if len(out) > max {
+				// Keep the newest max: drop from the front in chunks, not per item.
+				out = append(out[:0], out[len(out)-max:]...)
+			}
+		}
+		cancel()
+		if err := batch.Error(); err != nil && got == 0 {
+			return nil, fmt.Errorf("load history of %s: fetch: %w", scope, err)
+		}
+		if got == 0 {
+			break // nothing more arrived within the wait: what we have is the history
+		}
+	}
+	return out, nil
+}
