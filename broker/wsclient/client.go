@@ -1,0 +1,150 @@
+// Package wsclient is a small client for Meridian's Kairos-compatible
+// /ws/metrics endpoint, used by `meridian watch`, the integration tests and
+// the benchmark harness.
+//
+// A Client may be read by one goroutine while another writes: writes are
+// serialised by a mutex, reads are not (call Next from one goroutine only).
+// Pings from the server are answered while reading.
+package wsclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// ClosedError is returned by Next when the server closed the connection with
+// a close frame; Code is the WebSocket status code (e.g. 1001 going away).
+type ClosedError = wsutil.ClosedError
+
+// Client is one /ws/metrics connection.
+type Client struct {
+	conn net.Conn
+	rw   io.ReadWriter
+	wmu  sync.Mutex
+}
+
+// Dial connects to a ws:// URL such as ws://127.0.0.1:5900/ws/metrics.
+func Dial(ctx context.Context, url string) (*Client, error) {
+	d := ws.Dialer{Timeout: 10 * time.Second}
+	conn, br, _, err := d.Dial(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", url, err)
+	}
+	c := &Client{conn: conn}
+	var r io.Reader = conn
+	if br != nil {
+		// The server's first frame may already sit in the handshake buffer.
+		r = io.MultiReader(br, conn)
+	}
+	c.rw = struct {
+		io.Reader
+		io.Writer
+	}{r, &lockedWriter{c}}
+	return c, nil
+}
+
+type lockedWriter struct{ c *Client }
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.c.wmu.Lock()
+	defer w.c.wmu.Unlock()
+	return w.c.conn.Write(p)
+}
+
+// Conn exposes the underlying connection (tests tune buffers through it).
+func (c *Client) Conn() net.Conn { return c.conn }
+
+// Subscribe sends v (a map or struct) as a JSON subscription message.
+func (c *Client) Subscribe(ctx context.Context, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode subscription: %w", err)
+	}
+	return c.WriteText(ctx, data)
+}
+
+// WriteText sends one text message as is.
+func (c *Client) WriteText(ctx context.Context, data []byte) error {
+	return c.write(ctx, ws.OpText, data)
+}
+
+// WriteBinary sends one binary message.
+func (c *Client) WriteBinary(ctx context.Context, data []byte) error {
+	return c.write(ctx, ws.OpBinary, data)
+}
+
+func (c *Client) write(ctx context.Context, op ws.OpCode, data []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetWriteDeadline(d)
+		defer c.conn.SetWriteDeadline(time.Time{})
+	}
+	if err := wsutil.WriteClientMessage(c.conn, op, data); err != nil {
+		return fmt.Errorf("write message: %w", err)
+	}
+	return nil
+}
+
+// NextRaw reads the next data message, answering control frames on the way.
+// The context's deadline bounds the wait.
+func (c *Client) NextRaw(ctx context.Context) ([]byte, error) {
+	if d, ok := ctx.Deadline(); ok {
+		_ = c.conn.SetReadDeadline(d)
+	} else {
+		_ = c.conn.SetReadDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	data, _, err := wsutil.ReadServerData(c.rw)
+	if err != nil {
+		var ce ClosedError
+		if errors.As(err, &ce) {
+			return nil, ce
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read message: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("read message: %w", err)
+	}
+	return data, nil
+}
+
+// Next reads and decodes the next event.
+func (c *Client) Next(ctx context.Context) (proto.Event, error) {
+	data, err := c.NextRaw(ctx)
+	if err != nil {
+		return proto.Event{}, err
+	}
+	return proto.DecodeEvent(data)
+}
+
+// NextOfType skips events of other types (e.g. heartbeats) until one of typ.
+func (c *Client) NextOfType(ctx context.Context, typ string) (proto.Event, error) {
+	for {
+		ev, err := c.Next(ctx)
+		if err != nil || ev.Type == typ {
+			return ev, err
+		}
+	}
+}
+
+// Close sends a normal-closure close frame and closes the connection.
+func (c *Client) Close() error {
+	c.wmu.Lock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = ws.WriteFrame(c.conn, ws.MaskFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))))
+	c.wmu.Unlock()
+	return c.conn.Close()
+}

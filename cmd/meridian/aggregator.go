@@ -1,0 +1,71 @@
+package main
+
+import (
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/aggregator"
+	"github.com/meridian-metrics/meridian/broker/history"
+)
+
+type aggregatorConfig struct {
+	NATSURL          string
+	Listen           string
+	Namespace        string
+	HistoryRetention time.Duration
+	HistoryReplicas  int
+	StaleAfter       time.Duration
+	AvgWindow        time.Duration
+	ExportTTL        time.Duration
+}
+
+func aggregatorCommand() *cli.Command {
+	var cfg aggregatorConfig
+	return &cli.Command{
+		Name:  "aggregator",
+		Usage: "merge gateway reports into cluster, region and instance snapshots every second",
+		Description: "Reads meridian.report.> and publishes one snapshot per scope and second on meridian.snapshot.<scope>,\n" +
+			"kept in the JetStream stream MERIDIAN_SNAPSHOTS (--history-retention). Serves /metrics (its own),\n" +
+			"/metrics/gateways (every gateway instance with instance and region labels), /healthz and /readyz.",
+		Flags: bindEnv([]cli.Flag{
+			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
+			&cli.StringFlag{Name: "listen", Value: ":9102", Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
+			&cli.IntFlag{Name: "history-replicas", Value: 1, Usage: "replicas of the history stream (3 in a NATS cluster)", Destination: &cfg.HistoryReplicas},
+			&cli.DurationFlag{Name: "stale-after", Usage: "drop an instance from gauges after this silence (default: 3 × its publish interval, at least 3s)", Destination: &cfg.StaleAfter},
+			&cli.DurationFlag{Name: "avg-window", Value: 10 * time.Second, Usage: "sliding window of avg_response_time", Destination: &cfg.AvgWindow},
+			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
+		}),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			log = log.With("role", "aggregator")
+			nc, err := connectNATS(cfg.NATSURL, "meridian-aggregator", log)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg := newRegistry()
+			agg, err := aggregator.New(aggregator.Config{
+				NATS:       nc,
+				History:    history.StreamConfig{Replicas: cfg.HistoryReplicas, MaxAge: cfg.HistoryRetention},
+				StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ExportTTL: cfg.ExportTTL,
+				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
+			})
+			if err != nil {
+				return usageError("%v", err)
+			}
+			mux := adminMux(reg, natsReady(nc))
+			mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
+			g, ctx := newGroup(c.Context)
+			g.Go(func() error { return agg.Run(ctx) })
+			g.Go(func() error { return serveHTTP(ctx, cfg.Listen, mux, log) })
+			log.Info("aggregator running", "nats", cfg.NATSURL, "listen", cfg.Listen)
+			return g.Wait()
+		},
+	}
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/edge"
+)
+
+type edgeConfig struct {
+	Listen            string
+	NATSURL           string
+	Namespace         string
+	HistoryWindow     time.Duration
+	HistoryPoints     int
+	HeartbeatInterval time.Duration
+	PingInterval      time.Duration
+	IdleTimeout       time.Duration
+	MaxMessageBytes   int
+}
+
+func edgeFlags(cfg *edgeConfig) []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "history-window", Value: edge.DefaultHistoryWindow, Usage: "history kept in memory and sent with include_history", Destination: &cfg.HistoryWindow},
+		&cli.IntFlag{Name: "history-points", Value: edge.DefaultHistoryPoints, Usage: "most points per TimeSeries event", Destination: &cfg.HistoryPoints},
+		&cli.DurationFlag{Name: "heartbeat-interval", Value: edge.DefaultHeartbeatInterval, Usage: "period of Heartbeat events", Destination: &cfg.HeartbeatInterval},
+		&cli.DurationFlag{Name: "ping-interval", Value: edge.DefaultPingInterval, Usage: "period of WebSocket pings", Destination: &cfg.PingInterval},
+		&cli.DurationFlag{Name: "idle-timeout", Value: edge.DefaultIdleTimeout, Usage: "close connections silent for this long", Destination: &cfg.IdleTimeout},
+		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
+	}
+}
+
+func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
+	c.HistoryWindow, c.HistoryPoints = cfg.HistoryWindow, cfg.HistoryPoints
+	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
+	c.MaxMessageBytes = cfg.MaxMessageBytes
+	return c
+}
+
+func edgeCommand() *cli.Command {
+	var cfg edgeConfig
+	return &cli.Command{
+		Name:  "edge",
+		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
+		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
+			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
+		Flags: bindEnv(append([]cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
+			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+		}, edgeFlags(&cfg)...)),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			log = log.With("role", "edge")
+			nc, err := connectNATS(cfg.NATSURL, "meridian-edge", log)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			reg := newRegistry()
+			var e *edge.Edge
+			ready := func() (string, bool) {
+				if e != nil && e.Ready() {
+					return "", true
+				}
+				return "no live snapshots (is an aggregator running?)", false
+			}
+			e, err = edge.New(cfg.apply(edge.Config{
+				Listen: cfg.Listen, NATS: nc, Registerer: reg, Namespace: cfg.Namespace, Logger: log,
+				HTTP: adminMux(reg, allReady(natsReady(nc), ready)),
+			}))
+			if err != nil {
+				return usageError("%v", err)
+			}
+			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics")
+			err = e.Run(c.Context)
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = e.Shutdown(sctx)
+			return err
+		},
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/natsnode"
+)
+
+type natsConfig struct {
+	Listen      string
+	DataDir     string
+	Name        string
+	ClusterName string
+	ClusterAddr string
+	Routes      []string
+	MonitorPort int
+	LameDuck    time.Duration
+}
+
+func natsCommand() *cli.Command {
+	var cfg natsConfig
+	return &cli.Command{
+		Name:  "nats",
+		Usage: "run a standalone NATS server node with JetStream (embedded nats-server)",
+		Description: "Runs one NATS server with JetStream storing under --data-dir. With --cluster-name and\n" +
+			"--routes it joins a NATS cluster. SIGTERM/Ctrl-C shuts it down in lame-duck mode.",
+		Flags: bindEnv([]cli.Flag{
+			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:4222", Usage: "client listen address", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "data-dir", Value: "./.meridian/nats", Usage: "JetStream store directory", Destination: &cfg.DataDir},
+			&cli.StringFlag{Name: "name", Usage: "server name, unique in the cluster (default: generated)", Destination: &cfg.Name},
+			&cli.StringFlag{Name: "cluster-name", Usage: "NATS cluster name; empty runs standalone", Destination: &cfg.ClusterName},
+			&cli.StringFlag{Name: "cluster-listen", Value: "0.0.0.0:6222", Usage: "cluster (route) listen address", Destination: &cfg.ClusterAddr},
+			&cli.StringSliceFlag{Name: "routes", Usage: "cluster routes, e.g. nats-route://nats-2:6222 (repeat or comma-separate)"},
+			&cli.IntFlag{Name: "monitor-port", Usage: "NATS HTTP monitoring port (/varz, /jsz); 0 disables", Destination: &cfg.MonitorPort},
+			&cli.DurationFlag{Name: "lame-duck", Value: 5 * time.Second, Usage: "lame-duck period on shutdown, letting clients move to other nodes", Destination: &cfg.LameDuck},
+		}),
+		Action: func(c *cli.Context) error {
+			cfg.Routes = c.StringSlice("routes")
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			host, port, err := splitHostPort("--listen", cfg.Listen)
+			if err != nil {
+				return err
+			}
+			if port == 0 {
+				port = -1 // natsnode: -1 picks a free port
+			}
+			ncfg := natsnode.Config{
+				Name: cfg.Name, Host: host, Port: port, StoreDir: cfg.DataDir,
+				MonitorPort: cfg.MonitorPort, LameDuck: cfg.LameDuck, Logger: log,
+			}
+			if cfg.ClusterName != "" {
+				chost, cport, err := splitHostPort("--cluster-listen", cfg.ClusterAddr)
+				if err != nil {
+					return err
+				}
+				ncfg.ClusterName, ncfg.ClusterHost, ncfg.ClusterPort, ncfg.Routes = cfg.ClusterName, chost, cport, cfg.Routes
+			}
+			node, err := natsnode.New(ncfg)
+			if err != nil {
+				return err
+			}
+			if err := node.Start(c.Context); err != nil {
+				return err
+			}
+			log.Info("nats server ready", "url", node.ClientURL(), "data_dir", cfg.DataDir, "cluster", cfg.ClusterName)
+			<-c.Context.Done()
+			log.Info("nats server shutting down", "lame_duck", cfg.LameDuck)
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.LameDuck+10*time.Second)
+			defer cancel()
+			return node.Shutdown(ctx)
+		},
+	}
+}
+
+func splitHostPort(flag, addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, usageError("%s %q: want host:port: %v", flag, addr, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, usageError("%s %q: port must be a number from 0 to 65535", flag, addr)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
