@@ -1,0 +1,73 @@
+package aggregator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// benchMerger tracks n instances spread over 10 regions, each with a report.
+func benchMerger(n int) (*Merger, []proto.Report) {
+	m := NewMerger(MergerConfig{})
+	reports := make([]proto.Report, n)
+	for i := range reports {
+		reports[i] = rp{
+			inst: fmt.Sprintf("gw-%04d", i), region: fmt.Sprintf("region-%d", i%10), boot: "boot",
+			seq: 1, total: 1000, errs: 10, durMs: 20000, active: 5,
+		}.report(t0)
+		m.Apply(reports[i], t0)
+	}
+	return m, reports
+}
+
+// BenchmarkSnapshots is the per-second tick with 1000 instances: one
+// snapshot each plus 10 regions and the cluster, into a reused buffer.
+func BenchmarkSnapshots(b *testing.B) {
+	m, _ := benchMerger(1000)
+	var buf []proto.Snapshot
+	now := t0
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Second)
+		buf = m.AppendSnapshots(buf[:0], now)
+	}
+	if len(buf) != 1011 {
+		b.Fatalf("%d snapshots", len(buf))
+	}
+}
+
+// BenchmarkApply is the per-report cost on the NATS callback path with 1000
+// instances tracked.
+func BenchmarkApply(b *testing.B) {
+	m, reports := benchMerger(1000)
+	now := t0
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		r := &reports[i%len(reports)]
+		r.Seq++
+		r.RequestsTotal++
+		r.RequestsSuccess++
+		r.DurationCount++
+		r.DurationSumNanos += uint64(time.Millisecond)
+		if m.Apply(*r, now) != OutcomeApplied {
+			b.Fatal("not applied")
+		}
+		i++
+	}
+}
+
+// BenchmarkState is the cost of taking the state of 1000 instances, as the
+// failover follow-up would every few seconds.
+func BenchmarkState(b *testing.B) {
+	m, _ := benchMerger(1000)
+	for s := 1; s <= 10; s++ {
+		m.Snapshots(t0.Add(time.Duration(s) * time.Second))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = m.State()
+	}
+}
