@@ -16,7 +16,9 @@ type Counters struct {
 	RequestsSuccess uint64 `json:"requests_success"` // status < 400
 	RequestsError   uint64 `json:"requests_error"`   // status >= 400, upstream failures, cancellations
 	// DurationSumNanos and DurationCount are the response-time sum and count,
-	// kept apart so that means merge as Σsum/Σcount.
+	// kept apart so that means merge as Σsum/Σcount. The sum wraps modulo
+	// 2^64; readers use unsigned differences and never treat its wrap as a
+	// counter reset.
 	DurationSumNanos uint64 `json:"duration_sum_ns"`
 	DurationCount    uint64 `json:"duration_count"`
 	// LatencyBuckets holds per-bucket (not cumulative) counts for the buckets

@@ -32,7 +32,9 @@ type Snapshot struct {
 	SuccessRate float64 `json:"success_rate"`
 
 	// Cumulative response-time sum and count, so that history can compute
-	// Σduration/Σcount for any bucket of time.
+	// Σduration/Σcount for any bucket of time. The sum is kept modulo 2^64
+	// (it wraps after months of heavy traffic): readers take unsigned
+	// differences, which stay right across a wrap.
 	DurationSumNanos uint64 `json:"duration_sum_ns"`
 	DurationCount    uint64 `json:"duration_count"`
 	// Instances is the number of live (recently reporting) instances.

@@ -2,6 +2,7 @@ package history
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -135,6 +136,16 @@ func TestSeriesAvgUsesPreviousBucketAndZeroWhenIdle(t *testing.T) {
 	got := Series(snaps, proto.AvgResponseTime, t0.Add(time.Second), t0.Add(2*time.Second), 10)
 	if len(got) != 2 || got[0].Value != 20 || got[1].Value != 0 {
 		t.Fatalf("got %v, want [20 0]", got)
+	}
+}
+
+func TestSeriesAvgAcrossDurationSumWrap(t *testing.T) {
+	a, b := snap(0, 10, 0, 0, 0, 10), snap(1, 20, 0, 0, 0, 20)
+	a.DurationSumNanos = math.MaxUint64 - 50e6 + 1 // 50 ms before the wrap
+	b.DurationSumNanos = 150e6                     // 200 ms later, after it
+	got := Series([]proto.Snapshot{a, b}, proto.AvgResponseTime, t0.Add(time.Second), t0.Add(time.Second), 10)
+	if len(got) != 1 || got[0].Value != 20 {
+		t.Fatalf("got %v, want one point of 20 ms (200 ms over 10 requests)", got)
 	}
 }
 

@@ -81,12 +81,14 @@ func bucketAvg(prev, first, last *proto.Snapshot) float64 {
 		}
 		base = first
 	}
-	if last.DurationCount < base.DurationCount || last.DurationSumNanos < base.DurationSumNanos {
+	if last.DurationCount < base.DurationCount {
 		return last.AvgResponseTimeMs // history from before a state loss; don't invent a negative
 	}
 	n := last.DurationCount - base.DurationCount
 	if n == 0 {
 		return 0
 	}
+	// The cumulative duration sum is kept modulo 2^64 (it wraps after months
+	// of heavy traffic); the unsigned difference is right across a wrap.
 	return float64(last.DurationSumNanos-base.DurationSumNanos) / float64(n) / 1e6
 }
