@@ -1,0 +1,234 @@
+// Package integration runs Meridian end to end in one test process: an
+// embedded NATS server with JetStream, gateways in two regions in front of
+// the demo upstream, an aggregator and an edge, driven by the real load
+// generator and read over real WebSocket connections. The dev test also
+// builds and runs the `meridian` binary itself.
+package integration
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+
+	"github.com/meridian-metrics/meridian/broker/aggregator"
+	"github.com/meridian-metrics/meridian/broker/edge"
+	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/broker/wsclient"
+	"github.com/meridian-metrics/meridian/gateway"
+	"github.com/meridian-metrics/meridian/gateway/demo"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// cluster is a running Meridian with every role in this process.
+type cluster struct {
+	t        *testing.T
+	node     *natsnode.Node
+	nc       *nats.Conn // the test's own connection
+	upstream *url.URL
+	agg      *aggregator.Aggregator
+	edge     *edge.Edge
+	edgeReg  *prometheus.Registry
+	wsURL    string
+	httpURL  string
+
+	mu       sync.Mutex
+	gateways map[string]*runningGateway
+}
+
+type runningGateway struct {
+	node   *gateway.Node
+	url    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+type clusterOptions struct {
+	edge edge.Config // tweaks: intervals, limits
+}
+
+// startCluster starts NATS, the demo upstream, an aggregator, an edge and
+// the gateways gw-eu-1 and gw-us-1, and stops them all at cleanup, in the
+// reverse order.
+func startCluster(t *testing.T, opts clusterOptions) *cluster {
+	t.Helper()
+	node, nc := natstest.StartTest(t)
+	c := &cluster{t: t, node: node, nc: nc, gateways: map[string]*runningGateway{}}
+
+	up := httptest.NewServer(demo.Handler(demo.Config{Latency: demo.Uniform(time.Millisecond, 5*time.Millisecond)}))
+	t.Cleanup(up.Close)
+	c.upstream, _ = url.Parse(up.URL)
+
+	aggNC := connect(t, node)
+	agg, err := aggregator.New(aggregator.Config{NATS: aggNC, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.agg = agg
+	runUntilCleanup(t, "aggregator", agg.Run, agg.Shutdown)
+
+	edgeNC := connect(t, node)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecfg := opts.edge
+	ecfg.Listener, ecfg.NATS, ecfg.Logger = ln, edgeNC, quietLogger()
+	c.edgeReg = prometheus.NewRegistry()
+	ecfg.Registerer = c.edgeReg
+	e, err := edge.New(ecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.edge = e
+	c.wsURL = "ws://" + ln.Addr().String() + "/ws/metrics"
+	c.httpURL = "http://" + ln.Addr().String()
+	runUntilCleanup(t, "edge", e.Run, e.Shutdown)
+
+	c.startGateway("eu", "gw-eu-1")
+	c.startGateway("us", "gw-us-1")
+	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { return e.Ready() })
+	return c
+}
+
+func connect(t *testing.T, node *natsnode.Node) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(node.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// runUntilCleanup runs fn in a goroutine and stops it at cleanup.
+func runUntilCleanup(t *testing.T, name string, run func(context.Context) error, shutdown func(context.Context) error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer scancel()
+		if err := shutdown(sctx); err != nil {
+			t.Errorf("shut down %s: %v", name, err)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				t.Errorf("%s: Run: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("%s: Run did not return after shutdown", name)
+		}
+	})
+}
+
+// startGateway starts (or restarts, with a new boot id) a gateway instance.
+func (c *cluster) startGateway(region, instance string) *runningGateway {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	gnc := connect(c.t, c.node)
+	g, err := gateway.New(gateway.Config{
+		Upstream: c.upstream, Listener: ln, Region: region, Instance: instance, NATS: gnc,
+		PublishInterval: 200 * time.Millisecond, Logger: quietLogger(),
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rg := &runningGateway{node: g, url: "http://" + ln.Addr().String() + "/", cancel: cancel, done: make(chan error, 1)}
+	go func() { rg.done <- g.Run(ctx) }()
+	c.mu.Lock()
+	c.gateways[instance] = rg
+	c.mu.Unlock()
+	c.t.Cleanup(func() { c.stopGateway(instance) })
+	return rg
+}
+
+// stopGateway shuts a gateway down gracefully (drain + final report).
+func (c *cluster) stopGateway(instance string) {
+	c.mu.Lock()
+	rg := c.gateways[instance]
+	delete(c.gateways, instance)
+	c.mu.Unlock()
+	if rg == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := rg.node.Shutdown(ctx); err != nil {
+		c.t.Errorf("shut down gateway %s: %v", instance, err)
+	}
+	rg.cancel()
+	if err := <-rg.done; err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, gateway.ErrClosed) {
+		c.t.Errorf("gateway %s: Run: %v", instance, err)
+	}
+}
+
+func (c *cluster) gatewayURLs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, g := range c.gateways {
+		out = append(out, g.url)
+	}
+	return out
+}
+
+// dial opens a WebSocket to the edge, closed at cleanup.
+func (c *cluster) dial(ctx context.Context) *wsclient.Client {
+	c.t.Helper()
+	ws, err := wsclient.Dial(ctx, c.wsURL)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling interval of a condition wait, not synchronisation
+	}
+}
+
+// snapshotWhere reads Snapshot events until one satisfies cond.
+func snapshotWhere(t *testing.T, ctx context.Context, ws *wsclient.Client, what string, cond func(proto.Event) bool) proto.Event {
+	t.Helper()
+	var last proto.Event
+	for {
+		ev, err := ws.NextOfType(ctx, proto.EventSnapshot)
+		if err != nil {
+			t.Fatalf("waiting for a snapshot with %s (last: %v): %v", what, last.Values, err)
+		}
+		last = ev
+		if cond(ev) {
+			return ev
+		}
+	}
+}
