@@ -180,6 +180,20 @@ func (n *Node) Connect(opts ...nats.Option) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// Ready reports whether the server accepts clients and, unless disabled,
+// runs JetStream; the reason says what is missing.
+func (n *Node) Ready() (reason string, ok bool) {
+	switch {
+	case !n.ns.Running():
+		return "server not running", false
+	case !n.cfg.DisableJetStream && !n.ns.JetStreamEnabled():
+		return "JetStream not running", false
+	case n.cfg.ClusterName != "" && len(n.cfg.Routes) > 0 && n.ns.NumRoutes() == 0:
+		return "no cluster route connected", false
+	}
+	return "", true
+}
+
 // Server exposes the embedded server, e.g. for its statistics.
 func (n *Node) Server() *server.Server { return n.ns }
 

@@ -139,6 +139,7 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	}
 
 	reg := newRegistry()
+	reg.MustRegister(node.Collector(cfg.Namespace))
 	gatewaysLns, err := parseDevGateways(cfg.Gateways)
 	if err != nil {
 		return err

@@ -20,6 +20,8 @@ type natsConfig struct {
 	Routes      []string
 	MonitorPort int
 	LameDuck    time.Duration
+	MetricsAddr string
+	Namespace   string
 }
 
 func natsCommand() *cli.Command {
@@ -37,6 +39,8 @@ func natsCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-listen", Value: "0.0.0.0:6222", Usage: "cluster (route) listen address", Destination: &cfg.ClusterAddr},
 			&cli.StringSliceFlag{Name: "routes", Usage: "cluster routes, e.g. nats-route://nats-2:6222 (repeat or comma-separate)"},
 			&cli.IntFlag{Name: "monitor-port", Usage: "NATS HTTP monitoring port (/varz, /jsz); 0 disables", Destination: &cfg.MonitorPort},
+			&cli.StringFlag{Name: "metrics-listen", Value: ":7777", Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
+			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "lame-duck", Value: 5 * time.Second, Usage: "lame-duck period on shutdown, letting clients move to other nodes", Destination: &cfg.LameDuck},
 		}),
 		Action: func(c *cli.Context) error {
@@ -71,11 +75,21 @@ func natsCommand() *cli.Command {
 				return err
 			}
 			log.Info("nats server ready", "url", node.ClientURL(), "data_dir", cfg.DataDir, "cluster", cfg.ClusterName)
-			<-c.Context.Done()
+			g, ctx := newGroup(c.Context)
+			if cfg.MetricsAddr != "" {
+				reg := newRegistry()
+				reg.MustRegister(node.Collector(cfg.Namespace))
+				g.Go(func() error { return serveHTTP(ctx, cfg.MetricsAddr, adminMux(reg, node.Ready), log) })
+			}
+			<-ctx.Done()
 			log.Info("nats server shutting down", "lame_duck", cfg.LameDuck)
-			ctx, cancel := context.WithTimeout(context.Background(), cfg.LameDuck+10*time.Second)
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.LameDuck+10*time.Second)
 			defer cancel()
-			return node.Shutdown(ctx)
+			err = node.Shutdown(sctx)
+			if gerr := g.Wait(); gerr != nil {
+				return gerr
+			}
+			return err
 		},
 	}
 }
