@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"net/url"
 	"time"
 
@@ -36,7 +37,7 @@ func gatewayCommand() *cli.Command {
 			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &cfg.Upstream},
 			&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, Usage: "proxy listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of this instance (letters, digits, - and _)", Destination: &cfg.Region},
-			&cli.StringFlag{Name: "instance", Required: true, Usage: "instance id, unique in the cluster", Destination: &cfg.Instance},
+			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname, e.g. the container's)", Destination: &cfg.Instance},
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.DurationFlag{Name: "publish-interval", Value: time.Second, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: gateway.DefaultUpstreamTimeout, Usage: "upstream connect + response-header timeout (504 beyond)", Destination: &cfg.UpstreamTimeout},
@@ -51,6 +52,13 @@ func gatewayCommand() *cli.Command {
 			up, err := url.Parse(cfg.Upstream)
 			if err != nil || up.Scheme == "" || up.Host == "" {
 				return usageError("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", cfg.Upstream)
+			}
+			if cfg.Instance == "" {
+				host, err := os.Hostname()
+				if err != nil {
+					return usageError("--instance not set and the hostname is unknown: %v", err)
+				}
+				cfg.Instance = host
 			}
 			for flag, v := range map[string]string{"region": cfg.Region, "instance": cfg.Instance} {
 				if err := proto.ValidateToken(flag, v); err != nil {

@@ -55,6 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			watchCommand(),
 			loadgenCommand(),
 			upstreamCommand(),
+			healthcheckCommand(),
 		},
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},
