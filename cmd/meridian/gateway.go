@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"os"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
