@@ -46,6 +46,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags:     bindEnv(logFlags()),
+		// Reject bad global flags before any command starts work.
+		Before: func(c *cli.Context) error {
+			_, err := newLogger(c)
+			return err
+		},
 		Commands: []*cli.Command{
 			devCommand(),
 			gatewayCommand(),

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+func TestEveryFlagHasItsEnvVar(t *testing.T) {
+	app := newApp(&bytes.Buffer{}, &bytes.Buffer{})
+	check := func(where string, flags []cli.Flag) {
+		for _, f := range flags {
+			name := f.Names()[0]
+			ev, ok := f.(interface{ GetEnvVars() []string })
+			if !ok || len(ev.GetEnvVars()) != 1 || ev.GetEnvVars()[0] != envName(name) {
+				t.Errorf("%s --%s: env vars %v, want [%s]", where, name, ev.GetEnvVars(), envName(name))
+			}
+		}
+	}
+	check("meridian", app.Flags)
+	if len(app.Commands) < 9 {
+		t.Fatalf("only %d commands", len(app.Commands))
+	}
+	for _, c := range app.Commands {
+		check(c.Name, c.Flags)
+	}
+	if got := envName("nats-url"); got != "MERIDIAN_NATS_URL" {
+		t.Fatalf("envName(nats-url) = %s", got)
+	}
+}
+
+func TestHelpOnEveryCommand(t *testing.T) {
+	for _, c := range newApp(&bytes.Buffer{}, &bytes.Buffer{}).Commands {
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), []string{"meridian", c.Name, "--help"}, &out, &errOut); code != 0 {
+			t.Errorf("%s --help exited %d: %s", c.Name, code, errOut.String())
+		}
+		if !strings.Contains(out.String(), c.Usage) || !strings.Contains(out.String(), "OPTIONS") {
+			t.Errorf("%s --help lacks its usage or options:\n%s", c.Name, out.String())
+		}
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Setenv("MERIDIAN_INTERVAL", "61")
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"meridian", "watch", "ws://127.0.0.1:1/ws/metrics"}, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "--interval 61") {
+		t.Fatalf("MERIDIAN_INTERVAL=61 should be rejected as --interval 61; exit %d: %s", code, errOut.String())
+	}
+}
+
+func TestBadFlagValuesGetClearErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"meridian", "--log-level", "loud", "watch"}, "--log-level"},
+		{[]string{"meridian", "watch", "--metrics", "cpu", "ws://x"}, `unknown metric "cpu"`},
+		{[]string{"meridian", "gateway", "--upstream", "not a url", "--region", "eu", "--instance", "a"}, "--upstream"},
+		{[]string{"meridian", "gateway", "--upstream", "http://x", "--region", "e.u", "--instance", "a"}, "--region"},
+		{[]string{"meridian", "nats", "--listen", "nohost"}, "--listen"},
+		{[]string{"meridian", "dev", "--gateways", "eu"}, "--gateways"},
+		{[]string{"meridian", "loadgen", "--target", "http://127.0.0.1:1", "--rps", "0"}, "rps"},
+		{[]string{"meridian", "healthcheck"}, "one URL"},
+	}
+	for _, tc := range tests {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want non-zero and %q", tc.args[1:], code, errOut.String(), tc.want)
+		}
+	}
+}
