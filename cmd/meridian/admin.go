@@ -23,6 +23,28 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// registerNATSClient exports a role's NATS client connection state, so
+// Prometheus can alert on a process cut off from NATS (which otherwise looks
+// like silence).
+func registerNATSClient(reg prometheus.Registerer, namespace, client string, nc *nats.Conn) {
+	labels := prometheus.Labels{"client": client}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "nats_client", Name: "connected", ConstLabels: labels,
+			Help: "1 while this process's NATS client connection is up.",
+		}, func() float64 {
+			if nc.IsConnected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "nats_client", Name: "reconnects_total", ConstLabels: labels,
+			Help: "Times this process's NATS client reconnected.",
+		}, func() float64 { return float64(nc.Stats().Reconnects) }),
+	)
+}
+
 // readyCheck says whether a role can do its job, and if not, why.
 type readyCheck func() (reason string, ok bool)
 

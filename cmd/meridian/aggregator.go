@@ -59,6 +59,7 @@ func aggregatorCommand() *cli.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
+			registerNATSClient(reg, cfg.Namespace, "aggregator", nc)
 			mux := adminMux(reg, natsReady(nc))
 			mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
 			g, ctx := newGroup(c.Context)

@@ -130,16 +130,17 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	defer stops.run(log)
 	stops.push("nats", node.Shutdown)
 
+	reg := newRegistry()
+	reg.MustRegister(node.Collector(cfg.Namespace))
 	connect := func(name string) (*nats.Conn, error) {
 		nc, err := node.Connect(nats.Name(name), nats.MaxReconnects(-1))
 		if err == nil {
+			registerNATSClient(reg, cfg.Namespace, name, nc)
 			stops.push(name+" connection", func(context.Context) error { nc.Close(); return nil })
 		}
 		return nc, err
 	}
 
-	reg := newRegistry()
-	reg.MustRegister(node.Collector(cfg.Namespace))
 	gatewaysLns, err := parseDevGateways(cfg.Gateways)
 	if err != nil {
 		return err

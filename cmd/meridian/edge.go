@@ -63,6 +63,7 @@ func edgeCommand() *cli.Command {
 			}
 			defer nc.Close()
 			reg := newRegistry()
+			registerNATSClient(reg, cfg.Namespace, "edge", nc)
 			var e *edge.Edge
 			ready := func() (string, bool) {
 				if e != nil && e.Ready() {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/gateway"
@@ -80,6 +81,14 @@ func gatewayCommand() *cli.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
+			registerNATSClient(reg, cfg.Namespace, "gateway", nc)
+			// Joins this process's own series (labelled by scrape target) with
+			// the relayed per-instance series (labelled instance/region).
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Namespace: cfg.Namespace, Subsystem: "gateway", Name: "info",
+				Help:        "Always 1; labels name this gateway process's instance, region and boot.",
+				ConstLabels: prometheus.Labels{"instance": cfg.Instance, "region": cfg.Region, "boot_id": node.BootID()},
+			}, func() float64 { return 1 }))
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return node.Run(ctx) })
 			g.Go(func() error { return serveHTTP(ctx, cfg.AdminListen, adminMux(reg, natsReady(nc)), log) })
