@@ -5,27 +5,50 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 )
 
-// Subscription limits from the Kairos contract.
+// Subscription limits from the Kairos contract, and for Meridian's optional
+// history fields.
 const (
 	MinIntervalSeconds     = 1
 	MaxIntervalSeconds     = 60
 	DefaultIntervalSeconds = 1
+
+	DefaultHistorySeconds = 3600
+	// MaxHistorySeconds is 30 days, the default rollup retention; an edge may
+	// serve less if its history is configured shorter.
+	MaxHistorySeconds    = 30 * 24 * 3600
+	DefaultHistoryPoints = 720
+	MaxHistoryPoints     = 10000
 )
 
 // Subscription is what a /ws/metrics client asked for. A connection starts
 // with DefaultSubscription; each valid subscription message replaces it whole.
+//
+// The Kairos fields are metrics, interval_seconds and include_history.
+// Meridian adds optional fields that old clients never send: region or
+// instance (the scope; default the whole cluster), history_seconds and
+// history_points (the window and resolution of include_history), and since
+// (RFC 3339: replay the snapshots after that time before live ones).
 type Subscription struct {
 	Metrics         MetricSet
 	IntervalSeconds int
 	IncludeHistory  bool
+
+	Scope          Scope
+	HistorySeconds int
+	HistoryPoints  int
+	Since          time.Time // zero: no replay
 }
 
 // DefaultSubscription is in force right after the upgrade: all metrics, every
-// second, no history.
+// second, no history, the whole cluster.
 func DefaultSubscription() Subscription {
-	return Subscription{Metrics: AllMetrics, IntervalSeconds: DefaultIntervalSeconds}
+	return Subscription{
+		Metrics: AllMetrics, IntervalSeconds: DefaultIntervalSeconds,
+		HistorySeconds: DefaultHistorySeconds, HistoryPoints: DefaultHistoryPoints,
+	}
 }
 
 // maxSubscriptionMetrics bounds the metrics array so that a hostile client
@@ -73,22 +96,91 @@ func ParseSubscription(data []byte) (Subscription, error) {
 			sub.Metrics = set
 		}
 	}
-	if raw, ok := fields["interval_seconds"]; ok && !isNull(raw) {
-		var v any
-		_ = json.Unmarshal(raw, &v) // raw is valid JSON: it came out of a valid object
-		f, isNum := v.(float64)
-		if !isNum || f != math.Trunc(f) || f < MinIntervalSeconds || f > MaxIntervalSeconds {
-			return sub, subErr(fmt.Sprintf("interval_seconds must be an integer from %d to %d, got %s",
-				MinIntervalSeconds, MaxIntervalSeconds, truncate(string(raw), 32)))
-		}
-		sub.IntervalSeconds = int(f)
+	var err error
+	if sub.IntervalSeconds, err = intField(fields, "interval_seconds", DefaultIntervalSeconds, MinIntervalSeconds, MaxIntervalSeconds); err != nil {
+		return sub, err
 	}
 	if raw, ok := fields["include_history"]; ok && !isNull(raw) {
 		if err := json.Unmarshal(raw, &sub.IncludeHistory); err != nil {
 			return sub, subErr(fmt.Sprintf("include_history must be true or false, got %s", truncate(string(raw), 32)))
 		}
 	}
+	if sub.HistorySeconds, err = intField(fields, "history_seconds", DefaultHistorySeconds, 1, MaxHistorySeconds); err != nil {
+		return sub, err
+	}
+	if sub.HistoryPoints, err = intField(fields, "history_points", DefaultHistoryPoints, 1, MaxHistoryPoints); err != nil {
+		return sub, err
+	}
+	region, err := stringField(fields, "region")
+	if err != nil {
+		return sub, err
+	}
+	instance, err := stringField(fields, "instance")
+	if err != nil {
+		return sub, err
+	}
+	if sub.Scope, err = ScopeOf(region, instance); err != nil {
+		return sub, subErr(err.Error())
+	}
+	since, err := stringField(fields, "since")
+	if err != nil {
+		return sub, err
+	}
+	if since != "" {
+		if sub.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
+			return sub, subErr(fmt.Sprintf("since must be an RFC 3339 time such as 2024-11-07T10:30:00Z, got %q", truncate(since, 40)))
+		}
+	}
 	return sub, nil
+}
+
+// ScopeOf builds the scope named by optional region and instance values (a
+// subscription's fields or /ws/metrics query parameters): neither is the
+// cluster; naming both is an error.
+func ScopeOf(region, instance string) (Scope, error) {
+	switch {
+	case region != "" && instance != "":
+		return Scope{}, fmt.Errorf("name a region or an instance, not both (got region %q and instance %q)", region, instance)
+	case region != "":
+		if err := ValidateToken("region", region); err != nil {
+			return Scope{}, err
+		}
+		return RegionScope(region), nil
+	case instance != "":
+		if err := ValidateToken("instance", instance); err != nil {
+			return Scope{}, err
+		}
+		return InstanceScope(instance), nil
+	}
+	return ClusterScope(), nil
+}
+
+// intField reads an optional integer field within [lo, hi].
+func intField(fields map[string]json.RawMessage, name string, def, lo, hi int) (int, error) {
+	raw, ok := fields[name]
+	if !ok || isNull(raw) {
+		return def, nil
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	f, isNum := v.(float64)
+	if !isNum || f != math.Trunc(f) || f < float64(lo) || f > float64(hi) {
+		return def, subErr(fmt.Sprintf("%s must be an integer from %d to %d, got %s", name, lo, hi, truncate(string(raw), 32)))
+	}
+	return int(f), nil
+}
+
+// stringField reads an optional string field.
+func stringField(fields map[string]json.RawMessage, name string) (string, error) {
+	raw, ok := fields[name]
+	if !ok || isNull(raw) {
+		return "", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", subErr(fmt.Sprintf("%s must be a string, got %s", name, truncate(string(raw), 32)))
+	}
+	return s, nil
 }
 
 func subErr(msg string) error {

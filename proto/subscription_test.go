@@ -4,25 +4,54 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
+func def() Subscription { return DefaultSubscription() }
+
+func with(f func(*Subscription)) Subscription {
+	s := DefaultSubscription()
+	f(&s)
+	return s
+}
+
 func TestParseSubscription(t *testing.T) {
-	all := AllMetrics
 	tests := []struct {
 		name    string
 		in      string
 		want    Subscription
 		wantErr []string // substrings the error must contain
 	}{
-		{"empty object is the default", `{}`, Subscription{all, 1, false}, nil},
+		{"empty object is the default", `{}`, def(), nil},
 		{"guide example with alias", `{"metrics":["requests_total","active_connections","response_time_avg"],"interval_seconds":2,"include_history":false}`,
-			Subscription{SetOf(RequestsTotal, ActiveConnections, AvgResponseTime), 2, false}, nil},
-		{"empty metrics means all", `{"metrics":[],"interval_seconds":5,"include_history":true}`, Subscription{all, 5, true}, nil},
-		{"null fields take defaults", `{"metrics":null,"interval_seconds":null,"include_history":null}`, Subscription{all, 1, false}, nil},
-		{"integral float interval", `{"interval_seconds":60.0}`, Subscription{all, 60, false}, nil},
-		{"duplicates collapse", `{"metrics":["success_rate","success_rate"]}`, Subscription{SetOf(SuccessRate), 1, false}, nil},
-		{"unknown fields ignored", `{"interval_seconds":3,"compression":"zstd"}`, Subscription{all, 3, false}, nil},
-		{"canonical avg name", `{"metrics":["avg_response_time"]}`, Subscription{SetOf(AvgResponseTime), 1, false}, nil},
+			with(func(s *Subscription) {
+				s.Metrics = SetOf(RequestsTotal, ActiveConnections, AvgResponseTime)
+				s.IntervalSeconds = 2
+			}), nil},
+		{"region scope and history window", `{"region":"eu","include_history":true,"history_seconds":86400,"history_points":100}`,
+			with(func(s *Subscription) {
+				s.Scope = RegionScope("eu")
+				s.IncludeHistory = true
+				s.HistorySeconds = 86400
+				s.HistoryPoints = 100
+			}), nil},
+		{"instance scope and since", `{"instance":"gw-eu-1","since":"2024-11-07T10:30:00Z"}`,
+			with(func(s *Subscription) {
+				s.Scope = InstanceScope("gw-eu-1")
+				s.Since = time.Date(2024, 11, 7, 10, 30, 0, 0, time.UTC)
+			}), nil},
+		{"both scopes", `{"region":"eu","instance":"gw-eu-1"}`, Subscription{}, []string{"not both"}},
+		{"bad region", `{"region":"e u"}`, Subscription{}, []string{"region", "letters, digits"}},
+		{"region not string", `{"region":1}`, Subscription{}, []string{"region must be a string"}},
+		{"history_seconds zero", `{"history_seconds":0}`, Subscription{}, []string{"history_seconds", "1 to 2592000"}},
+		{"history_points too many", `{"history_points":20000}`, Subscription{}, []string{"history_points", "1 to 10000"}},
+		{"bad since", `{"since":"yesterday"}`, Subscription{}, []string{"since", "RFC 3339"}},
+		{"empty metrics means all", `{"metrics":[],"interval_seconds":5,"include_history":true}`, with(func(s *Subscription) { s.IntervalSeconds = 5; s.IncludeHistory = true }), nil},
+		{"null fields take defaults", `{"metrics":null,"interval_seconds":null,"include_history":null}`, def(), nil},
+		{"integral float interval", `{"interval_seconds":60.0}`, with(func(s *Subscription) { s.IntervalSeconds = 60 }), nil},
+		{"duplicates collapse", `{"metrics":["success_rate","success_rate"]}`, with(func(s *Subscription) { s.Metrics = SetOf(SuccessRate) }), nil},
+		{"unknown fields ignored", `{"interval_seconds":3,"compression":"zstd"}`, with(func(s *Subscription) { s.IntervalSeconds = 3 }), nil},
+		{"canonical avg name", `{"metrics":["avg_response_time"]}`, with(func(s *Subscription) { s.Metrics = SetOf(AvgResponseTime) }), nil},
 
 		{"not json", `metrics please`, Subscription{}, []string{"JSON object"}},
 		{"array not object", `["requests_total"]`, Subscription{}, []string{"JSON object"}},
@@ -59,6 +88,10 @@ func TestParseSubscription(t *testing.T) {
 			if err != nil {
 				t.Fatalf("unexpected error: %v", err)
 			}
+			if !got.Since.Equal(tc.want.Since) {
+				t.Fatalf("since %v, want %v", got.Since, tc.want.Since)
+			}
+			got.Since, tc.want.Since = time.Time{}, time.Time{}
 			if got != tc.want {
 				t.Fatalf("got %+v, want %+v", got, tc.want)
 			}
