@@ -48,6 +48,8 @@ func TestDevCommand(t *testing.T) {
 		"/metrics/gateways": `meridian_gateway_requests_total{instance="gw-eu-1",region="eu"}`,
 		"/readyz":           "ready",
 		"/healthz":          "ok",
+		"/api/metrics/list": `"scopes":["cluster"`,
+		"/api/metrics/history?metric=requests_total&step=1s": `"data_points":[{`,
 	} {
 		body := httpGet(t, httpBase+path)
 		if !strings.Contains(body, want) {

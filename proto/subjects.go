@@ -19,7 +19,18 @@ const (
 
 	// HistoryStream is the JetStream stream holding every published snapshot.
 	HistoryStream = "MERIDIAN_SNAPSHOTS"
+
+	// Rollups: one snapshot per scope and minute on meridian.rollup.<scope>,
+	// downsampled per metric kind, kept much longer in RollupStream.
+	RollupSubjectPrefix = "meridian.rollup"
+	RollupSubjectAll    = RollupSubjectPrefix + ".>"
+	RollupStream        = "MERIDIAN_ROLLUPS"
 )
+
+// RollupSubject is the subject the one-minute rollups of scope s go to.
+func RollupSubject(s Scope) string {
+	return RollupSubjectPrefix + "." + s.String()
+}
 
 // ReportSubject is the subject a gateway instance publishes its reports on.
 func ReportSubject(region, instance string) string {

@@ -19,15 +19,35 @@ import (
 //   - success_rate: from the cumulative totals at the bucket's end, the same
 //     definition as the live value.
 func Series(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, points int) []proto.Point {
-	if len(snaps) == 0 || points <= 0 || end.Before(start) {
+	if points <= 0 {
 		return []proto.Point{}
 	}
-	span := end.Sub(start)
-	step := time.Duration((int64(span)/int64(points) + int64(time.Second) - 1) / int64(time.Second) * int64(time.Second))
-	if step < time.Second {
-		step = time.Second
+	out := SeriesStep(snaps, m, start, end, StepFor(end.Sub(start), points))
+	if len(out) > points {
+		// Aligned buckets can straddle both ends of the range: drop the oldest.
+		out = out[len(out)-points:]
 	}
-	out := make([]proto.Point, 0, min(points, len(snaps)))
+	return out
+}
+
+// StepFor is the smallest whole-second step that covers span in at most
+// points buckets (at least 1 s).
+func StepFor(span time.Duration, points int) time.Duration {
+	if points <= 0 || span <= 0 {
+		return time.Second
+	}
+	step := time.Duration((int64(span)/int64(points) + int64(time.Second) - 1) / int64(time.Second) * int64(time.Second))
+	return max(step, time.Second)
+}
+
+// SeriesStep is Series with an explicit bucket step (whole seconds, at
+// least 1 s), for callers such as the REST API that are given a step.
+func SeriesStep(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, step time.Duration) []proto.Point {
+	step = max(step.Truncate(time.Second), time.Second)
+	if len(snaps) == 0 || end.Before(start) {
+		return []proto.Point{}
+	}
+	out := make([]proto.Point, 0, min(int(end.Sub(start)/step)+2, len(snaps)))
 	var prev *proto.Snapshot // last snapshot before the current bucket
 	i := 0
 	for i < len(snaps) && snaps[i].Time.Before(start) {
@@ -61,10 +81,6 @@ func Series(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, points
 		out = append(out, proto.Point{Time: bucket, Value: v})
 		prev = last
 		i = j
-	}
-	if len(out) > points {
-		// Aligned buckets can straddle both ends of the range: drop the oldest.
-		out = out[len(out)-points:]
 	}
 	return out
 }

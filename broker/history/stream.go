@@ -64,63 +64,78 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 // loadBatch is how many messages one pull asks for while loading.
 const loadBatch = 512
 
-// Load reads the snapshots of scope with Time >= since, oldest first, at
-// most max (the newest max when there are more). A missing stream is not an
-// error: there is simply no history yet.
+// Load reads the snapshots of scope with Time >= since from the history
+// stream, oldest first, at most max (the newest max when there are more). A
+// missing stream is not an error: there is simply no history yet.
 func Load(ctx context.Context, js jetstream.JetStream, scope proto.Scope, since time.Time, max int) ([]proto.Snapshot, error) {
+	return LoadRange(ctx, js, proto.HistoryStream, proto.SnapshotSubject(scope), since, time.Time{}, max)
+}
+
+// LoadRange reads the snapshots on subject in stream with start <= Time <=
+// end (a zero end means up to now), oldest first, at most max (the newest
+// max when there are more). A missing stream yields no snapshots.
+func LoadRange(ctx context.Context, js jetstream.JetStream, stream, subject string, start, end time.Time, max int) ([]proto.Snapshot, error) {
 	if max <= 0 {
 		return nil, nil
 	}
 	// The stream's store time trails the snapshot's own time by the publish
 	// latency; start a little early and filter on the snapshot time.
-	start := since.Add(-5 * time.Second)
-	cons, err := js.OrderedConsumer(ctx, proto.HistoryStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{proto.SnapshotSubject(scope)},
+	from := start.Add(-5 * time.Second)
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
-		OptStartTime:   &start,
+		OptStartTime:   &from,
 	})
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load history of %s: create consumer: %w", scope, err)
+		return nil, fmt.Errorf("load %s from %s: create consumer: %w", subject, stream, err)
 	}
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("load history of %s: consumer info: %w", scope, err)
+		return nil, fmt.Errorf("load %s from %s: consumer info: %w", subject, stream, err)
 	}
 	pending := info.NumPending
-	out := make([]proto.Snapshot, 0, min(int(pending), max))
+	out := make([]proto.Snapshot, 0, min(int(pending), 2*max))
 	for pending > 0 {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		batch, err := cons.Fetch(int(min(pending, loadBatch)), jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
-			return nil, fmt.Errorf("load history of %s: fetch: %w", scope, err)
+			return nil, fmt.Errorf("load %s from %s: fetch: %w", subject, stream, err)
 		}
-		got := 0
+		got, past := 0, false
 		for msg := range batch.Messages() {
 			got++
 			if md, err := msg.Metadata(); err == nil {
 				pending = md.NumPending
 			}
 			s, err := proto.DecodeSnapshot(msg.Data())
-			if err != nil || s.Time.Before(since) {
+			if err != nil || s.Time.Before(start) {
 				continue // a corrupt record must not hide the rest of history
 			}
+			if !end.IsZero() && s.Time.After(end) {
+				// Store order follows snapshot time up to the publish latency.
+				past = past || s.Time.After(end.Add(5*time.Second))
+				continue
+			}
 			out = append(out, s)
-			if len(out) > max {
-				// Keep the newest max: drop from the front in chunks, not per item.
+			if len(out) >= 2*max {
+				// Keep the newest max, trimming in chunks rather than per item.
 				out = append(out[:0], out[len(out)-max:]...)
 			}
 		}
 		cancel()
 		if err := batch.Error(); err != nil && got == 0 {
-			return nil, fmt.Errorf("load history of %s: fetch: %w", scope, err)
+			return nil, fmt.Errorf("load %s from %s: fetch: %w", subject, stream, err)
 		}
-		if got == 0 {
-			break // nothing more arrived within the wait: what we have is the history
+		if got == 0 || past {
+			break // nothing more arrived within the wait, or the range is done
 		}
+	}
+	if len(out) > max {
+		out = out[len(out)-max:]
 	}
 	return out, nil
 }

@@ -167,6 +167,9 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
+	if err := mountHistoryAPI(mux, edgeNC); err != nil {
+		return err
+	}
 	e, err := edge.New(cfg.Edge.apply(edge.Config{
 		Listen: cfg.Listen, NATS: edgeNC, HTTP: mux,
 		Registerer: reg, Namespace: cfg.Namespace, Logger: log.With("role", "edge"),
@@ -251,6 +254,7 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	fmt.Fprintf(out, "  demo upstream             %s\n", upURL)
 	fmt.Fprintf(out, "  prometheus                http://%s/metrics  and  /metrics/gateways\n", displayAddr(e.Addr()))
 	fmt.Fprintf(out, "  health                    http://%s/healthz  /readyz\n", displayAddr(e.Addr()))
+	fmt.Fprintf(out, "  history (REST)           http://%s/api/metrics/list  /api/metrics/history?metric=requests_total\n", displayAddr(e.Addr()))
 	fmt.Fprintf(out, "  nats                      %s  (JetStream data in %s)\n", node.ClientURL(), cfg.DataDir)
 	if cfg.DemoRPS > 0 {
 		fmt.Fprintf(out, "  demo load                 %g req/s, %g%% asking for errors\n", cfg.DemoRPS, cfg.DemoErrorRatio*100)

@@ -2,11 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/broker/edge"
+	"github.com/meridian-metrics/meridian/broker/history"
 )
 
 type edgeConfig struct {
@@ -37,6 +43,20 @@ func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
 	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
 	c.MaxMessageBytes = cfg.MaxMessageBytes
 	return c
+}
+
+// mountHistoryAPI serves /api/metrics/list and /api/metrics/history.
+func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("open jetstream: %w", err)
+	}
+	api, err := history.NewAPI(history.APIConfig{JetStream: js})
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /api/metrics/", api)
+	return nil
 }
 
 func edgeCommand() *cli.Command {
@@ -71,9 +91,12 @@ func edgeCommand() *cli.Command {
 				}
 				return "no live snapshots (is an aggregator running?)", false
 			}
+			mux := adminMux(reg, allReady(natsReady(nc), ready))
+			if err := mountHistoryAPI(mux, nc); err != nil {
+				return err
+			}
 			e, err = edge.New(cfg.apply(edge.Config{
-				Listen: cfg.Listen, NATS: nc, Registerer: reg, Namespace: cfg.Namespace, Logger: log,
-				HTTP: adminMux(reg, allReady(natsReady(nc), ready)),
+				Listen: cfg.Listen, NATS: nc, Registerer: reg, Namespace: cfg.Namespace, Logger: log, HTTP: mux,
 			}))
 			if err != nil {
 				return usageError("%v", err)

@@ -1,0 +1,294 @@
+package history
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// API serves history over plain HTTP for tools that are not WebSocket
+// clients:
+//
+//	GET /api/metrics/list
+//	GET /api/metrics/history?metric=&scope=&start=&end=&step=
+//
+// Ranges inside the 1 s stream's retention are answered from it; older ones
+// from the one-minute rollups. Bad parameters get a 400 with a JSON body
+// {"error": "..."} naming the parameter and what is valid. API is safe for
+// concurrent use.
+type API struct {
+	cfg APIConfig
+	mux *http.ServeMux
+}
+
+// APIConfig configures the API. Zero fields take defaults.
+type APIConfig struct {
+	// JetStream reads the history and rollup streams. Required.
+	JetStream jetstream.JetStream
+	// MaxPoints bounds the points of one answer. Default 11000 (a day at
+	// 8 s, a week at 1 min).
+	MaxPoints int
+	// Timeout bounds one request's stream reads. Default 10s.
+	Timeout time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// NewAPI returns the API handler.
+func NewAPI(cfg APIConfig) (*API, error) {
+	if cfg.JetStream == nil {
+		return nil, errors.New("new history api: JetStream is required")
+	}
+	if cfg.MaxPoints <= 0 {
+		cfg.MaxPoints = 11000
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	a := &API{cfg: cfg, mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /api/metrics/list", a.list)
+	a.mux.HandleFunc("GET /api/metrics/history", a.history)
+	return a, nil
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+// MetricInfo describes one metric in /api/metrics/list.
+type MetricInfo struct {
+	Name        string `json:"name"`
+	Kind        string `json:"kind"` // counter, gauge or ratio
+	Unit        string `json:"unit"`
+	Description string `json:"description"`
+}
+
+var metricInfo = [proto.NumMetrics]MetricInfo{
+	{"requests_total", "counter", "requests", "Requests served by the scope's gateways since the cluster started; never decreases."},
+	{"requests_success", "counter", "requests", "Requests answered with a status below 400."},
+	{"requests_error", "counter", "requests", "Requests answered with 400 or above, upstream failures (502/504) and cancelled requests (499)."},
+	{"active_connections", "gauge", "requests", "Requests in flight on live gateway instances."},
+	{"avg_response_time", "ratio", "milliseconds", "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history)."},
+	{"success_rate", "ratio", "percent", "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests."},
+}
+
+type listResponse struct {
+	Metrics []MetricInfo      `json:"metrics"`
+	Aliases map[string]string `json:"aliases"`
+	Scopes  []string          `json:"scopes"`
+	History historyInfo       `json:"history"`
+}
+
+type historyInfo struct {
+	ResolutionSeconds       int   `json:"resolution_seconds"`
+	RetentionSeconds        int64 `json:"retention_seconds"`
+	RollupResolutionSeconds int   `json:"rollup_resolution_seconds"`
+	RollupRetentionSeconds  int64 `json:"rollup_retention_seconds"`
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
+	defer cancel()
+	resp := listResponse{
+		Metrics: metricInfo[:],
+		Aliases: map[string]string{"response_time_avg": "avg_response_time"},
+		Scopes:  []string{"cluster"},
+		History: historyInfo{ResolutionSeconds: 1, RollupResolutionSeconds: 60},
+	}
+	fine, err := a.streamInfo(ctx, proto.HistoryStream, proto.SnapshotSubjectAll)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if fine != nil {
+		resp.History.RetentionSeconds = int64(fine.Config.MaxAge / time.Second)
+		for subj := range fine.State.Subjects {
+			if sc := strings.TrimPrefix(subj, proto.SnapshotSubjectPrefix+"."); sc != "cluster" {
+				resp.Scopes = append(resp.Scopes, sc)
+			}
+		}
+	}
+	if roll, err := a.streamInfo(ctx, proto.RollupStream, ""); err == nil && roll != nil {
+		resp.History.RollupRetentionSeconds = int64(roll.Config.MaxAge / time.Second)
+	}
+	slices.Sort(resp.Scopes[1:])
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// streamInfo returns nil, nil when the stream does not exist yet.
+func (a *API) streamInfo(ctx context.Context, name, subjects string) (*jetstream.StreamInfo, error) {
+	s, err := a.cfg.JetStream.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", name, err)
+	}
+	var opts []jetstream.StreamInfoOpt
+	if subjects != "" {
+		opts = append(opts, jetstream.WithSubjectFilter(subjects))
+	}
+	info, err := s.Info(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("read stream %s: %w", name, err)
+	}
+	return info, nil
+}
+
+type historyResponse struct {
+	Metric      string        `json:"metric"`
+	Scope       string        `json:"scope"`
+	Start       time.Time     `json:"start"`
+	End         time.Time     `json:"end"`
+	StepSeconds int64         `json:"step_seconds"`
+	Source      string        `json:"source"` // "1s" or "1m" (rollups)
+	DataPoints  []proto.Point `json:"data_points"`
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request) {
+	q, err := a.parseHistoryQuery(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
+	defer cancel()
+
+	stream, subject, source := proto.HistoryStream, proto.SnapshotSubject(q.scope), "1s"
+	if fine, err := a.streamInfo(ctx, proto.HistoryStream, ""); err == nil && fine != nil &&
+		q.start.Before(a.cfg.Now().Add(-fine.Config.MaxAge)) {
+		// Older than the 1 s history keeps: answer from the rollups.
+		stream, subject, source = proto.RollupStream, proto.RollupSubject(q.scope), "1m"
+		q.step = max(q.step, time.Minute)
+	}
+	// One snapshot per second (or minute) at most in the range, plus the
+	// one before it that per-bucket means start from.
+	per := time.Second
+	if source == "1m" {
+		per = time.Minute
+	}
+	limit := int(q.end.Sub(q.start)/per) + 2
+	snaps, err := LoadRange(ctx, a.cfg.JetStream, stream, subject, q.start.Add(-q.step), q.end, limit)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, historyResponse{
+		Metric: q.metric.String(), Scope: q.scope.String(), Start: q.start, End: q.end,
+		StepSeconds: int64(q.step / time.Second), Source: source,
+		DataPoints: SeriesStep(snaps, q.metric, q.start, q.end, q.step),
+	})
+}
+
+type historyQuery struct {
+	metric     proto.Metric
+	scope      proto.Scope
+	start, end time.Time
+	step       time.Duration
+}
+
+func (a *API) parseHistoryQuery(r *http.Request) (historyQuery, error) {
+	v := r.URL.Query()
+	var q historyQuery
+	name := v.Get("metric")
+	m, ok := proto.ParseMetric(name)
+	if !ok {
+		return q, fmt.Errorf("metric %q is unknown; valid: %s (alias response_time_avg)", name, strings.Join(proto.MetricNames(), ", "))
+	}
+	q.metric = m
+	switch sc := v.Get("scope"); {
+	case sc != "":
+		s, err := proto.ParseScope(sc)
+		if err != nil {
+			return q, fmt.Errorf("scope %q: want cluster, region.<name> or instance.<name>", sc)
+		}
+		q.scope = s
+	default:
+		s, err := proto.ScopeOf(v.Get("region"), v.Get("instance"))
+		if err != nil {
+			return q, err
+		}
+		q.scope = s
+	}
+	now := a.cfg.Now().UTC()
+	q.end = now
+	if e := v.Get("end"); e != "" {
+		t, err := parseTime(e)
+		if err != nil {
+			return q, fmt.Errorf("end %q: %v", e, err)
+		}
+		q.end = t
+	}
+	q.start = q.end.Add(-time.Hour)
+	if s := v.Get("start"); s != "" {
+		t, err := parseTime(s)
+		if err != nil {
+			return q, fmt.Errorf("start %q: %v", s, err)
+		}
+		q.start = t
+	}
+	if !q.start.Before(q.end) {
+		return q, fmt.Errorf("start %s must be before end %s", q.start.Format(time.RFC3339), q.end.Format(time.RFC3339))
+	}
+	q.step = StepFor(q.end.Sub(q.start), proto.DefaultHistoryPoints)
+	if s := v.Get("step"); s != "" {
+		d, err := parseStep(s)
+		if err != nil {
+			return q, fmt.Errorf("step %q: %v", s, err)
+		}
+		q.step = d
+	}
+	if n := int64(q.end.Sub(q.start) / q.step); n > int64(a.cfg.MaxPoints) {
+		return q, fmt.Errorf("step %s over %s gives %d points; at most %d are served (use a larger step)",
+			q.step, q.end.Sub(q.start), n, a.cfg.MaxPoints)
+	}
+	return q, nil
+}
+
+// parseTime accepts RFC 3339 or Unix seconds (Prometheus' API does the same).
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t.UTC(), nil
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < 1e11 {
+		return time.Unix(0, int64(f*1e9)).UTC(), nil
+	}
+	return time.Time{}, errors.New("want an RFC 3339 time such as 2024-11-07T10:30:00Z or Unix seconds")
+}
+
+// parseStep accepts a Go duration ("5s", "1m") or whole seconds ("5").
+func parseStep(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.Atoi(s)
+		if nerr != nil {
+			return 0, errors.New("want a duration such as 5s or 1m, or whole seconds")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < time.Second || d%time.Second != 0 {
+		return 0, errors.New("must be a whole number of seconds, at least 1s")
+	}
+	return d, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
