@@ -1,0 +1,432 @@
+package edge
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// connState is where a connection is in its life.
+type connState uint8
+
+const (
+	stateOpen    connState = iota
+	stateClosing           // our close frame is queued or sent: no more data frames
+	stateClosed            // socket closed, unregistered
+)
+
+// closeMode says what happens once our close frame has been written.
+type closeMode uint8
+
+const (
+	// closeEcho: we echoed the client's close; close the socket.
+	closeEcho closeMode = iota
+	// closeWait: wait for the client's close frame (graceful shutdown).
+	closeWait
+	// closeLinger: half-close, then read and discard until the client
+	// closes or lingerTimeout passes, so that unread input does not turn
+	// our close into a reset that destroys the close frame in flight.
+	closeLinger
+	// closeNow: one attempt to write the frame, then close.
+	closeNow
+)
+
+// lingerTimeout bounds closeLinger.
+const lingerTimeout = 2 * time.Second
+
+// Close reasons (connections_closed_total label values).
+const (
+	reasonClientClose   = "client_close"
+	reasonPeerGone      = "peer_gone"
+	reasonIOError       = "io_error"
+	reasonProtocolError = "protocol_error"
+	reasonOversized     = "oversized"
+	reasonIdleTimeout   = "idle_timeout"
+	reasonWriteTimeout  = "write_timeout"
+	reasonSlowConsumer  = "slow_consumer"
+	reasonShutdown      = "shutdown"
+)
+
+var closeReasons = []string{
+	reasonClientClose, reasonPeerGone, reasonIOError, reasonProtocolError, reasonOversized,
+	reasonIdleTimeout, reasonWriteTimeout, reasonSlowConsumer, reasonShutdown,
+}
+
+// outFrame is a queued frame: shared, immutable bytes.
+type outFrame struct {
+	b    []byte
+	snap bool // a Snapshot: replaceable by a newer one while unsent
+}
+
+// conn is one upgraded WebSocket connection. Fields are grouped by owner.
+// The layout is kept small because an idle connection costs exactly this
+// struct plus the net.Conn: the input and output states are pointers that
+// are nil while there is nothing half-received or queued.
+type conn struct {
+	e     *Edge
+	shard *shard
+	nc    net.Conn
+	rc    syscall.RawConn
+	id    uint64 // registry id; epoll event data
+	fd    int32  // for epoll_ctl only; I/O goes through rc
+
+	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
+	lastRead atomic.Int64 // mono ns of the last bytes received
+	opened   int64        // mono ns
+
+	// Input: owned by the poller goroutine (by the handshake goroutine
+	// before the connection is registered with epoll). Nil between frames.
+	in *inputState
+
+	// Scheduling: owned by the shard goroutine (set up by the handshake
+	// goroutine before the shard learns of the connection).
+	next, prev *conn
+	due        int64 // wheel tick
+	lastSnap   int64 // mono ns: the last snapshot tick (phase reference)
+	nextSnap   int64
+	nextBeat   int64
+	nextPing   int64
+	waitIdx    int32 // index in shard.waiting while waiting
+	linked     bool
+	added      bool // the shard has seen opAdd
+	waiting    bool // no snapshot existed yet: waiting for the first
+	phased     bool // nextSnap is set (the first snapshot is scheduled)
+	sentSnap   bool // a snapshot was sent: lastSnap is the phase reference
+	// registered is guarded by the registry's lock.
+	registered bool
+
+	// Output and lifecycle: guarded by mu, which also makes the holder the
+	// only writer on the socket.
+	mu         sync.Mutex
+	state      connState
+	mode       closeMode
+	armed      bool // EPOLLOUT requested
+	inPoll     bool // fd is registered with epoll
+	halfClosed bool
+	sub        proto.Subscription
+	q          *outQueue // nil unless output is queued or the connection is closing
+}
+
+// outQueue is what a connection could not write at once, and its closing
+// state.
+type outQueue struct {
+	frames        []outFrame
+	off           int   // bytes of frames[0] already written
+	bytes         int   // non-snapshot bytes queued
+	lastProgress  int64 // mono ns of the last write progress while queued
+	closeDeadline int64 // mono ns; a closing connection is closed then
+	reason        string
+}
+
+func newConn(e *Edge, nc net.Conn, rc syscall.RawConn, fd int) *conn {
+	now := e.mono()
+	c := &conn{e: e, nc: nc, rc: rc, fd: int32(fd), opened: now, sub: proto.DefaultSubscription()}
+	c.lastRead.Store(now)
+	c.interval.Store(proto.DefaultIntervalSeconds)
+	return c
+}
+
+// queue returns c.q, allocating it (with c.mu held).
+func (c *conn) queue() *outQueue {
+	if c.q == nil {
+		c.q = &outQueue{}
+	}
+	return c.q
+}
+
+// queued is the number of frames waiting (with c.mu held).
+func (c *conn) queued() int {
+	if c.q == nil {
+		return 0
+	}
+	return len(c.q.frames)
+}
+
+// closeReason is the reason given when closing started, if any.
+func (c *conn) closeReason() string {
+	if c.q == nil {
+		return ""
+	}
+	return c.q.reason
+}
+
+// fdWriter performs non-blocking writes through a RawConn without
+// allocating: the callback is bound once and reads its arguments from the
+// struct. Each goroutine that writes has its own.
+type fdWriter struct {
+	buf []byte
+	n   int
+	err error
+	fn  func(uintptr) bool
+}
+
+func newFDWriter() *fdWriter {
+	w := &fdWriter{}
+	w.fn = w.do
+	return w
+}
+
+func (w *fdWriter) do(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), w.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		w.n, w.err = max(n, 0), err
+		return true // never park: EAGAIN is handled by the queue
+	}
+}
+
+// write writes what the socket takes of b; a full socket is (n < len(b),
+// nil), not an error.
+func (w *fdWriter) write(rc syscall.RawConn, b []byte) (int, error) {
+	w.buf = b
+	err := rc.Write(w.fn)
+	w.buf = nil
+	if err != nil {
+		return 0, err
+	}
+	if w.err == unix.EAGAIN {
+		return w.n, nil
+	}
+	return w.n, w.err
+}
+
+// send queues b behind pending output, or writes it at once; frames after
+// the connection started closing are dropped.
+func (c *conn) send(w *fdWriter, b []byte, snap bool) {
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.enqueueLocked(w, b, snap)
+	}
+	c.mu.Unlock()
+}
+
+// enqueueLocked writes b directly when nothing is queued (the common case:
+// one syscall, nothing retained) and queues the remainder otherwise. A
+// queued, not yet started Snapshot is replaced by a newer one. It reports
+// whether b was written whole at once.
+func (c *conn) enqueueLocked(w *fdWriter, b []byte, snap bool) bool {
+	m := c.e.m
+	if c.state == stateClosed {
+		return false
+	}
+	if c.queued() == 0 {
+		n, err := w.write(c.rc, b)
+		if err != nil {
+			c.closeLocked(reasonIOError)
+			return false
+		}
+		m.bytesSent.Add(float64(n))
+		if n == len(b) {
+			m.msgsSent.Inc()
+			return true
+		}
+		q := c.queue()
+		q.frames = append(q.frames, outFrame{b: b, snap: snap})
+		q.off = n
+		if !snap {
+			q.bytes += len(b)
+		}
+		q.lastProgress = c.e.mono()
+		c.armLocked()
+		return false
+	}
+	q := c.q
+	if snap {
+		for i := range q.frames {
+			if q.frames[i].snap && (i > 0 || q.off == 0) {
+				q.frames[i].b = b
+				m.conflated.Inc()
+				return false
+			}
+		}
+	}
+	q.frames = append(q.frames, outFrame{b: b, snap: snap})
+	if snap {
+		return false
+	}
+	q.bytes += len(b)
+	if q.bytes > c.e.cfg.MaxPendingBytes && c.state == stateOpen {
+		m.slowConsumers.Inc()
+		c.e.log.Debug("slow consumer", "pending_bytes", q.bytes)
+		c.startCloseLocked(w, frameCloseSlow, reasonSlowConsumer, closeNow)
+	}
+	return false
+}
+
+// flushLocked writes queued output until the socket is full or the queue
+// is empty.
+func (c *conn) flushLocked(w *fdWriter) {
+	m := c.e.m
+	q := c.q
+	for q != nil && len(q.frames) > 0 {
+		f := q.frames[0]
+		n, err := w.write(c.rc, f.b[q.off:])
+		if err != nil {
+			c.closeLocked(reasonIOError)
+			return
+		}
+		if n > 0 {
+			m.bytesSent.Add(float64(n))
+			q.lastProgress = c.e.mono()
+		}
+		q.off += n
+		if q.off < len(f.b) {
+			return // still full; EPOLLOUT stays armed
+		}
+		m.msgsSent.Inc()
+		if !f.snap {
+			q.bytes -= len(f.b)
+		}
+		copy(q.frames, q.frames[1:])
+		q.frames[len(q.frames)-1] = outFrame{}
+		q.frames = q.frames[:len(q.frames)-1]
+		q.off = 0
+	}
+	c.disarmLocked()
+	if c.state == stateOpen {
+		c.q = nil // an idle connection keeps no queue
+		return
+	}
+	c.drainedLocked()
+}
+
+// drainedLocked runs when the queue empties while closing.
+func (c *conn) drainedLocked() {
+	if c.state != stateClosing {
+		return
+	}
+	switch c.mode {
+	case closeEcho, closeNow:
+		c.closeLocked(c.closeReason())
+	case closeLinger:
+		if !c.halfClosed {
+			c.halfClosed = true
+			c.rc.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_WR) })
+		}
+	}
+}
+
+// armLocked asks epoll for EPOLLOUT and tells the shard, which enforces
+// WriteTimeout on queued output.
+func (c *conn) armLocked() {
+	if c.armed {
+		return
+	}
+	c.armed = true
+	if c.inPoll {
+		c.e.poller.setWritable(c, true)
+	}
+	c.shard.kick(c, opResched)
+}
+
+func (c *conn) disarmLocked() {
+	if !c.armed {
+		return
+	}
+	c.armed = false
+	if c.inPoll {
+		c.e.poller.setWritable(c, false)
+	}
+}
+
+// startClose begins closing with frame (a close frame); see closeMode.
+func (c *conn) startClose(w *fdWriter, frame []byte, reason string, mode closeMode) {
+	c.mu.Lock()
+	c.startCloseLocked(w, frame, reason, mode)
+	c.mu.Unlock()
+}
+
+func (c *conn) startCloseLocked(w *fdWriter, frame []byte, reason string, mode closeMode) {
+	if c.state != stateOpen {
+		return
+	}
+	q := c.queue()
+	c.state, c.mode, q.reason = stateClosing, mode, reason
+	if mode == closeNow {
+		// Whatever is queued will not be delivered; the close frame goes
+		// out only if no frame is half written (it would corrupt it).
+		if q.off == 0 {
+			q.frames, q.bytes = nil, 0
+			c.disarmLocked()
+			_, _ = w.write(c.rc, frame)
+		}
+		c.closeLocked(reason)
+		return
+	}
+	// Unsent snapshots are worthless now.
+	kept := q.frames[:0]
+	for i, f := range q.frames {
+		if !f.snap || (i == 0 && q.off > 0) {
+			kept = append(kept, f)
+		}
+	}
+	clear(q.frames[len(kept):])
+	q.frames = kept
+	if mode == closeLinger {
+		q.closeDeadline = c.e.mono() + int64(lingerTimeout)
+		c.shard.kick(c, opResched)
+	}
+	c.enqueueLocked(w, frame, false)
+	if c.state == stateClosing && c.queued() == 0 {
+		c.drainedLocked()
+	}
+}
+
+// close closes the connection at once.
+func (c *conn) close(reason string) {
+	c.mu.Lock()
+	c.closeLocked(reason)
+	c.mu.Unlock()
+}
+
+// closeLocked closes the socket and unregisters the connection. The reason
+// given when closing started wins over the one that finished it.
+func (c *conn) closeLocked(reason string) {
+	if c.state == stateClosed {
+		return
+	}
+	if r := c.closeReason(); c.state == stateClosing && r != "" {
+		reason = r
+	}
+	c.state = stateClosed
+	if c.inPoll {
+		// Before Close: once the fd number is released it may be reused.
+		c.e.poller.remove(c)
+		c.inPoll = false
+	}
+	_ = c.nc.Close()
+	c.q, c.armed = nil, false
+	c.e.reg.remove(c)
+	c.e.m.closed(reason, time.Duration(c.e.mono()-c.opened))
+	if c.shard != nil {
+		c.shard.kick(c, opClosed)
+	}
+}
+
+// isOpen reports whether the connection still takes data frames.
+func (c *conn) isOpen() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state == stateOpen
+}
+
+// onWritable flushes queued output after EPOLLOUT.
+func (c *conn) onWritable(w *fdWriter) {
+	c.mu.Lock()
+	switch {
+	case c.state == stateClosed:
+	case c.queued() > 0:
+		c.flushLocked(w)
+	default:
+		c.disarmLocked()
+	}
+	c.mu.Unlock()
+}

@@ -1,0 +1,182 @@
+package edge
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// Error types (errors_total label values).
+const (
+	errTypeBadSubscription = "bad_subscription"
+	errTypeOversized       = "oversized"
+	errTypeProtocol        = "protocol"
+	errTypeBinary          = "binary"
+	errTypeHandshake       = "handshake"
+)
+
+var errorTypes = []string{errTypeBadSubscription, errTypeOversized, errTypeProtocol, errTypeBinary, errTypeHandshake}
+
+// metrics are the edge's Prometheus metrics. Counters and histograms are
+// updated where things happen (label children resolved once, so the hot
+// path does no lookups or allocations); gauges of live things are computed
+// from the registry at scrape time.
+type metrics struct {
+	opened             prometheus.Counter
+	closedByReason     map[string]prometheus.Counter
+	msgsSent           prometheus.Counter
+	bytesSent          prometheus.Counter
+	msgsRecv           prometheus.Counter
+	bytesRecv          prometheus.Counter
+	errorsByType       map[string]prometheus.Counter
+	conflated          prometheus.Counter
+	idleTimeouts       prometheus.Counter
+	slowConsumers      prometheus.Counter
+	handshakesRejected prometheus.Counter
+	snapshotsAccepted  prometheus.Counter
+	snapshotsStale     prometheus.Counter
+	snapshotsInvalid   prometheus.Counter
+	historyLoadErrors  prometheus.Counter
+	lifetime           prometheus.Histogram
+	deliveryLag        prometheus.Histogram
+	tickLag            prometheus.Histogram
+}
+
+func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error) {
+	const sub = "edge"
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
+	}
+	closed := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "connections_closed_total",
+		Help: "WebSocket connections closed, by reason.",
+	}, []string{"reason"})
+	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "errors_total",
+		Help: "Client errors, by type: bad_subscription, oversized, protocol, binary, handshake.",
+	}, []string{"type"})
+	snaps := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "snapshots_received_total",
+		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid.",
+	}, []string{"result"})
+	m := &metrics{
+		opened:             counter("connections_opened_total", "WebSocket connections upgraded."),
+		closedByReason:     make(map[string]prometheus.Counter, len(closeReasons)),
+		msgsSent:           counter("messages_sent_total", "WebSocket frames written completely."),
+		bytesSent:          counter("sent_bytes_total", "Bytes written to WebSocket connections."),
+		msgsRecv:           counter("messages_received_total", "WebSocket messages and control frames received."),
+		bytesRecv:          counter("received_bytes_total", "Bytes read from WebSocket connections."),
+		errorsByType:       make(map[string]prometheus.Counter, len(errorTypes)),
+		conflated:          counter("snapshots_conflated_total", "Unsent snapshots replaced by a newer one for a slow connection."),
+		idleTimeouts:       counter("idle_timeouts_total", "Connections closed because nothing arrived for IdleTimeout."),
+		slowConsumers:      counter("slow_consumer_disconnects_total", "Connections closed for exceeding MaxPendingBytes or WriteTimeout."),
+		handshakesRejected: counter("handshakes_rejected_total", "Connections closed unread because too many handshakes were in flight."),
+		historyLoadErrors:  counter("history_load_errors_total", "Failed attempts to backfill the history window from JetStream (retried)."),
+		snapshotsAccepted:  snaps.WithLabelValues("accepted"),
+		snapshotsStale:     snaps.WithLabelValues("stale"),
+		snapshotsInvalid:   snaps.WithLabelValues("invalid"),
+		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "connection_duration_seconds",
+			Help:    "Lifetime of closed WebSocket connections.",
+			Buckets: []float64{1, 10, 60, 300, 1800, 3600, 4 * 3600, 24 * 3600},
+		}),
+		deliveryLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "delivery_lag_seconds",
+			Help:    "From a snapshot's time to its being written to a connection.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+		}),
+		tickLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "tick_lag_seconds",
+			Help:    "From a connection's scheduled snapshot tick to the snapshot being written.",
+			Buckets: []float64{.001, .0025, .005, .01, .015, .025, .05, .1, .25, .5, 1},
+		}),
+	}
+	for _, r := range closeReasons {
+		m.closedByReason[r] = closed.WithLabelValues(r)
+	}
+	for _, t := range errorTypes {
+		m.errorsByType[t] = errs.WithLabelValues(t)
+	}
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{
+		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
+		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
+		newStateCollector(e, ns, sub),
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register edge metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// closed counts a closed connection.
+func (m *metrics) closed(reason string, lifetime time.Duration) {
+	if c, ok := m.closedByReason[reason]; ok {
+		c.Inc()
+	}
+	m.lifetime.Observe(lifetime.Seconds())
+}
+
+// stateCollector reports gauges computed from the edge's state at scrape
+// time, so they cannot drift from reality.
+type stateCollector struct {
+	e        *Edge
+	conns    *prometheus.Desc
+	subs     *prometheus.Desc
+	ready    *prometheus.Desc
+	histLoad *prometheus.Desc
+}
+
+func newStateCollector(e *Edge, ns, sub string) *stateCollector {
+	return &stateCollector{
+		e:     e,
+		conns: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "connections"), "Open WebSocket connections.", nil, nil),
+		subs: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "subscriptions"),
+			"Open WebSocket connections by subscribed interval.", []string{"interval_seconds"}, nil),
+		ready: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "ready"),
+			"1 when the edge is ready: serving, connected to NATS, fresh cluster snapshot.", nil, nil),
+		histLoad: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "history_loaded"),
+			"1 once the history window was backfilled from JetStream.", nil, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.conns
+	ch <- c.subs
+	ch <- c.ready
+	ch <- c.histLoad
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	var byInterval [proto.MaxIntervalSeconds + 1]int
+	n := 0
+	c.e.reg.each(func(conn *conn) {
+		n++
+		if i := conn.interval.Load(); i >= 0 && int(i) < len(byInterval) {
+			byInterval[i]++
+		}
+	})
+	ch <- prometheus.MustNewConstMetric(c.conns, prometheus.GaugeValue, float64(n))
+	for i, k := range byInterval {
+		if k > 0 {
+			ch <- prometheus.MustNewConstMetric(c.subs, prometheus.GaugeValue, float64(k), strconv.Itoa(i))
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(c.e.Ready()))
+	ch <- prometheus.MustNewConstMetric(c.histLoad, prometheus.GaugeValue, b2f(c.e.hist.loaded.Load()))
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
