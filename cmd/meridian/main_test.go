@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/urfave/cli/v2"
+	"go.uber.org/goleak"
 )
 
 func TestEveryFlagHasItsEnvVar(t *testing.T) {
@@ -75,3 +76,5 @@ func TestBadFlagValuesGetClearErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
