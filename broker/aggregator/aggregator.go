@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -48,6 +48,8 @@ var (
 	ErrClosed = errors.New("aggregator is shut down")
 	// ErrRunning is returned by a second concurrent Run.
 	ErrRunning = errors.New("aggregator is already running")
+	// ErrElection is returned by SetLeader while leadership is elected.
+	ErrElection = errors.New("leadership is elected; SetLeader needs Leader.Disabled")
 )
 
 // Config configures an Aggregator. Zero fields take the documented defaults.
@@ -75,6 +77,17 @@ type Config struct {
 	// ExportTTL is how long an instance's series stay on GatewayHandler
 	// after its last report. Default 5m.
 	ExportTTL time.Duration
+
+	// ID names this aggregator in the leader lease and in logs. Default:
+	// the host name and a random suffix.
+	ID string
+	// Leader configures the election of the one aggregator that publishes.
+	Leader LeaderConfig
+	// StateReplicas is the replication factor of the lease and state
+	// buckets: 1 (default) on a single node, 3 in a cluster.
+	StateReplicas int
+	// Rollups configures the stream of 1-minute rollups.
+	Rollups RollupConfig
 }
 
 type runState uint8
@@ -95,15 +108,34 @@ type Aggregator struct {
 	gateways *gatewayCollector
 	gwHTTP   http.Handler
 
-	mu     sync.Mutex // guards merger; held only to apply a report or copy snapshots out
+	mu     sync.Mutex // guards merger and replay; held only to apply a report or copy snapshots and state out
 	merger *Merger
 
-	leader      atomic.Bool
+	leader      atomic.Bool // Leader.Disabled: set by SetLeader
 	streamReady atomic.Bool
-	recheck     chan struct{} // capacity 1: asks the stream loop to ensure the stream again
+	recheck     chan struct{} // capacity 1: asks the stream loop to ensure the streams again
+
+	// Election (nil with Leader.Disabled). active is set by the tick
+	// goroutine once it leads with the persisted state restored; replay is
+	// guarded by mu.
+	elector *leader.Elector
+	nudge   chan struct{} // capacity 1: leadership changed, tick now
+	active  atomic.Bool
+	replay  *replayBuffer
+	book    *book // what was published, by anyone; has its own lock
+
+	// Owned by the goroutine running Run (the tick loop, then the hand-over).
+	stateKV  jetstream.KeyValue
+	stateRev uint64 // revision of the state this leader last read or wrote
+	rolls    []proto.Snapshot
+
+	// Read at scrape time.
+	stateSize    atomic.Int64 // bytes of the last state written
+	stateWritten atomic.Int64 // unix nanoseconds of the last state write
 
 	decodeLog  logLimiter
 	publishLog logLimiter
+	stateLog   logLimiter
 
 	life   sync.Mutex // guards state and cancel
 	state  runState
@@ -113,8 +145,9 @@ type Aggregator struct {
 	snaps []proto.Snapshot // the tick goroutine's reused buffer
 }
 
-// New validates cfg and builds an Aggregator; Run starts it. It starts as
-// the leader (publishing); see SetLeader.
+// New validates cfg and builds an Aggregator; Run starts it. With the
+// election (the default) it publishes once it holds the lease; with
+// Leader.Disabled it starts as the leader (see SetLeader).
 func New(cfg Config) (*Aggregator, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new aggregator: Config.NATS is required")
@@ -138,10 +171,19 @@ func New(cfg Config) (*Aggregator, error) {
 			StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ForgetAfter: cfg.ForgetAfter,
 		}),
 		recheck:    make(chan struct{}, 1),
+		nudge:      make(chan struct{}, 1),
+		replay:     newReplayBuffer(),
+		book:       newBook(),
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
+		stateLog:   logLimiter{every: logEvery},
 		done:       make(chan struct{}),
 	}
+	if cfg.ID == "" {
+		cfg.ID = leader.DefaultID()
+		a.cfg.ID = cfg.ID
+	}
+	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
 	js, err := jetstream.New(cfg.NATS,
 		jetstream.WithPublishAsyncErrHandler(a.onWriteError),
@@ -151,6 +193,16 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("new aggregator: jetstream context: %w", err)
 	}
 	a.js = js
+	if !cfg.Leader.Disabled {
+		a.elector, err = leader.New(leader.Config{
+			JS: js, Bucket: LeaseBucket, Key: LeaseKey, Replicas: cfg.StateReplicas, ID: cfg.ID,
+			TTL: cfg.Leader.TTL, Renew: cfg.Leader.Renew, RenewDeadline: cfg.Leader.RenewDeadline, Poll: cfg.Leader.Poll,
+			Now: cfg.Now, Logger: cfg.Logger, OnChange: a.onLeadership,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("new aggregator: %w", err)
+		}
+	}
 	a.metrics = newMetrics(cfg.Namespace, a)
 	if cfg.Registerer != nil {
 		if err := a.metrics.register(cfg.Registerer); err != nil {
@@ -158,6 +210,7 @@ func New(cfg Config) (*Aggregator, error) {
 		}
 	}
 	a.gateways = newGatewayCollector(cfg.Namespace, &a.mu, a.merger, cfg.Now, cfg.ExportTTL)
+	a.gateways.leading = a.Leader
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(a.gateways); err != nil {
 		return nil, fmt.Errorf("new aggregator: register gateway collector: %w", err)
@@ -171,20 +224,35 @@ func New(cfg Config) (*Aggregator, error) {
 func (a *Aggregator) GatewayCollector() prometheus.Collector { return a.gateways }
 
 // GatewayHandler serves the per-gateway series from a registry of their own,
-// for the /metrics/gateways endpoint.
+// for the /metrics/gateways endpoint. Only the leader serves series (see
+// exporter.go); scrape every aggregator and the series follow the leader.
 func (a *Aggregator) GatewayHandler() http.Handler { return a.gwHTTP }
 
-// SetLeader switches publishing on or off. A follower keeps merging reports
-// and ticking, so that it can take over with warm state and windows; only the
-// leader publishes snapshots.
-func (a *Aggregator) SetLeader(leader bool) {
+// SetLeader switches publishing on or off when Config.Leader.Disabled is
+// set, that is when something other than the built-in election decides who
+// leads. A follower keeps merging reports and ticking, so that it can take
+// over with warm state and windows. With the election, leadership follows
+// the lease and SetLeader returns ErrElection.
+func (a *Aggregator) SetLeader(leader bool) error {
+	if a.elector != nil {
+		return ErrElection
+	}
 	if a.leader.Swap(leader) != leader {
 		a.log.Info("leadership changed", "leader", leader)
 	}
+	return nil
 }
 
-// Leader reports whether this aggregator publishes snapshots.
-func (a *Aggregator) Leader() bool { return a.leader.Load() }
+// Leader reports whether this aggregator publishes snapshots now.
+func (a *Aggregator) Leader() bool {
+	if a.elector == nil {
+		return a.leader.Load()
+	}
+	return a.active.Load() && a.elector.Leading()
+}
+
+// ID is the aggregator's configured or generated ID.
+func (a *Aggregator) ID() string { return a.cfg.ID }
 
 // State returns a copy of the merge state (see Merger.State).
 func (a *Aggregator) State() State {
@@ -200,12 +268,19 @@ func (a *Aggregator) Restore(s State) error {
 	return a.merger.Restore(s)
 }
 
-// Run subscribes to reports, keeps the history stream in place and ticks
-// every wall-clock second until ctx ends or Shutdown is called; then it
-// unsubscribes, waits briefly for outstanding history acks and returns nil.
-// A JetStream outage is not an error: snapshots still reach live subscribers,
-// failed history writes are counted, and the stream is ensured again with
-// backoff. Run returns an error only if it cannot subscribe, or with
+// Run subscribes to reports and to what is published, keeps the history and
+// rollup streams in place, campaigns for leadership and ticks every
+// wall-clock second until ctx ends or Shutdown is called. Then it stops
+// intake and, if it leads, persists the merge state one last time and
+// resigns, so that a follower takes over at once with nothing lost; it waits
+// briefly for outstanding acks and returns nil.
+//
+// A JetStream outage is not an error: with Leader.Disabled snapshots still
+// reach live subscribers and failed history writes are counted; with the
+// election the leader stops publishing within its renew deadline, because it
+// can no longer prove that it alone leads. Streams are ensured again with
+// backoff. Run returns an error only if it cannot subscribe, if the lease
+// bucket's TTL differs from Leader.TTL (leader.ErrTTLMismatch), or with
 // ErrClosed or ErrRunning.
 func (a *Aggregator) Run(ctx context.Context) error {
 	a.life.Lock()
@@ -229,16 +304,57 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		close(a.done)
 	}()
 
-	sub, err := a.cfg.NATS.Subscribe(proto.ReportSubjectAll, a.onReport)
-	if err != nil {
-		return fmt.Errorf("subscribe to reports: %w", err)
+	var subs []*nats.Subscription
+	defer func() {
+		for _, sub := range subs {
+			if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				a.log.Warn("unsubscribe", "subject", sub.Subject, "err", err)
+			}
+		}
+	}()
+	for _, s := range []struct {
+		subject string
+		cb      nats.MsgHandler
+	}{
+		// Published snapshots and rollups first, so that the book knows what
+		// others published before this aggregator can lead.
+		{proto.SnapshotSubjectAll, a.onSnapshot},
+		{proto.RollupSubjectAll, a.onRollup},
+		{proto.ReportSubjectAll, a.onReport},
+	} {
+		sub, err := a.cfg.NATS.Subscribe(s.subject, s.cb)
+		if err != nil {
+			return fmt.Errorf("subscribe to %s: %w", s.subject, err)
+		}
+		subs = append(subs, sub)
 	}
+
 	var wg sync.WaitGroup
 	wg.Go(func() { a.streamLoop(ctx) })
+	var electErr error
+	// The election outlives ctx: it ends after the hand-over below.
+	ectx, stopElection := context.WithCancel(context.Background())
+	defer stopElection()
+	if a.elector != nil {
+		wg.Go(func() {
+			if err := a.elector.Run(ectx); err != nil {
+				electErr = err
+				cancel()
+			}
+		})
+	}
 	a.tickLoop(ctx)
 
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		a.log.Warn("unsubscribe from reports", "err", err)
+	// Stop intake, so that the last state holds every report applied.
+	for _, sub := range subs {
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			a.log.Warn("unsubscribe", "subject", sub.Subject, "err", err)
+		}
+	}
+	subs = nil
+	if a.elector != nil {
+		a.handOver()
+		stopElection()
 	}
 	wg.Wait()
 	wait := time.NewTimer(flushWait)
@@ -250,6 +366,9 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	// Drops the ack subscription and its status listener goroutine; the
 	// connection is the caller's and stays open.
 	a.js.CleanupPublisher()
+	if electErr != nil {
+		return fmt.Errorf("leader election: %w", electErr)
+	}
 	return nil
 }
 
@@ -291,6 +410,9 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 	now := a.cfg.Now()
 	a.mu.Lock()
 	out := a.merger.Apply(r, now)
+	if a.elector != nil {
+		a.replay.add(r, now)
+	}
 	a.mu.Unlock()
 	switch out {
 	case OutcomeDuplicate:
@@ -314,6 +436,8 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 // tickLoop ticks on every wall-clock second boundary. The timer is re-armed
 // for the next boundary after each tick, so ticks never drift; a tick that
 // overruns its second skips the boundaries it missed instead of bunching.
+// A change of leadership ticks at once, so that a new leader publishes the
+// current second without waiting for the next.
 func (a *Aggregator) tickLoop(ctx context.Context) {
 	timer := time.NewTimer(a.untilNextSecond())
 	defer timer.Stop()
@@ -322,6 +446,9 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-a.nudge:
+			a.tick(ctx, a.cfg.Now())
+			continue
 		case <-timer.C:
 		}
 		now := a.cfg.Now()
@@ -339,127 +466,6 @@ func (a *Aggregator) untilNextSecond() time.Duration {
 		return d
 	}
 	return time.Second
-}
-
-func (a *Aggregator) tick(ctx context.Context, now time.Time) {
-	a.mu.Lock()
-	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
-	a.mu.Unlock()
-	a.metrics.ticks.Inc()
-	if a.leader.Load() {
-		a.publish(ctx, a.snaps)
-	}
-}
-
-// publish sends one tick's snapshots. Each goes out with JetStream so the
-// history stream acknowledges it, with a message id of scope and second so
-// that a re-publish of the same second is stored once; live subscribers get
-// it either way. No retries: a no-responders retry would deliver the
-// snapshot to live subscribers twice. When acks back up, the rest of the
-// tick goes out as plain NATS messages (the stream still captures and
-// dedupes them, but unacknowledged) so live data never waits for history.
-func (a *Aggregator) publish(ctx context.Context, snaps []proto.Snapshot) {
-	start := time.Now()
-	backedUp := false
-	for i := range snaps {
-		s := &snaps[i]
-		data, err := s.Encode()
-		if err != nil {
-			a.writeFailed(fmt.Errorf("encode snapshot %s: %w", s.Scope, err))
-			continue
-		}
-		subject := proto.SnapshotSubject(s.Scope)
-		id := s.Scope.String() + "@" + strconv.FormatInt(s.Time.Unix(), 10)
-		if !backedUp {
-			_, err = a.js.PublishAsync(subject, data,
-				jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(stallWait))
-			if err == nil {
-				a.metrics.published.Inc()
-				continue
-			}
-			backedUp = errors.Is(err, jetstream.ErrTooManyStalledMsgs)
-			if !backedUp {
-				a.writeFailed(fmt.Errorf("publish snapshot %s: %w", s.Scope, err))
-				continue
-			}
-		}
-		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		msg.Header.Set(jetstream.MsgIDHeader, id)
-		err = a.cfg.NATS.PublishMsg(msg)
-		a.writeFailed(fmt.Errorf("publish snapshot %s: history acks backed up: %w", s.Scope, jetstream.ErrTooManyStalledMsgs))
-		if err == nil {
-			a.metrics.published.Inc()
-		}
-	}
-	// Wait for the acks, but never past the next tick.
-	wait := time.NewTimer(a.untilNextSecond())
-	defer wait.Stop()
-	select {
-	case <-a.js.PublishAsyncComplete():
-	case <-wait.C:
-	case <-ctx.Done():
-		return
-	}
-	a.metrics.publishTime.Observe(time.Since(start).Seconds())
-}
-
-// onWriteError is JetStream's callback for a failed or timed-out history
-// write. Any failure asks the stream loop to ensure the stream again: a
-// deleted stream shows as "no responders" only while nothing else listens on
-// the subject, and as ack timeouts once edges subscribe, so the error alone
-// cannot tell. Ensuring an existing stream is one cheap request, and the
-// loop spaces attempts.
-func (a *Aggregator) onWriteError(_ jetstream.JetStream, msg *nats.Msg, err error) {
-	select {
-	case a.recheck <- struct{}{}:
-	default:
-	}
-	a.writeFailed(fmt.Errorf("write snapshot to history on %s: %w", msg.Subject, err))
-}
-
-func (a *Aggregator) writeFailed(err error) {
-	a.metrics.historyErrors.Inc()
-	if ok, suppressed := a.publishLog.allow(a.cfg.Now()); ok {
-		a.log.Warn("history write failed", "err", err, "suppressed", suppressed)
-	}
-}
-
-// streamLoop creates or updates the history stream, retrying with backoff
-// until it succeeds, and again whenever a write finds no stream.
-func (a *Aggregator) streamLoop(ctx context.Context) {
-	backoff := ensureBackoffMin
-	for {
-		actx, cancel := context.WithTimeout(ctx, ensureTimeout)
-		_, err := history.EnsureStream(actx, a.js, a.cfg.History)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		var wait <-chan time.Time
-		if err == nil {
-			if !a.streamReady.Swap(true) {
-				a.log.Info("history stream ready", "stream", proto.HistoryStream)
-			}
-			backoff = ensureBackoffMin
-			select {
-			case <-a.recheck:
-			case <-ctx.Done():
-				return
-			}
-			// Let the rest of the failing tick drain before trying again.
-			wait = time.After(ensureBackoffMin)
-		} else {
-			a.streamReady.Store(false)
-			a.log.Warn("ensure history stream; retrying", "err", err, "in", backoff)
-			wait = time.After(backoff)
-			backoff = min(2*backoff, ensureBackoffMax)
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return
-		}
-	}
 }
 
 // logLimiter lets one log line through per period and counts the rest.

@@ -14,17 +14,22 @@ import (
 
 // BenchmarkPublishTick is one leader tick with 1000 instances in 10 regions
 // against an embedded NATS server with the file-backed history stream:
-// merge, encode and publish 1011 snapshots, and wait for every ack.
+// merge, encode and publish 1011 snapshots, and wait for every ack; every
+// 60th tick also publishes the minute's 1011 rollups. (Leadership is by
+// hand: the state write is BenchmarkEncodeState.)
 func BenchmarkPublishTick(b *testing.B) {
 	_, nc := natstest.StartTest(b)
 	sec := t0
-	a, err := New(Config{NATS: nc, Logger: quiet, Now: func() time.Time { return sec }})
+	a, err := New(Config{NATS: nc, Logger: quiet, Now: func() time.Time { return sec }, Leader: LeaderConfig{Disabled: true}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(a.js.CleanupPublisher)
 	ctx := context.Background()
 	if _, err := history.EnsureStream(ctx, a.js, history.StreamConfig{}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := EnsureRollupStream(ctx, a.js, RollupConfig{}); err != nil {
 		b.Fatal(err)
 	}
 	for i := range 1000 {

@@ -43,7 +43,12 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 // until it is subscribed (the stream is ready only after the subscription).
 func startAggregator(t *testing.T, nc *nats.Conn, reg prometheus.Registerer, waitReady bool) *Aggregator {
 	t.Helper()
-	a, err := New(Config{NATS: nc, Registerer: reg, Logger: quiet})
+	return startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet}, waitReady)
+}
+
+func startWith(t *testing.T, cfg Config, waitReady bool) *Aggregator {
+	t.Helper()
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +274,8 @@ func TestAggregatorWithoutJetStreamKeepsPublishingLive(t *testing.T) {
 		_ = n.Shutdown(context.Background())
 	})
 	w := watchSnapshots(t, nc)
-	a := startAggregator(t, nc, nil, false)
+	// Without JetStream there is no lease: leadership is decided by hand.
+	a := startWith(t, Config{NATS: nc, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, false)
 	// Cumulative reports are idempotent: re-send until the subscription sees one.
 	eventually(t, 10*time.Second, "a report to arrive", func() bool {
 		publishReport(t, nc, rp{inst: "gw-a", region: "eu", boot: "a", seq: 1, total: 9, errs: 1, durMs: 90})
@@ -317,7 +323,7 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	t.Parallel()
 	_, nc := natstest.StartTest(t)
 	reg := prometheus.NewRegistry()
-	a := startAggregator(t, nc, reg, true)
+	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, true)
 	leader := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -337,7 +343,9 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	ticks := func() float64 { return testutil.ToFloat64(a.metrics.ticks) }
 	published := func() float64 { return testutil.ToFloat64(a.metrics.published) }
 
-	a.SetLeader(false)
+	if err := a.SetLeader(false); err != nil {
+		t.Fatal(err)
+	}
 	t1 := ticks()
 	// Once a tick has started after SetLeader, any tick in flight is done.
 	eventually(t, 5*time.Second, "a tick", func() bool { return ticks() >= t1+1 })
@@ -349,7 +357,9 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	if leader() != 0 {
 		t.Error("leader gauge is not 0 for a follower")
 	}
-	a.SetLeader(true)
+	if err := a.SetLeader(true); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, 5*time.Second, "publishing to resume", func() bool { return published() > p })
 }
 
@@ -371,6 +381,13 @@ func TestNewAndShutdown(t *testing.T) {
 	}
 	if err := a.Run(context.Background()); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Run after Shutdown = %v", err)
+	}
+	// With the election, leadership is not set by hand.
+	if err := a.SetLeader(true); !errors.Is(err, ErrElection) {
+		t.Fatalf("SetLeader with the election = %v, want ErrElection", err)
+	}
+	if a.Leader() {
+		t.Fatal("an aggregator that never ran leads")
 	}
 
 	// Run stops when its context ends; a second Run meanwhile is refused.

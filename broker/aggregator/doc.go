@@ -2,23 +2,96 @@
 // publish on proto.ReportSubjectAll into one snapshot per scope (the cluster,
 // each region, each instance) and second, and publishes those snapshots with
 // JetStream on proto.SnapshotSubject(scope), where the history stream keeps
-// them and edges read them live.
+// them and edges read them live. Once a minute it also publishes a rollup per
+// scope into proto.RollupStream. Any number of aggregators may run; one leads.
 //
-// The package has three parts:
+// The package has these parts:
 //
-//   - Merger (merge.go) is the arithmetic: per-instance boot and sequence
-//     tracking, restart detection, counters that never decrease, staleness of
-//     gauges, and the sliding-window response-time mean. It is a pure value
-//     with no I/O and no locking.
-//   - Aggregator (aggregator.go) is the node: it feeds a Merger from NATS,
-//     ticks on every wall-clock second, and publishes the snapshots.
+//   - Merger (merge.go, window.go, state.go) is the arithmetic: per-instance
+//     boot and sequence tracking, restart detection, counters that never
+//     decrease, staleness of gauges, and the sliding-window response-time
+//     mean, with its complete State as plain data. It is a pure value with no
+//     I/O and no locking.
+//   - Aggregator (aggregator.go, publish.go) is the node: it feeds a Merger
+//     from NATS, ticks on every wall-clock second, and, leading, publishes.
+//   - High availability (ha.go, replay.go, statekv.go, book.go): the lease
+//     election (package leader), the persisted merge state, the replay that
+//     makes failover exact, and the book of what was published.
+//   - Rollup (rollup.go) is the pure per-minute rollup computation;
+//     rollupstream.go keeps the stream that holds the rollups.
 //   - The gateway collector (exporter.go) relays each instance's raw counters
 //     to Prometheus at scrape time.
 //
-// Concurrency: a Merger is not safe for concurrent use; its owner serialises
-// calls. The Aggregator owns one Merger and guards it with a mutex that is
-// held only while a report is applied or snapshots are copied out, never
-// while encoding or publishing, so publishing never stalls report intake. All
-// Aggregator methods are safe for concurrent use. Run starts goroutines that
-// it joins before it returns.
+// # Leadership and failover
+//
+// Every aggregator subscribes to the reports and merges them ("hot"), and
+// watches the published snapshots and rollups. One of them holds a lease in
+// the JetStream bucket LeaseBucket (TTL 2s by default) and is the only one
+// that publishes snapshots and rollups and writes the merge state. A leader
+// that cannot renew stops publishing at its renew deadline, before any other
+// can take the lease, so two never publish at once; snapshot message ids
+// (scope@second) make the history stream store a second once even so.
+//
+// The leader persists its merge State (per-instance boots, sequence numbers,
+// raw counters and reset offsets, windows) in StateBucket every second,
+// compare-and-set on the revision it last read or wrote, gzipped when large,
+// and once more when it stops. A new leader, or the first after every
+// aggregator restarted, restores that state and replays what it buffered
+// since: for every instance the last report of its current boot and of the
+// boot before. Reports are cumulative and carry sequence numbers, so
+// whatever the state already holds is ignored as a duplicate and whatever the
+// old leader applied after its last write is applied now. A graceful stop
+// persists, then resigns the lease, so a follower takes over within its
+// poll interval (100ms by default); a killed leader is replaced within
+// TTL + poll (≤ 2.2s by default), and the new leader publishes the current
+// second at once, so snapshot times never step by more than 3s. The book of
+// published seconds (and the last published second stored in the state) keeps
+// it from publishing a second that was already published.
+//
+// # Exactness contract
+//
+// Cluster and region requests_total, requests_success and requests_error
+// never decrease: not across gateway restarts, leader failover, or a restart
+// of every aggregator. Beyond that:
+//
+//   - A gateway that restarts gracefully sends a final report with all it
+//     counted: the totals then equal exactly the requests the gateways
+//     served, across any number of restarts and failovers, as long as the
+//     final report reaches the aggregators.
+//   - A gateway that crashes loses what it counted after its last delivered
+//     report: at most one publish interval of that instance.
+//   - Lost, duplicated or reordered report messages cause no error and no
+//     miscount: the next report carries the cumulative counters, and sequence
+//     numbers expose duplicates. Only the loss of a boot's last reports loses
+//     counts, as a crash does.
+//   - Failover is exact when the new leader received the reports the old one
+//     applied after its last state write (both subscribe to the same
+//     subject). The replay keeps two boots per instance, so an instance that
+//     restarts twice between two state writes (within a second) and then
+//     loses its leader loses the first boot's tail. Should a new leader still
+//     trail what was published (a report NATS dropped for it alone), its
+//     snapshots are held at the published counters until they catch up
+//     (snapshots_held_back_total counts it).
+//   - Leadership is timed on each aggregator's own clock; hosts need not agree
+//     on the time of day, but a new leader whose clock is behind the old one's
+//     skips the seconds the old one already published.
+//
+// # Rollups
+//
+// Every aggregator builds each scope's 1-minute rollup (see Rollup) from the
+// snapshots it sees published, whoever published them, so a rollup spans a
+// failover. The leader publishes a minute's rollups at the first tick of the
+// next minute on proto.RollupSubject(scope) with message id scope@minute; a
+// new leader also publishes the ones it computed but never saw published.
+//
+// # Concurrency
+//
+// A Merger is not safe for concurrent use; its owner serialises calls. The
+// Aggregator owns one Merger and guards it, and the replay buffer, with a
+// mutex held only while a report is applied or snapshots and state are copied
+// out, never while encoding or publishing, so publishing never stalls report
+// intake. All Aggregator methods are safe for concurrent use. Run starts
+// goroutines (the stream keeper and the election) that it joins before it
+// returns; the tick, the take-over and the state writes run on Run's own
+// goroutine.
 package aggregator

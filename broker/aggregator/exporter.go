@@ -18,12 +18,18 @@ import (
 // the same as if Prometheus scraped the gateway itself. No sample carries a
 // timestamp; an instance silent for ExportTTL disappears, and <ns>_gateway_up
 // says whether it is live, standing in for the scrape-level up of a target
-// Prometheus does not scrape directly. Scrape with honor_labels: true.
+// Prometheus does not scrape directly. Scrape with honor_labels: true. Only
+// the leading aggregator exports; followers serve an empty page.
 type gatewayCollector struct {
 	mu     sync.Locker // guards merger
 	merger *Merger
 	now    func() time.Time
 	ttl    time.Duration
+	// leading, when set, gates the export: only the leading aggregator
+	// exports, since every aggregator holds the same series and two
+	// exporters of one series interleave into fake counter resets. The
+	// series move with the leadership, their values continuous.
+	leading func() bool
 
 	requests, reqErrors, duration, active, up, lastReport, startTime *prometheus.Desc
 	bounds                                                           [len(proto.LatencyBounds)]float64
@@ -60,6 +66,9 @@ func (c *gatewayCollector) Describe(ch chan<- *prometheus.Desc) {
 // Collect copies the state out under the lock and builds the metrics after
 // releasing it, so that a scrape holds up report intake only for the copy.
 func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
+	if c.leading != nil && !c.leading() {
+		return
+	}
 	now := c.now()
 	c.mu.Lock()
 	st := c.merger.AppendInstanceStatus(nil, now)

@@ -100,9 +100,11 @@ type Totals struct {
 	RequestsTotal   uint64 `json:"requests_total"`
 	RequestsSuccess uint64 `json:"requests_success"`
 	RequestsError   uint64 `json:"requests_error"`
-	// DurationSumNanos is summed modulo 2^64: at very high volume the
-	// cumulative sum of a long-lived cluster can wrap, and differences taken
-	// with unsigned subtraction stay right across the wrap.
+	// DurationSumNanos is summed modulo 2^64, here and in the reports it
+	// comes from: at high volume a cumulative sum wraps (a cluster's within
+	// months, a busy gateway's within a year), and differences taken with
+	// unsigned subtraction stay right across the wrap. It is never compared
+	// with < or >, only subtracted.
 	DurationSumNanos uint64 `json:"duration_sum_ns"`
 	DurationCount    uint64 `json:"duration_count"`
 }
@@ -127,7 +129,8 @@ func (t Totals) add(u Totals) Totals {
 	}
 }
 
-// sub is t − u field by field; callers only subtract smaller counters.
+// sub is t − u field by field. Callers only subtract smaller request
+// counters; the duration sum is subtracted modulo 2^64 like it is added.
 func (t Totals) sub(u Totals) Totals {
 	return Totals{
 		RequestsTotal:    t.RequestsTotal - u.RequestsTotal,
@@ -204,6 +207,7 @@ type Merger struct {
 	instsBy   []*instState // sorted by name
 
 	invalid uint64 // snapshots that failed validation and were left out
+	tick    int64  // unix second of the newest tick; 0 before the first
 }
 
 // NewMerger returns an empty Merger.
@@ -298,11 +302,15 @@ func (m *Merger) fits(delta Totals) bool {
 }
 
 // decreased reports whether any cumulative counter of the report is below
-// the last one of the same boot.
+// the last one of the same boot. The duration sum is not among them: it is
+// kept modulo 2^64 everywhere (a gateway with a thousand requests in flight
+// adds 1000 s of latency per second and wraps it within a year), so a smaller
+// sum is a wrap, not a reset; the delta taken by unsigned subtraction is
+// right across it. A real reset also lowers the request counts and the
+// duration count, which are checked.
 func decreased(in *instState, raw Totals, buckets []uint64) bool {
 	if raw.RequestsTotal < in.raw.RequestsTotal || raw.RequestsSuccess < in.raw.RequestsSuccess ||
-		raw.RequestsError < in.raw.RequestsError || raw.DurationSumNanos < in.raw.DurationSumNanos ||
-		raw.DurationCount < in.raw.DurationCount {
+		raw.RequestsError < in.raw.RequestsError || raw.DurationCount < in.raw.DurationCount {
 		return true
 	}
 	for i, b := range buckets {
@@ -401,6 +409,7 @@ func (m *Merger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []proto.Sn
 	m.forget(now)
 	t := now.UTC().Truncate(time.Second)
 	sec := t.Unix()
+	m.tick = max(m.tick, sec)
 
 	m.cluster.live, m.cluster.active = 0, 0
 	for _, rg := range m.regionsBy {
@@ -509,4 +518,14 @@ func (m *Merger) AppendInstanceStatus(dst []InstanceStatus, now time.Time) []Ins
 		})
 	}
 	return dst
+}
+
+// staleBoot reports whether r comes from a boot older than the instance's
+// previous one: neither its current nor its previous boot, and started
+// before the current one (both start times come from the instance's own
+// clock). Apply would take such a report for a restart and count its boot a
+// second time; the failover replay skips it instead.
+func (m *Merger) staleBoot(r *proto.Report) bool {
+	in, ok := m.insts[r.Instance]
+	return ok && r.BootID != in.boot && r.BootID != in.prevBoot && r.StartTime.Before(in.start)
 }

@@ -23,12 +23,17 @@ type rp struct {
 	active             int64
 	final              bool
 	interval           time.Duration // default 1s
+	start              time.Time     // the boot's start; default an hour before t0
 }
 
 func (r rp) report(at time.Time) proto.Report {
 	iv := r.interval
 	if iv == 0 {
 		iv = time.Second
+	}
+	start := r.start
+	if start.IsZero() {
+		start = t0.Add(-time.Hour)
 	}
 	buckets := make([]uint64, proto.NumLatencyBuckets)
 	buckets[0] = r.total / 2
@@ -40,7 +45,7 @@ func (r rp) report(at time.Time) proto.Report {
 		BootID:    r.boot,
 		Seq:       r.seq,
 		Time:      at,
-		StartTime: t0.Add(-time.Hour),
+		StartTime: start,
 		Interval:  iv,
 		Final:     r.final,
 		Counters: proto.Counters{

@@ -19,6 +19,11 @@ type metrics struct {
 	published     prometheus.Counter
 	historyErrors prometheus.Counter
 	publishTime   prometheus.Histogram
+	rollups       prometheus.Counter
+	leaderChanges prometheus.Counter
+	stateErrors   prometheus.Counter
+	restoreErrors prometheus.Counter
+	heldBack      prometheus.Counter
 
 	// Computed at scrape time from the aggregator's state.
 	funcs []prometheus.Collector
@@ -42,10 +47,15 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		resetDecrease: resets.WithLabelValues("decrease"),
 		ticks:         counter("ticks_total", "Once-a-second merge ticks computed, leading or not."),
 		published:     counter("snapshots_published_total", "Snapshots published on NATS."),
-		historyErrors: counter("history_write_errors_total", "Snapshots whose write to the history stream was not acknowledged: an error, an ack timeout, or back-pressure."),
+		historyErrors: counter("history_write_errors_total", "Snapshots and rollups whose write to their stream was not acknowledged: an error, an ack timeout, or back-pressure."),
+		rollups:       counter("rollups_published_total", "1-minute rollups published on NATS."),
+		leaderChanges: counter("leadership_changes_total", "Times this aggregator gained or lost the leader lease."),
+		stateErrors:   counter("state_write_errors_total", "Failed writes of the merge state to the state bucket, including states too large for one NATS message."),
+		heldBack:      counter("snapshots_held_back_total", "Snapshots whose counters would have gone below the scope's last published ones and were published at those instead; anything but 0 means this aggregator missed reports another leader applied."),
+		restoreErrors: counter("state_restore_errors_total", "Take-overs that could not read the persisted merge state (retried), or found it unusable (overwritten)."),
 		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "snapshot_publish_duration_seconds",
-			Help: "Time to publish one tick's snapshots until the history stream acknowledged them all; a tick still unacknowledged at the next second is observed then.",
+			Help: "Time from the start of a leading tick's publishing (snapshots, merge state, rollups) until every publish was acknowledged; a tick still unacknowledged at the next second is observed then.",
 			// 1 ms to ~1 s: a tick must be done well within its second.
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 11),
 		}),
@@ -70,11 +80,27 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "leader",
-			Help: "1 when this aggregator publishes snapshots, 0 when it only merges.",
-		}, func() float64 { return boolFloat(a.leader.Load()) }),
+			Help: "1 when this aggregator leads and publishes snapshots, 0 when it only merges.",
+		}, func() float64 { return boolFloat(a.Leader()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "state_size_bytes",
+			Help: "Size of the merge state last persisted, as stored (gzipped when large).",
+		}, func() float64 { return float64(a.stateSize.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "state_last_write_timestamp_seconds",
+			Help: "When this aggregator last persisted the merge state, as a Unix time; 0 if never.",
+		}, func() float64 { return float64(a.stateWritten.Load()) / 1e9 }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "replay_buffered_reports",
+			Help: "Reports kept for replay after a take-over: the last of each instance's current and previous boot.",
+		}, func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return float64(a.replay.len())
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "history_stream_ready",
-			Help: "1 when the history stream was last created or updated successfully.",
+			Help: "1 when the history and rollup streams were last created or updated successfully.",
 		}, func() float64 { return boolFloat(a.streamReady.Load()) }),
 	}
 	return m
@@ -83,6 +109,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := append([]prometheus.Collector{
 		m.received, m.decodeErrors, m.rejected, m.duplicates, m.ticks, m.published, m.historyErrors, m.publishTime,
+		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack,
 	}, m.funcs...)
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {

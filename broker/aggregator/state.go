@@ -25,6 +25,10 @@ var ErrInvalidState = errors.New("invalid merger state")
 // compress or split it.
 type State struct {
 	Version int `json:"v"`
+	// Tick is the unix second of the merger's newest tick, 0 before the
+	// first. A leader persists the state after publishing a tick's
+	// snapshots, so its successor knows which seconds are published.
+	Tick int64 `json:"tick,omitempty"`
 	// Totals and Window are the cluster scope's.
 	Totals    Totals          `json:"totals"`
 	Window    []WindowSample  `json:"window,omitempty"`
@@ -73,6 +77,7 @@ type InstanceState struct {
 func (m *Merger) State() State {
 	s := State{
 		Version:   StateVersion,
+		Tick:      m.tick,
 		Totals:    m.cluster.totals,
 		Window:    m.cluster.win.samples(),
 		Regions:   make([]RegionState, 0, len(m.regionsBy)),
@@ -155,6 +160,7 @@ func (m *Merger) Restore(s State) error {
 	slices.SortFunc(n.regionsBy, func(a, b *regionState) int { return cmp.Compare(a.name, b.name) })
 	slices.SortFunc(n.instsBy, func(a, b *instState) int { return cmp.Compare(a.name, b.name) })
 	n.invalid = m.invalid
+	n.tick = max(m.tick, s.Tick)
 	*m = *n
 	return nil
 }

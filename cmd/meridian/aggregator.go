@@ -18,6 +18,11 @@ type aggregatorConfig struct {
 	StaleAfter       time.Duration
 	AvgWindow        time.Duration
 	ExportTTL        time.Duration
+	ID               string
+	LeaderTTL        time.Duration
+	StateReplicas    int
+	RollupRetention  time.Duration
+	RollupReplicas   int
 }
 
 func aggregatorCommand() *cli.Command {
@@ -26,8 +31,11 @@ func aggregatorCommand() *cli.Command {
 		Name:  "aggregator",
 		Usage: "merge gateway reports into cluster, region and instance snapshots every second",
 		Description: "Reads meridian.report.> and publishes one snapshot per scope and second on meridian.snapshot.<scope>,\n" +
-			"kept in the JetStream stream MERIDIAN_SNAPSHOTS (--history-retention). Serves /metrics (its own),\n" +
-			"/metrics/gateways (every gateway instance with instance and region labels), /healthz and /readyz.",
+			"kept in the JetStream stream MERIDIAN_SNAPSHOTS (--history-retention), and one-minute rollups in\n" +
+			"MERIDIAN_ROLLUPS (--rollup-retention). Run any number: one leads (a lease in the KV bucket\n" +
+			"MERIDIAN_LEADER), the others follow hot and take over with the persisted merge state\n" +
+			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
+			"instance and region labels; the leader only), /healthz and /readyz.",
 		Flags: bindEnv([]cli.Flag{
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.StringFlag{Name: "listen", Value: ":9102", Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
@@ -36,6 +44,11 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "history-replicas", Value: 1, Usage: "replicas of the history stream (3 in a NATS cluster)", Destination: &cfg.HistoryReplicas},
 			&cli.DurationFlag{Name: "stale-after", Usage: "drop an instance from gauges after this silence (default: 3 × its publish interval, at least 3s)", Destination: &cfg.StaleAfter},
 			&cli.DurationFlag{Name: "avg-window", Value: 10 * time.Second, Usage: "sliding window of avg_response_time", Destination: &cfg.AvgWindow},
+			&cli.StringFlag{Name: "id", Usage: "name of this aggregator in the leader lease (default: hostname plus a random suffix)", Destination: &cfg.ID},
+			&cli.DurationFlag{Name: "leader-ttl", Value: 2 * time.Second, Usage: "leader lease TTL: a dead leader is replaced within about this long (all aggregators must agree)", Destination: &cfg.LeaderTTL},
+			&cli.IntFlag{Name: "state-replicas", Value: 1, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
+			&cli.DurationFlag{Name: "rollup-retention", Value: aggregator.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
+			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
 			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}),
 		Action: func(c *cli.Context) error {
@@ -54,6 +67,8 @@ func aggregatorCommand() *cli.Command {
 				NATS:       nc,
 				History:    history.StreamConfig{Replicas: cfg.HistoryReplicas, MaxAge: cfg.HistoryRetention},
 				StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ExportTTL: cfg.ExportTTL,
+				ID: cfg.ID, Leader: aggregator.LeaderConfig{TTL: cfg.LeaderTTL}, StateReplicas: cfg.StateReplicas,
+				Rollups:    aggregator.RollupConfig{Replicas: cfg.RollupReplicas, MaxAge: cfg.RollupRetention},
 				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
 			})
 			if err != nil {
@@ -65,7 +80,7 @@ func aggregatorCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
 			g.Go(func() error { return serveHTTP(ctx, cfg.Listen, mux, log) })
-			log.Info("aggregator running", "nats", cfg.NATSURL, "listen", cfg.Listen)
+			log.Info("aggregator running", "id", agg.ID(), "nats", cfg.NATSURL, "listen", cfg.Listen)
 			return g.Wait()
 		},
 	}

@@ -1,0 +1,232 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// mayPublish is the check made before every publish and state write: the
+// fence of the election, or SetLeader's flag.
+func (a *Aggregator) mayPublish() bool {
+	if a.elector == nil {
+		return a.leader.Load()
+	}
+	return a.elector.Leading()
+}
+
+// tick computes the second's snapshots and, leading, publishes them and the
+// rollups of the minutes that ended, and persists the merge state.
+func (a *Aggregator) tick(ctx context.Context, now time.Time) {
+	leading := a.mayPublish()
+	if a.elector != nil {
+		switch {
+		case !leading && a.active.Load():
+			a.active.Store(false)
+			a.log.Info("stopped publishing")
+		case leading && !a.active.Load():
+			if err := a.takeOver(ctx); err != nil {
+				a.metrics.restoreErrors.Inc()
+				if ok, suppressed := a.stateLog.allow(now); ok {
+					a.log.Warn("take over: read the persisted merge state; retrying next tick", "err", err, "suppressed", suppressed)
+				}
+				leading = false
+			} else {
+				a.active.Store(true)
+			}
+		}
+	}
+	var st State
+	a.mu.Lock()
+	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
+	if a.elector != nil {
+		a.replay.prune(now, a.merger.cfg.ForgetAfter)
+		if leading {
+			st = a.merger.State() // the state these snapshots show
+		}
+	}
+	a.mu.Unlock()
+	a.metrics.ticks.Inc()
+	if !leading {
+		a.book.close(now)
+		return
+	}
+	start := time.Now()
+	a.publish(a.snaps)
+	if a.elector != nil {
+		a.writeState(ctx, &st)
+	}
+	a.book.close(now)
+	a.rolls = a.book.appendPending(a.rolls[:0])
+	a.publishRollups(a.rolls)
+	// Wait for the acks, but never past the next tick.
+	wait := time.NewTimer(a.untilNextSecond())
+	defer wait.Stop()
+	select {
+	case <-a.js.PublishAsyncComplete():
+	case <-wait.C:
+	case <-ctx.Done():
+		return
+	}
+	a.metrics.publishTime.Observe(time.Since(start).Seconds())
+}
+
+// publish sends one tick's snapshots, each unless that second of its scope
+// was published already (by an earlier leader, or by this one on an earlier
+// tick of the same second), and only while leading. Each goes out with
+// JetStream so the history stream acknowledges it, with a message id of
+// scope and second so that a re-publish of the same second is stored once;
+// live subscribers get it either way. No retries: a no-responders retry
+// would deliver the snapshot to live subscribers twice. When acks back up,
+// the rest of the tick goes out as plain NATS messages (the stream still
+// captures and dedupes them, but unacknowledged) so live data never waits
+// for history.
+func (a *Aggregator) publish(snaps []proto.Snapshot) {
+	backedUp := false
+	for i := range snaps {
+		s := &snaps[i]
+		if !a.mayPublish() {
+			return
+		}
+		claimed, held := a.book.claim(s)
+		if !claimed {
+			continue
+		}
+		if held {
+			a.metrics.heldBack.Inc()
+		}
+		id := s.Scope.String() + "@" + strconv.FormatInt(s.Time.Unix(), 10)
+		if a.send(proto.SnapshotSubject(s.Scope), id, s, &backedUp) {
+			a.metrics.published.Inc()
+		}
+	}
+}
+
+// publishRollups sends the rollups of the minutes that ended. One that could
+// not be sent stays pending for the next tick.
+func (a *Aggregator) publishRollups(rolls []proto.Snapshot) {
+	backedUp := false
+	for i := range rolls {
+		r := &rolls[i]
+		if !a.mayPublish() {
+			return
+		}
+		id := r.Scope.String() + "@" + strconv.FormatInt(r.Time.Unix(), 10)
+		if a.send(proto.RollupSubject(r.Scope), id, r, &backedUp) {
+			a.metrics.rollups.Inc()
+			a.book.rolledUp(r)
+		}
+	}
+}
+
+// send publishes one snapshot or rollup with message id id and reports
+// whether it went out. Once acks back up (*backedUp), it publishes without
+// waiting for acks.
+func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool) bool {
+	data, err := s.Encode()
+	if err != nil {
+		a.writeFailed(fmt.Errorf("encode %s: %w", subject, err))
+		return false
+	}
+	if !*backedUp {
+		_, err = a.js.PublishAsync(subject, data,
+			jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(stallWait))
+		if err == nil {
+			return true
+		}
+		*backedUp = errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+		if !*backedUp {
+			a.writeFailed(fmt.Errorf("publish %s: %w", subject, err))
+			return false
+		}
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	err = a.cfg.NATS.PublishMsg(msg)
+	a.writeFailed(fmt.Errorf("publish %s: acks backed up: %w", subject, jetstream.ErrTooManyStalledMsgs))
+	return err == nil
+}
+
+// onSnapshot and onRollup feed the book with what was published, by this
+// aggregator or another. They run on the subscriptions' delivery goroutines.
+func (a *Aggregator) onSnapshot(msg *nats.Msg) {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+		a.book.claim(&s)
+	}
+}
+
+func (a *Aggregator) onRollup(msg *nats.Msg) {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+		a.book.rolledUp(&s)
+	}
+}
+
+// onWriteError is JetStream's callback for a failed or timed-out history or
+// rollup write. Any failure asks the stream loop to ensure the stream again: a
+// deleted stream shows as "no responders" only while nothing else listens on
+// the subject, and as ack timeouts once edges subscribe, so the error alone
+// cannot tell. Ensuring an existing stream is one cheap request, and the
+// loop spaces attempts.
+func (a *Aggregator) onWriteError(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	select {
+	case a.recheck <- struct{}{}:
+	default:
+	}
+	a.writeFailed(fmt.Errorf("write %s to its stream: %w", msg.Subject, err))
+}
+
+func (a *Aggregator) writeFailed(err error) {
+	a.metrics.historyErrors.Inc()
+	if ok, suppressed := a.publishLog.allow(a.cfg.Now()); ok {
+		a.log.Warn("stream write failed", "err", err, "suppressed", suppressed)
+	}
+}
+
+// streamLoop creates or updates the history and rollup streams, retrying
+// with backoff until it succeeds, and again whenever a write fails.
+func (a *Aggregator) streamLoop(ctx context.Context) {
+	backoff := ensureBackoffMin
+	for {
+		actx, cancel := context.WithTimeout(ctx, ensureTimeout)
+		_, err := history.EnsureStream(actx, a.js, a.cfg.History)
+		if err == nil {
+			_, err = EnsureRollupStream(actx, a.js, a.cfg.Rollups)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		var wait <-chan time.Time
+		if err == nil {
+			if !a.streamReady.Swap(true) {
+				a.log.Info("streams ready", "history", proto.HistoryStream, "rollups", proto.RollupStream)
+			}
+			backoff = ensureBackoffMin
+			select {
+			case <-a.recheck:
+			case <-ctx.Done():
+				return
+			}
+			// Let the rest of the failing tick drain before trying again.
+			wait = time.After(ensureBackoffMin)
+		} else {
+			a.streamReady.Store(false)
+			a.log.Warn("ensure streams; retrying", "err", err, "in", backoff)
+			wait = time.After(backoff)
+			backoff = min(2*backoff, ensureBackoffMax)
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

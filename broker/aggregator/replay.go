@@ -1,0 +1,119 @@
+package aggregator
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// replayBuffer keeps, per instance, the newest report of its current boot
+// and of the boot before, as this aggregator received them. Reports are
+// cumulative, so these two say everything the instance counted in those
+// boots: after a takeover restores the merge state the last leader
+// persisted, replaying them adds whatever that leader applied after its last
+// state write (or never applied), and whatever is already in the state is a
+// duplicate by sequence number. Keeping the previous boot's last report is
+// what makes a failover exact when a gateway restarted moments before: its
+// final report would otherwise be lost with the old leader.
+//
+// Not safe for concurrent use; the Aggregator guards it with its merge
+// mutex, so that the buffer and the merger see reports in the same order.
+type replayBuffer struct {
+	insts map[string]*replayEntry
+}
+
+type replayEntry struct {
+	prev, cur *bufferedReport // cur is nil only before the first report
+}
+
+type bufferedReport struct {
+	r  proto.Report
+	at time.Time // when it was received, on the aggregator's clock
+}
+
+func newReplayBuffer() *replayBuffer {
+	return &replayBuffer{insts: make(map[string]*replayEntry)}
+}
+
+// add records a decoded, valid report received at at.
+func (b *replayBuffer) add(r proto.Report, at time.Time) {
+	e := b.insts[r.Instance]
+	if e == nil {
+		e = &replayEntry{}
+		b.insts[r.Instance] = e
+	}
+	switch {
+	case e.cur != nil && r.BootID == e.cur.r.BootID:
+		if r.Seq > e.cur.r.Seq {
+			e.cur = &bufferedReport{r: r, at: at}
+		}
+	case e.prev != nil && r.BootID == e.prev.r.BootID:
+		// A late report of the previous boot: keep the newest of it.
+		if r.Seq > e.prev.r.Seq {
+			e.prev = &bufferedReport{r: r, at: at}
+		}
+	case e.cur != nil && r.StartTime.Before(e.cur.r.StartTime):
+		// A boot older than both kept: replaying it would count it again.
+	default:
+		e.prev, e.cur = e.cur, &bufferedReport{r: r, at: at}
+	}
+}
+
+// prune drops instances whose newest report is older than forgetAfter,
+// as the merger forgets them.
+func (b *replayBuffer) prune(now time.Time, forgetAfter time.Duration) {
+	for name, e := range b.insts {
+		if now.Sub(e.cur.at) > forgetAfter {
+			delete(b.insts, name)
+		}
+	}
+}
+
+// len is the number of buffered reports.
+func (b *replayBuffer) len() int {
+	n := 0
+	for _, e := range b.insts {
+		n++
+		if e.prev != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// replayStats says what a replay did.
+type replayStats struct {
+	reports, applied, stale int
+}
+
+// replay applies the buffered reports to m: per instance the previous
+// boot's last report before the current boot's, instances in name order (they
+// are independent). Each report is applied at its receipt time.
+func (b *replayBuffer) replay(m *Merger) replayStats {
+	names := make([]string, 0, len(b.insts))
+	for name := range b.insts {
+		names = append(names, name)
+	}
+	slices.SortFunc(names, cmp.Compare)
+	var st replayStats
+	for _, name := range names {
+		e := b.insts[name]
+		for _, br := range [...]*bufferedReport{e.prev, e.cur} {
+			if br == nil {
+				continue
+			}
+			st.reports++
+			if m.staleBoot(&br.r) {
+				st.stale++
+				continue
+			}
+			switch m.Apply(br.r, br.at) {
+			case OutcomeApplied, OutcomeNewInstance, OutcomeResetBoot, OutcomeResetDecrease:
+				st.applied++
+			}
+		}
+	}
+	return st
+}

@@ -1,0 +1,580 @@
+package leader
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of Config.
+const (
+	DefaultBucket = "MERIDIAN_LEADER"
+	DefaultKey    = "leader"
+	DefaultTTL    = 2 * time.Second
+	// MinTTL is the shortest lease JetStream accepts (a stream's MaxAge must
+	// be at least 100ms).
+	MinTTL = 100 * time.Millisecond
+
+	// openBackoffMin and openBackoffMax space attempts to open the bucket
+	// while JetStream is unavailable.
+	openBackoffMin = 100 * time.Millisecond
+	openBackoffMax = 5 * time.Second
+)
+
+var (
+	// ErrTTLMismatch means the lease bucket exists with a TTL other than
+	// Config.TTL. Electors that disagree on the TTL cannot fence each other,
+	// so Run refuses to campaign; delete the bucket to change the TTL.
+	ErrTTLMismatch = errors.New("lease bucket TTL differs from the configured TTL")
+	// ErrRunning is returned by a second concurrent Run.
+	ErrRunning = errors.New("elector is already running")
+	// ErrClosed is returned by Run after Resign.
+	ErrClosed = errors.New("elector has resigned")
+)
+
+// Config configures an Elector. Zero fields take the documented defaults.
+type Config struct {
+	// JS opens the bucket (creating it with TTL, history 1 and file storage
+	// when it is missing). Required unless KV is set.
+	JS jetstream.JetStream
+	// KV is an already open bucket; its TTL must equal TTL. When set, JS,
+	// Bucket and Replicas are not used.
+	KV jetstream.KeyValue
+	// Bucket names the lease bucket. Default "MERIDIAN_LEADER".
+	Bucket string
+	// Replicas of the bucket when Run creates it: 1 (default) on a single
+	// node, 3 in a cluster.
+	Replicas int
+	// Key is the lease's key in the bucket, one per job. Default "leader".
+	Key string
+	// ID names this elector in logs and in the lease value. Default: the
+	// host name and a random suffix.
+	ID string
+	// TTL is how long a lease lives without renewal: a dead leader is
+	// replaced between TTL−Renew and TTL+Poll after it died. Default 2s,
+	// minimum 100ms.
+	TTL time.Duration
+	// Renew is how often the leader renews. Default TTL/4.
+	Renew time.Duration
+	// RenewDeadline is how long after its last acknowledged renewal a leader
+	// keeps leading; it must be below TTL, and TTL − RenewDeadline is the
+	// guaranteed pause between two leaders. Default TTL/2.
+	RenewDeadline time.Duration
+	// Poll is how often a follower reads the lease. Default TTL/10.
+	Poll time.Duration
+	// Now is the clock leadership is timed with. It must advance with real
+	// time (timers are real); it exists so that tests can shift it. Default
+	// time.Now.
+	Now func() time.Time
+	// Logger receives leadership changes and lease errors. Default
+	// slog.Default().
+	Logger *slog.Logger
+	// OnChange is called on Run's goroutine whenever Leading changes as Run
+	// sees it, and with false when Run returns while leading. It must return
+	// quickly.
+	OnChange func(leading bool)
+}
+
+// lease is what Leading reads: leadership ends at until.
+type lease struct{ until time.Time }
+
+// Elector campaigns for one lease. Build it with New, run it with Run.
+type Elector struct {
+	cfg   Config
+	token []byte // the lease value: ID, a space, and a nonce
+	log   *slog.Logger
+
+	cur atomic.Pointer[lease] // nil while not leading
+
+	resignCh chan struct{} // closed by Resign: Run returns between two lease operations
+
+	mu       sync.Mutex // guards the fields below and every write of cur
+	resigned bool
+	running  bool
+	done     chan struct{}      // closed when a running Run returns
+	kv       jetstream.KeyValue // the bucket, once a Run has opened it
+}
+
+// New validates cfg and builds an Elector.
+func New(cfg Config) (*Elector, error) {
+	if cfg.JS == nil && cfg.KV == nil {
+		return nil, errors.New("new elector: Config.JS or Config.KV is required")
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = DefaultBucket
+	}
+	if cfg.Key == "" {
+		cfg.Key = DefaultKey
+	}
+	if !validKey(cfg.Key) {
+		return nil, fmt.Errorf("new elector: key %q: use letters, digits, '-', '_', '=' and inner dots", cfg.Key)
+	}
+	if cfg.ID == "" {
+		cfg.ID = DefaultID()
+	}
+	if cfg.TTL == 0 {
+		cfg.TTL = DefaultTTL
+	}
+	if cfg.Renew == 0 {
+		cfg.Renew = cfg.TTL / 4
+	}
+	if cfg.RenewDeadline == 0 {
+		cfg.RenewDeadline = cfg.TTL / 2
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = cfg.TTL / 10
+	}
+	switch {
+	case cfg.TTL < MinTTL:
+		return nil, fmt.Errorf("new elector: TTL %v is below the minimum %v", cfg.TTL, MinTTL)
+	case cfg.Renew <= 0 || cfg.Renew >= cfg.RenewDeadline:
+		return nil, fmt.Errorf("new elector: Renew %v must be positive and below RenewDeadline %v", cfg.Renew, cfg.RenewDeadline)
+	case cfg.RenewDeadline >= cfg.TTL:
+		return nil, fmt.Errorf("new elector: RenewDeadline %v must be below TTL %v", cfg.RenewDeadline, cfg.TTL)
+	case cfg.Poll <= 0 || cfg.Poll >= cfg.TTL:
+		return nil, fmt.Errorf("new elector: Poll %v must be positive and below TTL %v", cfg.Poll, cfg.TTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Elector{
+		resignCh: make(chan struct{}),
+		cfg:      cfg,
+		token:    []byte(cfg.ID + " " + randomHex(8)),
+		log:      cfg.Logger.With("component", "leader", "id", cfg.ID, "key", cfg.Key),
+	}, nil
+}
+
+// DefaultID is the host name and a random suffix, unique per call.
+func DefaultID() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "host"
+	}
+	return host + "-" + randomHex(4)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	// crypto/rand.Read never fails on supported platforms.
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// validKey mirrors JetStream's rule for key-value keys.
+func validKey(k string) bool {
+	if k == "" || k[0] == '.' || k[len(k)-1] == '.' || strings.Contains(k, "..") {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-_=./", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// ID is the elector's configured or generated ID.
+func (e *Elector) ID() string { return e.cfg.ID }
+
+// Leading reports whether this elector holds the lease now. It turns false
+// by itself RenewDeadline after the last acknowledged renewal, whatever the
+// election goroutine is doing, so it is the check to make right before each
+// write that only the leader may do. It is cheap: an atomic load and a
+// clock read.
+func (e *Elector) Leading() bool {
+	l := e.cur.Load()
+	return l != nil && e.cfg.Now().Before(l.until)
+}
+
+// setLease records a lease until until, unless the elector has resigned.
+func (e *Elector) setLease(until time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.resigned {
+		e.cur.Store(&lease{until: until})
+	}
+}
+
+func (e *Elector) clearLease() { e.cur.Store(nil) }
+
+func (e *Elector) isResigned() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.resigned
+}
+
+// Run campaigns until ctx ends or Resign is called, and returns nil then.
+// When ctx ends the lease is not released: it expires after TTL, exactly as
+// if the process had died. Run returns ErrTTLMismatch when the bucket's TTL
+// differs from Config.TTL, ErrRunning when already running and ErrClosed
+// after Resign. JetStream being unavailable is not an error: Run retries,
+// following meanwhile.
+func (e *Elector) Run(ctx context.Context) error {
+	e.mu.Lock()
+	switch {
+	case e.resigned:
+		e.mu.Unlock()
+		return ErrClosed
+	case e.running:
+		e.mu.Unlock()
+		return ErrRunning
+	}
+	e.running, e.done = true, make(chan struct{})
+	e.mu.Unlock()
+
+	c := &campaign{e: e, kv: e.cfg.KV}
+	err := c.run(ctx)
+
+	e.clearLease()
+	if c.reported {
+		c.report(false)
+	}
+	e.mu.Lock()
+	e.running = false
+	e.kv = c.kv
+	close(e.done)
+	e.mu.Unlock()
+	return err
+}
+
+// Resign stops leading at once, makes Run return, and deletes the lease if
+// this elector holds it, so that another elector takes over within its Poll
+// instead of after TTL. It is idempotent, and also releases a lease left by
+// a Run that returned because its context ended. After Resign, Run returns
+// ErrClosed.
+func (e *Elector) Resign(ctx context.Context) error {
+	e.mu.Lock()
+	first := !e.resigned
+	e.resigned = true
+	e.clearLease()
+	running, done := e.running, e.done
+	e.mu.Unlock()
+	if first {
+		close(e.resignCh)
+	}
+	if running {
+		// Run is not cancelled: it returns once its lease operation in
+		// flight is answered (or times out), so that the lease read below
+		// is not overtaken by a renewal still on its way.
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("resign: wait for the election to stop: %w", ctx.Err())
+		}
+	}
+	e.mu.Lock()
+	kv := e.kv
+	e.mu.Unlock()
+	if kv == nil {
+		return nil // Run never opened the bucket: nothing can be ours
+	}
+	// Read the lease rather than trust the last revision Run saw: a renewal
+	// whose answer was lost may have been stored all the same.
+	entry, err := kv.Get(ctx, e.cfg.Key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return nil
+	case err != nil:
+		return fmt.Errorf("resign: read lease %s: %w", e.cfg.Key, err)
+	case !bytes.Equal(entry.Value(), e.token):
+		return nil // someone else's
+	}
+	// Only that revision: never delete a lease someone else took since.
+	err = kv.Delete(ctx, e.cfg.Key, jetstream.LastRevision(entry.Revision()))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("resign: delete lease %s: %w", e.cfg.Key, err)
+	}
+	e.log.Info("resigned")
+	return nil
+}
+
+// campaign is the state of one Run, owned by its goroutine.
+type campaign struct {
+	e        *Elector
+	kv       jetstream.KeyValue
+	reported bool // the leadership last passed to OnChange
+
+	// While leading: the lease's revision, when the last acknowledged
+	// renewal was sent, and when leadership ends without another.
+	rev      uint64
+	lastSent time.Time
+	until    time.Time
+
+	// While following: the holder's revision and when it was first seen.
+	seenRev uint64
+	seenAt  time.Time
+
+	failing bool // the last lease operation failed; for log transitions
+}
+
+func (c *campaign) run(ctx context.Context) error {
+	if err := c.open(ctx); err != nil || ctx.Err() != nil || c.e.isResigned() {
+		return err
+	}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.e.resignCh:
+			return nil
+		case <-timer.C:
+		}
+		if c.e.isResigned() { // before another lease operation, whatever select chose
+			return nil
+		}
+		var next time.Duration
+		if c.rev != 0 {
+			next = c.renew(ctx)
+		} else {
+			next = c.follow(ctx)
+		}
+		c.sync()
+		timer.Reset(max(next, 0))
+	}
+}
+
+// open opens or creates the bucket, retrying until ctx ends, and checks its
+// TTL.
+func (c *campaign) open(ctx context.Context) error {
+	cfg := &c.e.cfg
+	backoff := openBackoffMin
+	for {
+		err := c.tryOpen(ctx)
+		if err == nil || errors.Is(err, ErrTTLMismatch) {
+			if err != nil {
+				c.e.log.Error("cannot campaign", "err", err)
+			}
+			return err
+		}
+		c.e.log.Warn("open lease bucket; retrying", "bucket", cfg.Bucket, "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-c.e.resignCh:
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, openBackoffMax)
+	}
+}
+
+func (c *campaign) tryOpen(ctx context.Context) error {
+	cfg := &c.e.cfg
+	// Not cancelled with Run: a bucket creation abandoned half-way would go
+	// on in the server after Run returned. The timeout bounds it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), max(cfg.TTL, time.Second))
+	defer cancel()
+	if c.kv == nil {
+		kv, err := cfg.JS.KeyValue(ctx, cfg.Bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = cfg.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      cfg.Bucket,
+				Description: "Meridian leader leases",
+				History:     1,
+				TTL:         cfg.TTL,
+				Storage:     jetstream.FileStorage,
+				Replicas:    max(cfg.Replicas, 1),
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				kv, err = cfg.JS.KeyValue(ctx, cfg.Bucket)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("open lease bucket %s: %w", cfg.Bucket, err)
+		}
+		c.kv = kv
+	}
+	st, err := c.kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("read lease bucket status: %w", err)
+	}
+	if st.TTL() != cfg.TTL {
+		return fmt.Errorf("lease bucket %s has TTL %v, configured %v: %w", st.Bucket(), st.TTL(), cfg.TTL, ErrTTLMismatch)
+	}
+	return nil
+}
+
+// sync reports a change of leadership, as Leading sees it, to OnChange.
+func (c *campaign) sync() {
+	if now := c.e.Leading(); now != c.reported {
+		c.report(now)
+	}
+}
+
+func (c *campaign) report(leading bool) {
+	c.reported = leading
+	if leading {
+		c.e.log.Info("leading")
+	} else {
+		c.e.log.Info("stopped leading")
+	}
+	if c.e.cfg.OnChange != nil {
+		c.e.cfg.OnChange(leading)
+	}
+}
+
+// lead records a lease acquired or renewed with a request sent at sent.
+func (c *campaign) lead(rev uint64, sent time.Time) {
+	c.rev, c.lastSent, c.until = rev, sent, sent.Add(c.e.cfg.RenewDeadline)
+	c.seenRev = 0
+	c.e.setLease(c.until)
+}
+
+// stepDown gives up the lease as lost.
+func (c *campaign) stepDown(reason string, err error) {
+	c.e.clearLease()
+	c.e.log.Warn("lost the lease", "reason", reason, "err", err)
+	c.rev = 0
+}
+
+// renew renews the lease and returns when to act next.
+func (c *campaign) renew(ctx context.Context) time.Duration {
+	cfg := &c.e.cfg
+	now := cfg.Now()
+	if wait := c.lastSent.Add(cfg.Renew).Sub(now); wait > 0 {
+		return wait
+	}
+	if !now.Before(c.until) {
+		c.stepDown("renewal deadline passed", nil)
+		return 0
+	}
+	// Never wait for an answer past the fence: a leader that cannot renew
+	// must notice that it no longer leads.
+	rctx, cancel := context.WithDeadline(ctx, c.until)
+	rev, err := c.kv.Update(rctx, cfg.Key, c.e.token, c.rev)
+	cancel()
+	switch {
+	case err == nil:
+		c.ok()
+		c.lead(rev, now)
+		return cfg.Renew
+	case ctx.Err() != nil:
+		return 0
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		// Perhaps an earlier renewal was stored but its answer lost: then
+		// the key still holds our token at a newer revision.
+		gctx, cancel := context.WithDeadline(ctx, c.until)
+		e, gerr := c.kv.Get(gctx, cfg.Key)
+		cancel()
+		if gerr == nil && bytes.Equal(e.Value(), c.e.token) {
+			c.rev = e.Revision()
+			return 0 // renew against it when due; the deadline stays as it was
+		}
+		c.stepDown("lease taken over or removed", err)
+		return 0
+	default:
+		c.fail("renew lease", err)
+		if !cfg.Now().Before(c.until) {
+			c.stepDown("renewal deadline passed", err)
+			return 0
+		}
+		return min(cfg.Poll, c.until.Sub(cfg.Now()))
+	}
+}
+
+// follow reads the lease, takes it when it is free or its holder stopped
+// renewing, and returns when to act next.
+func (c *campaign) follow(ctx context.Context) time.Duration {
+	cfg := &c.e.cfg
+	gctx, cancel := context.WithTimeout(ctx, cfg.Renew)
+	e, err := c.kv.Get(gctx, cfg.Key)
+	cancel()
+	now := cfg.Now() // after the answer: no earlier than the revision was written
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		c.ok()
+		c.acquire(ctx, 0)
+	case err != nil:
+		if ctx.Err() == nil {
+			c.fail("read lease", err)
+		}
+	case bytes.Equal(e.Value(), c.e.token):
+		// Ours: a renewal whose answer was lost. Nobody else took it since.
+		c.ok()
+		c.acquire(ctx, e.Revision())
+	case e.Revision() != c.seenRev:
+		c.ok()
+		c.seenRev, c.seenAt = e.Revision(), now
+	case now.Sub(c.seenAt) >= cfg.TTL:
+		c.ok()
+		c.e.log.Info("lease expired; taking over", "holder", holderID(e.Value()), "revision", e.Revision())
+		c.acquire(ctx, e.Revision())
+	default:
+		c.ok()
+	}
+	if c.rev != 0 {
+		return cfg.Renew
+	}
+	next := cfg.Poll
+	if c.seenRev != 0 {
+		// Try the moment the holder's lease runs out, not up to Poll later.
+		next = min(next, c.seenAt.Add(cfg.TTL).Sub(cfg.Now()))
+	}
+	return next
+}
+
+// acquire creates the lease (rev 0) or takes it over from revision rev.
+func (c *campaign) acquire(ctx context.Context, rev uint64) {
+	cfg := &c.e.cfg
+	sent := cfg.Now()
+	actx, cancel := context.WithTimeout(ctx, cfg.Renew)
+	defer cancel()
+	var (
+		newRev uint64
+		err    error
+	)
+	if rev == 0 {
+		newRev, err = c.kv.Create(actx, cfg.Key, c.e.token)
+	} else {
+		newRev, err = c.kv.Update(actx, cfg.Key, c.e.token, rev)
+	}
+	switch {
+	case err == nil:
+		c.lead(newRev, sent)
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
+		// Someone else was faster; follow them.
+	case ctx.Err() == nil:
+		c.fail("acquire lease", err)
+	}
+}
+
+func (c *campaign) fail(what string, err error) {
+	if !c.failing {
+		c.e.log.Warn(what, "err", err)
+	}
+	c.failing = true
+}
+
+func (c *campaign) ok() {
+	if c.failing {
+		c.e.log.Info("lease operations recovered")
+	}
+	c.failing = false
+}
+
+// holderID is the ID part of a lease value.
+func holderID(v []byte) string {
+	id, _, _ := strings.Cut(string(v), " ")
+	return id
+}
