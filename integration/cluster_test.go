@@ -8,6 +8,7 @@ package integration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -41,7 +42,9 @@ type cluster struct {
 	node     *natsnode.Node
 	nc       *nats.Conn // the test's own connection
 	upstream *url.URL
-	agg      *aggregator.Aggregator
+	agg      *aggregator.Aggregator // the first aggregator
+	aggs     []*runningAggregator
+	opts     clusterOptions
 	edge     *edge.Edge
 	edgeReg  *prometheus.Registry
 	wsURL    string
@@ -59,7 +62,18 @@ type runningGateway struct {
 }
 
 type clusterOptions struct {
-	edge edge.Config // tweaks: intervals, limits
+	edge        edge.Config // tweaks: intervals, limits
+	aggregators int         // default 1
+	leaderTTL   time.Duration
+}
+
+// runningAggregator is one aggregator with its own NATS connection, so a
+// test can kill it (connection gone, no resignation) or stop it gracefully.
+type runningAggregator struct {
+	agg    *aggregator.Aggregator
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returned
 }
 
 // startCluster starts NATS, the demo upstream, an aggregator, an edge and
@@ -68,19 +82,16 @@ type clusterOptions struct {
 func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
 	node, nc := natstest.StartTest(t)
-	c := &cluster{t: t, node: node, nc: nc, gateways: map[string]*runningGateway{}}
+	c := &cluster{t: t, node: node, nc: nc, gateways: map[string]*runningGateway{}, opts: opts}
 
 	up := httptest.NewServer(demo.Handler(demo.Config{Latency: demo.Uniform(time.Millisecond, 5*time.Millisecond)}))
 	t.Cleanup(up.Close)
 	c.upstream, _ = url.Parse(up.URL)
 
-	aggNC := connect(t, node)
-	agg, err := aggregator.New(aggregator.Config{NATS: aggNC, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
+	for i := 0; i < max(opts.aggregators, 1); i++ {
+		c.startAggregator()
 	}
-	c.agg = agg
-	runUntilCleanup(t, "aggregator", agg.Run, agg.Shutdown)
+	c.agg = c.aggs[0].agg
 
 	edgeNC := connect(t, node)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,6 +115,59 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	c.startGateway("us", "gw-us-1")
 	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { return e.Ready() })
 	return c
+}
+
+// startAggregator starts one more aggregator; all are stopped at cleanup.
+func (c *cluster) startAggregator() *runningAggregator {
+	c.t.Helper()
+	nc, err := nats.Connect(c.node.ClientURL())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	agg, err := aggregator.New(aggregator.Config{
+		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1),
+		Leader: aggregator.LeaderConfig{TTL: c.opts.leaderTTL},
+	})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ra := &runningAggregator{agg: agg, nc: nc, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		if err := agg.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			c.t.Errorf("aggregator %s: Run: %v", agg.ID(), err)
+		}
+		close(ra.done)
+	}()
+	c.aggs = append(c.aggs, ra)
+	c.t.Cleanup(func() { c.stopAggregator(ra, false) })
+	return ra
+}
+
+// stopAggregator stops ra gracefully (state persisted, lease resigned), or
+// kills it: its NATS connection closes first, so it can neither persist nor
+// resign and the lease must expire.
+func (c *cluster) stopAggregator(ra *runningAggregator, kill bool) {
+	if kill {
+		ra.nc.Close()
+	}
+	ra.cancel()
+	select {
+	case <-ra.done:
+	case <-time.After(15 * time.Second):
+		c.t.Errorf("aggregator %s did not stop", ra.agg.ID())
+	}
+	ra.nc.Close()
+}
+
+// leader is the aggregator leading now, or nil.
+func (c *cluster) leader() *runningAggregator {
+	for _, ra := range c.aggs {
+		if !ra.nc.IsClosed() && ra.agg.Leader() {
+			return ra
+		}
+	}
+	return nil
 }
 
 func connect(t *testing.T, node *natsnode.Node) *nats.Conn {
