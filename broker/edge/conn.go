@@ -58,11 +58,32 @@ var closeReasons = []string{
 	reasonIdleTimeout, reasonWriteTimeout, reasonSlowConsumer, reasonShutdown,
 }
 
-// outFrame is a queued frame: shared, immutable bytes.
+// frameKind says how queued output is treated.
+type frameKind uint8
+
+const (
+	// frameData counts against MaxPendingBytes.
+	frameData frameKind = iota
+	// frameSnap is a live Snapshot: replaceable by a newer one while unsent
+	// (conflation), dropped when closing, not counted in pending bytes.
+	frameSnap
+	// frameHist is a history response (TimeSeries, replayed snapshots):
+	// counted against MaxHistoryPendingBytes instead, dropped when closing
+	// unless half written, and a barrier to conflation: a live Snapshot
+	// queued before a replay is never replaced by one newer than it.
+	frameHist
+)
+
+// outFrame is a queued frame (or, for a replay, consecutive frames):
+// shared, immutable bytes.
 type outFrame struct {
 	b    []byte
-	snap bool // a Snapshot: replaceable by a newer one while unsent
+	kind frameKind
+	msgs uint32 // frames in b when more than one
 }
+
+// count is the number of WebSocket frames in f.
+func (f *outFrame) count() int { return max(int(f.msgs), 1) }
 
 // conn is one upgraded WebSocket connection. Fields are grouped by owner.
 // The layout is kept small because an idle connection costs exactly this
@@ -110,7 +131,9 @@ type conn struct {
 	inPoll     bool // fd is registered with epoll
 	halfClosed bool
 	sub        proto.Subscription
-	q          *outQueue // nil unless output is queued or the connection is closing
+	scope      *scopeState // sub.Scope's state, pinned by the connection
+	work       *connWork   // nil until the first history request or queued message
+	q          *outQueue   // nil unless output is queued or the connection is closing
 }
 
 // outQueue is what a connection could not write at once, and its closing
@@ -118,15 +141,19 @@ type conn struct {
 type outQueue struct {
 	frames        []outFrame
 	off           int   // bytes of frames[0] already written
-	bytes         int   // non-snapshot bytes queued
+	bytes         int   // frameData bytes queued
+	histBytes     int   // frameHist bytes queued
 	lastProgress  int64 // mono ns of the last write progress while queued
 	closeDeadline int64 // mono ns; a closing connection is closed then
 	reason        string
 }
 
+// newConn returns a connection subscribed to the default subscription (the
+// cluster scope, pinned).
 func newConn(e *Edge, nc net.Conn, rc syscall.RawConn, fd int) *conn {
 	now := e.mono()
-	c := &conn{e: e, nc: nc, rc: rc, fd: int32(fd), opened: now, sub: proto.DefaultSubscription()}
+	c := &conn{e: e, nc: nc, rc: rc, fd: int32(fd), opened: now, sub: proto.DefaultSubscription(), scope: e.scopes.cluster}
+	c.scope.retain()
 	c.lastRead.Store(now)
 	c.interval.Store(proto.DefaultIntervalSeconds)
 	return c
@@ -208,54 +235,70 @@ func (c *conn) send(w *fdWriter, b []byte, snap bool) {
 	c.mu.Unlock()
 }
 
-// enqueueLocked writes b directly when nothing is queued (the common case:
-// one syscall, nothing retained) and queues the remainder otherwise. A
-// queued, not yet started Snapshot is replaced by a newer one. It reports
-// whether b was written whole at once.
+// enqueueLocked is enqueueFrameLocked for one Snapshot or data frame.
 func (c *conn) enqueueLocked(w *fdWriter, b []byte, snap bool) bool {
+	kind := frameData
+	if snap {
+		kind = frameSnap
+	}
+	return c.enqueueFrameLocked(w, outFrame{b: b, kind: kind})
+}
+
+// add counts f's bytes in the pending totals (sign -1 removes them).
+func (q *outQueue) add(f *outFrame, sign int) {
+	switch f.kind {
+	case frameData:
+		q.bytes += sign * len(f.b)
+	case frameHist:
+		q.histBytes += sign * len(f.b)
+	}
+}
+
+// enqueueFrameLocked writes f directly when nothing is queued (the common
+// case: one syscall, nothing retained) and queues the remainder otherwise.
+// A queued, not yet started Snapshot is replaced by a newer one, unless a
+// history frame lies between them. It reports whether f was written whole
+// at once.
+func (c *conn) enqueueFrameLocked(w *fdWriter, f outFrame) bool {
 	m := c.e.m
 	if c.state == stateClosed {
 		return false
 	}
 	if c.queued() == 0 {
-		n, err := w.write(c.rc, b)
+		n, err := w.write(c.rc, f.b)
 		if err != nil {
 			c.closeLocked(reasonIOError)
 			return false
 		}
 		m.bytesSent.Add(float64(n))
-		if n == len(b) {
-			m.msgsSent.Inc()
+		if n == len(f.b) {
+			m.msgsSent.Add(float64(f.count()))
 			return true
 		}
 		q := c.queue()
-		q.frames = append(q.frames, outFrame{b: b, snap: snap})
+		q.frames = append(q.frames, f)
 		q.off = n
-		if !snap {
-			q.bytes += len(b)
-		}
+		q.add(&f, 1)
 		q.lastProgress = c.e.mono()
 		c.armLocked()
 		return false
 	}
 	q := c.q
-	if snap {
-		for i := range q.frames {
-			if q.frames[i].snap && (i > 0 || q.off == 0) {
-				q.frames[i].b = b
+	if f.kind == frameSnap {
+		for i := len(q.frames) - 1; i >= 0 && q.frames[i].kind != frameHist; i-- {
+			if q.frames[i].kind == frameSnap && (i > 0 || q.off == 0) {
+				q.frames[i].b = f.b
 				m.conflated.Inc()
 				return false
 			}
 		}
 	}
-	q.frames = append(q.frames, outFrame{b: b, snap: snap})
-	if snap {
-		return false
-	}
-	q.bytes += len(b)
-	if q.bytes > c.e.cfg.MaxPendingBytes && c.state == stateOpen {
+	q.frames = append(q.frames, f)
+	q.add(&f, 1)
+	cfg := &c.e.cfg
+	if (q.bytes > cfg.MaxPendingBytes || q.histBytes > cfg.MaxHistoryPendingBytes) && c.state == stateOpen {
 		m.slowConsumers.Inc()
-		c.e.log.Debug("slow consumer", "pending_bytes", q.bytes)
+		c.e.log.Debug("slow consumer", "pending_bytes", q.bytes, "pending_history_bytes", q.histBytes)
 		c.startCloseLocked(w, frameCloseSlow, reasonSlowConsumer, closeNow)
 	}
 	return false
@@ -281,10 +324,8 @@ func (c *conn) flushLocked(w *fdWriter) {
 		if q.off < len(f.b) {
 			return // still full; EPOLLOUT stays armed
 		}
-		m.msgsSent.Inc()
-		if !f.snap {
-			q.bytes -= len(f.b)
-		}
+		m.msgsSent.Add(float64(f.count()))
+		q.add(&f, -1)
 		copy(q.frames, q.frames[1:])
 		q.frames[len(q.frames)-1] = outFrame{}
 		q.frames = q.frames[:len(q.frames)-1]
@@ -354,18 +395,20 @@ func (c *conn) startCloseLocked(w *fdWriter, frame []byte, reason string, mode c
 		// Whatever is queued will not be delivered; the close frame goes
 		// out only if no frame is half written (it would corrupt it).
 		if q.off == 0 {
-			q.frames, q.bytes = nil, 0
+			q.frames, q.bytes, q.histBytes = nil, 0, 0
 			c.disarmLocked()
 			_, _ = w.write(c.rc, frame)
 		}
 		c.closeLocked(reason)
 		return
 	}
-	// Unsent snapshots are worthless now.
+	// Unsent snapshots and history are worthless now.
 	kept := q.frames[:0]
 	for i, f := range q.frames {
-		if !f.snap || (i == 0 && q.off > 0) {
+		if f.kind == frameData || (i == 0 && q.off > 0) {
 			kept = append(kept, f)
+		} else {
+			q.add(&f, -1)
 		}
 	}
 	clear(q.frames[len(kept):])
@@ -404,6 +447,8 @@ func (c *conn) closeLocked(reason string) {
 	}
 	_ = c.nc.Close()
 	c.q, c.armed = nil, false
+	c.scope.release()
+	c.releaseJobsLocked()
 	c.e.reg.remove(c)
 	c.e.m.closed(reason, time.Duration(c.e.mono()-c.opened))
 	if c.shard != nil {

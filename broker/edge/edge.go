@@ -1,66 +1,3 @@
-// Package edge serves the Kairos-compatible /ws/metrics WebSocket protocol to
-// very many subscribers at a small, fixed cost per connection.
-//
-// An Edge subscribes to the live snapshots the aggregator publishes on NATS,
-// keeps the latest per scope and an in-memory window of cluster history
-// (backfilled from JetStream), and pushes snapshots to each WebSocket client
-// on its own cadence. Plain HTTP requests on the same port are served by an
-// internal http.Server (/healthz, /readyz and Config.HTTP).
-//
-// # Shape
-//
-// After the zero-copy upgrade there is no goroutine per connection. One epoll
-// goroutine (poller) reads every connection without blocking and parses
-// frames from a per-connection buffer that is nil while idle; a few scheduler
-// shards (one per core) each own a timing wheel of 10 ms slots and push
-// snapshots, heartbeats and pings when a connection's time comes. A snapshot
-// is encoded once per metric set, WebSocket header included, and the same
-// immutable bytes are written to every subscriber of that set.
-//
-// # Protocol
-//
-//   - Right after the upgrade the client receives exactly one Snapshot (all
-//     metrics) — or, when the edge has no snapshot yet, exactly one as soon
-//     as the first arrives. That moment is the connection's phase t0: its
-//     snapshots then fall at t0 + k·interval, each carrying the newest
-//     cluster snapshot held at that tick (the same one again if none newer
-//     arrived: the contract is a snapshot per interval, and its timestamp
-//     tells its age).
-//   - A text message is a subscription; a valid one replaces the current one
-//     wholesale. It never triggers an immediate Snapshot: the next one is due
-//     at (last snapshot sent + new interval), or at once if that moment has
-//     already passed.
-//   - include_history: true sends one TimeSeries event per subscribed metric
-//     right after the subscription is accepted: the last HistoryWindow
-//     (default 1 h) ending at the newest cluster snapshot, downsampled by
-//     history.Series to at most HistoryPoints points (default 720, i.e. one
-//     point per 5 s). Until the backfill from JetStream has succeeded the
-//     series holds only what arrived live since the edge started.
-//   - Invalid subscriptions and binary messages get an Error event; the
-//     connection and the previous subscription stay. Messages larger than
-//     MaxMessageBytes close with 1009, protocol violations with 1002, invalid
-//     UTF-8 with 1007.
-//   - Liveness: a Heartbeat event every HeartbeatInterval and a WebSocket
-//     ping every PingInterval, each connection's first one at a random point
-//     of the interval. A connection from which no frame at all arrived for
-//     IdleTimeout is sent close 1001 "idle timeout" and closed without
-//     waiting for the reply (the peer is presumed gone).
-//   - Output that cannot be written at once is queued; an unsent Snapshot is
-//     replaced by a newer one (conflated). More than MaxPendingBytes of other
-//     queued output closes the connection (1008 "slow consumer"), and so does
-//     WriteTimeout without write progress.
-//   - Shutdown sends close 1001 "server shutting down" to every client and
-//     waits (bounded by its context) for the clients to close.
-//
-// # Concurrency
-//
-// New, Run, Shutdown, Addr and Ready are safe to call from any goroutine;
-// Run may be called once. Per connection, a small mutex serialises writers
-// (gobwas/ws does not); input parsing belongs to the poller goroutine and
-// scheduling state to the connection's shard goroutine. Run joins every
-// goroutine it started before it returns.
-//
-// The edge needs Linux (epoll).
 package edge
 
 import (
@@ -77,6 +14,7 @@ import (
 
 	"github.com/gobwas/ws"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-metrics/meridian/proto"
@@ -84,9 +22,12 @@ import (
 
 // Defaults for Config's zero fields.
 const (
-	DefaultListen            = ":5900"
-	DefaultHistoryWindow     = time.Hour
-	DefaultHistoryPoints     = 720
+	DefaultListen        = ":5900"
+	DefaultHistoryWindow = time.Hour
+	// DefaultHistoryPoints caps a subscription's history_points: the
+	// protocol's maximum, so every valid request is honoured. (Clients that
+	// do not say get proto.DefaultHistoryPoints, 720.)
+	DefaultHistoryPoints     = proto.MaxHistoryPoints
 	DefaultMaxMessageBytes   = 4096
 	DefaultHeartbeatInterval = 30 * time.Second
 	DefaultPingInterval      = 30 * time.Second
@@ -95,6 +36,14 @@ const (
 	DefaultMaxPendingBytes   = 1 << 20
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultNamespace         = "meridian"
+
+	DefaultHistoryWorkers         = 4
+	DefaultHistoryTimeout         = 10 * time.Second
+	DefaultHistoryRequestInterval = 12 * time.Second // 5 per minute
+	DefaultHistoryRequestBurst    = 2
+	DefaultMaxReplaySnapshots     = 3600
+	DefaultMaxHistoryScopes       = 16
+	DefaultMaxHistoryPendingBytes = 16 << 20
 
 	// maxInterval caps the timing settings: larger values mean "never".
 	maxInterval = 100 * 365 * 24 * time.Hour
@@ -129,11 +78,36 @@ type Config struct {
 	Listener net.Listener
 	// NATS is the connection live snapshots and history come from. Required.
 	NATS *nats.Conn
-	// HistoryWindow is how much cluster history is kept in memory and served
-	// with include_history. Default 1h.
+	// HistoryWindow is how much history of a scope is kept in memory: the
+	// cluster's always, other scopes' once a history request named them.
+	// include_history within it is served from memory, beyond it from the
+	// rollup stream. Default 1h.
 	HistoryWindow time.Duration
-	// HistoryPoints is the most points per TimeSeries event. Default 720.
+	// HistoryPoints caps history_points, the most points per TimeSeries
+	// event. Default DefaultHistoryPoints (10000, the protocol's maximum).
 	HistoryPoints int
+	// HistoryWorkers is the number of goroutines serving history requests
+	// and scope lookups (the only work that waits on JetStream). Default 4.
+	HistoryWorkers int
+	// HistoryTimeout bounds the JetStream reads of one history request or
+	// scope lookup. Default 10s.
+	HistoryTimeout time.Duration
+	// HistoryRequestInterval and HistoryRequestBurst rate-limit history
+	// requests (include_history or since) per connection with a token
+	// bucket: one request earned per interval, at most burst saved.
+	// Defaults 12s (5 per minute) and 2.
+	HistoryRequestInterval time.Duration
+	HistoryRequestBurst    int
+	// MaxReplaySnapshots caps a since replay; the newest are replayed and an
+	// Error event says from when. Default 3600.
+	MaxReplaySnapshots int
+	// MaxHistoryScopes is how many scopes besides the cluster keep their
+	// history in memory (least recently requested dropped first). Default 16.
+	MaxHistoryScopes int
+	// MaxHistoryPendingBytes bounds queued history output (TimeSeries and
+	// replayed snapshots) per connection, which MaxPendingBytes does not
+	// count; beyond it the connection is closed with 1008. Default 16 MiB.
+	MaxHistoryPendingBytes int
 	// MaxMessageBytes bounds a client message (all fragments); larger ones
 	// close the connection with 1009. Default 4096.
 	MaxMessageBytes int
@@ -147,8 +121,9 @@ type Config struct {
 	// HandshakeTimeout bounds reading the HTTP request and the upgrade.
 	// Default 5s.
 	HandshakeTimeout time.Duration
-	// MaxPendingBytes bounds queued non-snapshot output per connection;
-	// beyond it the connection is closed with 1008. Default 1 MiB.
+	// MaxPendingBytes bounds queued output per connection other than live
+	// snapshots (conflated) and history (MaxHistoryPendingBytes); beyond it
+	// the connection is closed with 1008. Default 1 MiB.
 	MaxPendingBytes int
 	// WriteTimeout closes a connection whose queued output made no progress
 	// for this long. Default 10s.
@@ -177,6 +152,27 @@ func (c Config) withDefaults() Config {
 	if c.HistoryPoints <= 0 {
 		c.HistoryPoints = DefaultHistoryPoints
 	}
+	if c.HistoryWorkers <= 0 {
+		c.HistoryWorkers = DefaultHistoryWorkers
+	}
+	if c.HistoryTimeout <= 0 {
+		c.HistoryTimeout = DefaultHistoryTimeout
+	}
+	if c.HistoryRequestInterval <= 0 {
+		c.HistoryRequestInterval = DefaultHistoryRequestInterval
+	}
+	if c.HistoryRequestBurst <= 0 {
+		c.HistoryRequestBurst = DefaultHistoryRequestBurst
+	}
+	if c.MaxReplaySnapshots <= 0 {
+		c.MaxReplaySnapshots = DefaultMaxReplaySnapshots
+	}
+	if c.MaxHistoryScopes <= 0 {
+		c.MaxHistoryScopes = DefaultMaxHistoryScopes
+	}
+	if c.MaxHistoryPendingBytes <= 0 {
+		c.MaxHistoryPendingBytes = DefaultMaxHistoryPendingBytes
+	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
@@ -200,7 +196,7 @@ func (c Config) withDefaults() Config {
 	}
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
-	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout} {
+	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval} {
 		*d = min(*d, maxInterval)
 	}
 	if c.Namespace == "" {
@@ -224,17 +220,18 @@ type Edge struct {
 	ln   net.Listener
 	base time.Time // origin of the monotonic scheduling clock
 
-	reg       registry
-	poller    *poller
-	shards    []*shard
-	nextShard atomic.Uint32
-	hist      *historyServer
-	beat      heartbeatCache
+	reg        registry
+	poller     *poller
+	shards     []*shard
+	nextShard  atomic.Uint32
+	js         jetstream.JetStream
+	hist       *historyServer
+	pool       *workPool
+	beat       heartbeatCache
+	scopes     *scopeTable
+	histScopes historyScopes
 
-	cluster      atomic.Pointer[snapFrames] // latest cluster snapshot, encoded lazily per metric set
-	lastSnapWall atomic.Int64               // Config.Now() in Unix ns when it arrived
-	scopesMu     sync.Mutex
-	scopes       map[proto.Scope]proto.Snapshot
+	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
 
 	httpLn   *chanListener
 	httpSrv  *http.Server
@@ -242,7 +239,10 @@ type Edge struct {
 	// frameTooBig is the 1009 close frame naming MaxMessageBytes.
 	frameTooBig []byte
 
-	hsSem     chan struct{} // bounds concurrent handshakes
+	lookups   chan struct{} // bounds concurrent scope lookups in JetStream
+	hsCtx     context.Context
+	hsCancel  context.CancelFunc // ends handshakes' lookups at shutdown
+	hsSem     chan struct{}      // bounds concurrent handshakes
 	hsWG      sync.WaitGroup
 	upgradeWG sync.WaitGroup // WebSocket upgrades through the HTTP server
 	hsMu      sync.Mutex
@@ -268,19 +268,26 @@ func New(cfg Config) (*Edge, error) {
 		return nil, errors.New("new edge: Config.NATS is required")
 	}
 	cfg = cfg.withDefaults()
+	js, err := jetstream.New(cfg.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("new edge: create JetStream context: %w", err)
+	}
 	e := &Edge{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "edge"),
 		base:     time.Now(),
-		scopes:   make(map[proto.Scope]proto.Snapshot),
+		js:       js,
+		scopes:   newScopeTable(),
+		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, maxHandshakes),
 		hsConns:  make(map[net.Conn]struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		lnClosed: make(chan struct{}),
 	}
+	e.hsCtx, e.hsCancel = context.WithCancel(context.Background())
 	e.frameTooBig = closeFrame(ws.StatusMessageTooBig, fmt.Sprintf("message larger than %d bytes", cfg.MaxMessageBytes))
-	e.hist = newHistoryServer(cfg.HistoryWindow, cfg.HistoryPoints, cfg.Now)
+	e.pool = newWorkPool(e, cfg.HistoryWorkers)
 	n := min(runtime.GOMAXPROCS(0), maxShards)
 	e.shards = make([]*shard, n)
 	for i := range e.shards {
@@ -291,6 +298,7 @@ func New(cfg Config) (*Edge, error) {
 		return nil, fmt.Errorf("new edge: %w", err)
 	}
 	e.m = m
+	e.hist = newHistoryServer(&e.cfg, js, e.log, m.historyLoadErrors)
 	e.ln = cfg.Listener
 	if e.ln == nil {
 		ln, err := net.Listen("tcp", cfg.Listen)
@@ -379,7 +387,10 @@ func (e *Edge) Run(ctx context.Context) error {
 	// Live first, then history: a snapshot published while the history
 	// loads is caught by the subscription and deduplicated by the Ring.
 	goJoin(func() { e.intake(msgs, workersStop) })
-	goJoin(func() { e.hist.loadLoop(histCtx, e.cfg.NATS, e.log, e.m.historyLoadErrors) })
+	goJoin(func() { e.hist.loadLoop(histCtx) })
+	for range e.cfg.HistoryWorkers {
+		goJoin(func() { e.pool.run(histCtx, workersStop) })
+	}
 	goJoin(p.run)
 	for _, s := range e.shards {
 		goJoin(func() { s.run(workersStop) })
@@ -471,6 +482,7 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 
 func (e *Edge) closeListener() {
 	e.closeLnOnce.Do(func() {
+		e.hsCancel()
 		close(e.lnClosed)
 		if err := e.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			e.log.Debug("close listener", "err", err)
@@ -514,49 +526,38 @@ func (e *Edge) acceptSnapshot(data []byte) {
 		e.log.Debug("drop invalid snapshot", "err", err)
 		return
 	}
-	if !e.storeScope(s) {
+	_, ok, first := e.scopes.store(s)
+	if !ok {
 		e.m.snapshotsStale.Inc()
 		return
 	}
 	e.m.snapshotsAccepted.Inc()
-	if s.Scope.Kind != proto.ScopeCluster {
-		return
-	}
-	e.lastSnapWall.Store(e.cfg.Now().UnixNano())
+	// After the scope's latest: a ring never holds a snapshot newer than
+	// the one live delivery sends, so a replay cannot run ahead of it.
 	e.hist.add(s)
-	if e.cluster.Swap(newSnapFrames(s)) == nil {
-		// Connections that arrived before any snapshot wait in their shard.
+	if s.Scope.Kind == proto.ScopeCluster {
+		e.lastSnapWall.Store(e.cfg.Now().UnixNano())
+	}
+	if first {
+		// Connections that arrived before their scope's first snapshot
+		// wait in their shard.
 		for _, sh := range e.shards {
 			sh.wake()
 		}
 	}
 }
 
-// storeScope keeps s as the latest of its scope unless a newer one is held.
-// Scopes silent for scopeTTL (departed instances) are forgotten.
-func (e *Edge) storeScope(s proto.Snapshot) bool {
-	e.scopesMu.Lock()
-	defer e.scopesMu.Unlock()
-	if prev, ok := e.scopes[s.Scope]; ok && !s.Time.After(prev.Time) {
-		return false
-	}
-	e.scopes[s.Scope] = s
-	if len(e.scopes) > 1 && s.Scope.Kind == proto.ScopeCluster {
-		for k, v := range e.scopes {
-			if s.Time.Sub(v.Time) > scopeTTL {
-				delete(e.scopes, k)
-			}
-		}
-	}
-	return true
-}
-
 // latest returns the newest snapshot held for scope.
 func (e *Edge) latest(scope proto.Scope) (proto.Snapshot, bool) {
-	e.scopesMu.Lock()
-	defer e.scopesMu.Unlock()
-	s, ok := e.scopes[scope]
-	return s, ok
+	st := e.scopes.get(scope)
+	if st == nil {
+		return proto.Snapshot{}, false
+	}
+	sf := st.latest.Load()
+	if sf == nil {
+		return proto.Snapshot{}, false
+	}
+	return sf.snap, true
 }
 
 // pickShard spreads connections over the shards round-robin.

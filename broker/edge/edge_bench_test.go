@@ -35,7 +35,10 @@ func bareEdge(tb testing.TB) *Edge {
 		tb.Fatal(err)
 	}
 	e.m = m
-	e.hist = newHistoryServer(time.Hour, 720, time.Now)
+	e.scopes = newScopeTable()
+	e.hist = newHistoryServer(&e.cfg, nil, e.log, m.historyLoadErrors)
+	e.pool = newWorkPool(e, 1)
+	e.lookups = make(chan struct{}, 1)
 	return e
 }
 
@@ -176,8 +179,8 @@ func BenchmarkScheduleTick(b *testing.B) {
 func BenchmarkDeliver(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		e := bareEdge(b)
-		e.cluster.Store(newSnapFrames(snap(time.Now(), 1)))
-		frame := e.cluster.Load().frame(proto.AllMetrics)
+		e.scopes.cluster.latest.Store(newSnapFrames(snap(time.Now(), 1)))
+		frame := e.scopes.cluster.latest.Load().frame(proto.AllMetrics)
 		s := newShard(e)
 		conns, drain := tcpConns(b, e, s, n)
 		b.Run(fmt.Sprintf("edge/N=%d", n), func(b *testing.B) {
@@ -235,7 +238,7 @@ func threadCPU() time.Duration {
 // promise of the delivery path.
 func TestSteadyStateDeliveryAllocatesNothing(t *testing.T) {
 	e := bareEdge(t)
-	e.cluster.Store(newSnapFrames(snap(time.Now(), 1)))
+	e.scopes.cluster.latest.Store(newSnapFrames(snap(time.Now(), 1)))
 	s := newShard(e)
 	conns, drain := tcpConns(t, e, s, 8)
 	k := everything

@@ -119,8 +119,10 @@ type snapFrames struct {
 	built atomic.Uint64 // bit i: frames[i] is set
 	mu    sync.Mutex    // serialises building
 	arena []byte        // frames are carved out of it; never rewritten
-	// frames is indexed by MetricSet; only sets 1..AllMetrics occur.
-	frames [proto.AllMetrics + 1][]byte
+	// frames is indexed by MetricSet; only sets 1..AllMetrics occur. It is
+	// allocated with the first frame: the edge holds every scope's newest
+	// snapshot, and most scopes' snapshots are never sent to anyone.
+	frames *[proto.AllMetrics + 1][]byte
 }
 
 func newSnapFrames(s proto.Snapshot) *snapFrames {
@@ -144,6 +146,9 @@ func (f *snapFrames) frame(set proto.MetricSet) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.built.Load()&(1<<set) == 0 {
+		if f.frames == nil {
+			f.frames = new([proto.AllMetrics + 1][]byte)
+		}
 		if cap(f.arena)-len(f.arena) < 512 {
 			f.arena = make([]byte, 0, arenaSize)
 		}

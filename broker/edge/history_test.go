@@ -44,7 +44,7 @@ func TestIncludeHistoryFromJetStream(t *testing.T) {
 		all = append(all, s)
 	}
 	te := startEdge(t, Config{NATS: nc})
-	waitFor(t, "history loaded", te.hist.loaded.Load)
+	waitFor(t, "history loaded", te.hist.cluster.loaded.Load)
 	live := snap(now, 100+600*7)
 	te.publishWait(live)
 	all = append(all, live)
@@ -52,13 +52,11 @@ func TestIncludeHistoryFromJetStream(t *testing.T) {
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
 	// The guide's Python example.
-	c.sendText(`{"metrics":["requests_total","success_rate"],"interval_seconds":1,"include_history":true}`)
-	for _, m := range []proto.Metric{proto.RequestsTotal, proto.SuccessRate} {
-		ev, _ := c.expectEvent(proto.EventTimeSeries, 2*time.Second)
-		if ev.MetricName != m.String() {
-			t.Fatalf("TimeSeries for %s, want %s", ev.MetricName, m)
-		}
-		want := history.Series(all, m, live.Time.Add(-time.Hour), live.Time, DefaultHistoryPoints)
+	evs := historyEvents(t, c, `{"metrics":["requests_total","success_rate"],"interval_seconds":1,"include_history":true}`,
+		proto.RequestsTotal, proto.SuccessRate)
+	for i, m := range []proto.Metric{proto.RequestsTotal, proto.SuccessRate} {
+		ev := evs[i]
+		want := history.Series(all, m, live.Time.Add(-time.Hour), live.Time, proto.DefaultHistoryPoints)
 		if len(ev.DataPoints) != len(want) || len(want) < 100 {
 			t.Fatalf("%s: %d points, want %d (over 100)", m, len(ev.DataPoints), len(want))
 		}
@@ -91,15 +89,25 @@ func TestHistoryWithoutJetStream(t *testing.T) {
 
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
-	c.sendText(`{"metrics":["requests_total"],"include_history":true}`)
-	ev, _ := c.expectEvent(proto.EventTimeSeries, 2*time.Second)
+	ev := historyEvents(t, c, `{"metrics":["requests_total"],"include_history":true}`, proto.RequestsTotal)[0]
 	if len(ev.DataPoints) != 1 || ev.DataPoints[0].Value != 42 {
 		t.Errorf("history without JetStream = %+v, want the one live point", ev.DataPoints)
 	}
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
 	waitFor(t, "load retried", func() bool { return testutil.ToFloat64(te.m.historyLoadErrors) >= 2 })
-	if te.hist.loaded.Load() {
+	if te.hist.cluster.loaded.Load() {
 		t.Errorf("history reported loaded without JetStream")
+	}
+	// Without JetStream there is no history to find a scope in: unknown.
+	c.sendText(`{"region":"mars"}`)
+	for {
+		ev, _ := c.event(3 * time.Second)
+		if ev.Type == proto.EventError {
+			if want := "unknown scope region.mars: no snapshot of it was seen live or is kept in history; known scopes: cluster"; ev.Message != want {
+				t.Errorf("error %q, want %q", ev.Message, want)
+			}
+			break
+		}
 	}
 }
 
@@ -156,8 +164,8 @@ func TestGuideClientExamples(t *testing.T) {
 				m = read(c) // a slow machine may reach the first tick before the subscription
 			}
 			points, _ := m["data_points"].([]any)
-			if m["type"] != "TimeSeries" || m["metric_name"] != name || len(points) != DefaultHistoryPoints {
-				t.Fatalf("got %v %v with %d points, want TimeSeries %s with %d", m["type"], m["metric_name"], len(points), name, DefaultHistoryPoints)
+			if m["type"] != "TimeSeries" || m["metric_name"] != name || len(points) != proto.DefaultHistoryPoints {
+				t.Fatalf("got %v %v with %d points, want TimeSeries %s with %d", m["type"], m["metric_name"], len(points), name, proto.DefaultHistoryPoints)
 			}
 		}
 		c.expectSilence(time.Second) // next snapshot only at t0+5s

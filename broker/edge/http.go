@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -68,11 +69,21 @@ func (e *Edge) serveUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "this endpoint speaks WebSocket: send an Upgrade: websocket request", http.StatusBadRequest)
 		return
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(e.hsCtx, cancel)()
+	init, rej := e.upgradeTarget(ctx, r.URL.RawQuery)
+	if rej != nil {
+		e.m.errorsByType[rej.kind].Inc()
+		http.Error(w, rej.msg, rej.status)
+		return
+	}
 	u := ws.HTTPUpgrader{Timeout: e.cfg.HandshakeTimeout}
 	nc, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has answered with an HTTP error on the hijacked
 		// connection, which is ours to close.
+		init.st.release()
 		e.m.errorsByType[errTypeHandshake].Inc()
 		if nc != nil {
 			_ = nc.Close()
@@ -88,7 +99,7 @@ func (e *Edge) serveUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		leftover = append(leftover, pc.takePrefix()...)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	if !e.attach(nc, leftover) {
+	if !e.attach(nc, leftover, init) {
 		_ = nc.Close()
 	}
 }

@@ -72,7 +72,7 @@ func (c *conn) onFrame(w *fdWriter, op ws.OpCode, p []byte) error {
 		return c.onText(w, p)
 	case ws.OpBinary:
 		c.e.m.errorsByType[errTypeBinary].Inc()
-		c.send(w, frameErrBinary, false)
+		c.reply(w, frameErrBinary)
 	case ws.OpPing:
 		pong := framePongEmpty
 		if len(p) > 0 {
@@ -85,9 +85,11 @@ func (c *conn) onFrame(w *fdWriter, op ws.OpCode, p []byte) error {
 	return nil
 }
 
-// onText applies a subscription message. A valid one replaces the current
+// onText handles a subscription message. A valid one replaces the current
 // subscription and reschedules (never an immediate Snapshot: see the
-// package doc); an invalid one gets an Error event and changes nothing.
+// package doc), at once or, when it needs history or a scope lookup, once a
+// history worker has prepared it (jobs.go); an invalid one gets an Error
+// event and changes nothing.
 func (c *conn) onText(w *fdWriter, p []byte) error {
 	if !utf8.Valid(p) {
 		return errBadUTF8
@@ -95,25 +97,10 @@ func (c *conn) onText(w *fdWriter, p []byte) error {
 	sub, err := proto.ParseSubscription(p)
 	if err != nil {
 		c.e.m.errorsByType[errTypeBadSubscription].Inc()
-		c.send(w, errorFrame(err.Error()), false)
+		c.reply(w, errorFrame(err.Error()))
 		return nil
 	}
-	var series [][]byte
-	if sub.IncludeHistory {
-		series = c.e.hist.frames(sub.Metrics)
-	}
-	c.mu.Lock()
-	if c.state != stateOpen {
-		c.mu.Unlock()
-		return nil
-	}
-	c.sub = sub
-	c.interval.Store(int32(sub.IntervalSeconds))
-	for _, f := range series {
-		c.enqueueLocked(w, f, false)
-	}
-	c.mu.Unlock()
-	c.shard.kick(c, opSubChanged)
+	c.subscribe(w, sub)
 	return nil
 }
 

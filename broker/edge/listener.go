@@ -156,12 +156,19 @@ func (e *Edge) handshake(nc net.Conn) {
 		_, _ = nc.Write(respUnavailable)
 		return
 	}
+	init, rej := e.upgradeTarget(e.hsCtx, requestQuery(buf[:lineEnd]))
+	if rej != nil {
+		e.m.errorsByType[rej.kind].Inc()
+		_, _ = nc.Write(rej.response())
+		return
+	}
 	rw := struct {
 		io.Reader
 		io.Writer
 	}{bytes.NewReader(buf[:headEnd]), nc}
 	if _, err := e.upgrader.Upgrade(rw); err != nil {
 		// The upgrader has answered with an HTTP error.
+		init.st.release()
 		e.m.errorsByType[errTypeHandshake].Inc()
 		e.log.Debug("websocket handshake rejected", "err", err, "remote", nc.RemoteAddr().String())
 		return
@@ -169,11 +176,12 @@ func (e *Edge) handshake(nc net.Conn) {
 	_ = nc.SetDeadline(time.Time{})
 	leftover := bytes.Clone(buf[headEnd:]) // frames the client sent right behind its request
 	if !e.untrackHandshake(nc) {
+		init.st.release()
 		handedOff = true
 		return
 	}
 	handedOff = true
-	if !e.attach(nc, leftover) {
+	if !e.attach(nc, leftover, init) {
 		_ = nc.Close()
 	}
 }
@@ -241,22 +249,26 @@ func hasUpgradeHeader(head []byte) bool {
 }
 
 // attach turns an upgraded socket into a registered connection: it sends
-// the first snapshot (when one exists), processes whatever input came with
-// the handshake, and hands the connection to epoll and its shard. It
-// reports whether it took ownership of nc.
-func (e *Edge) attach(nc net.Conn, leftover []byte) bool {
+// the first snapshot of its scope (when one exists) or, with since, queues
+// the replay instead, processes whatever input came with the handshake, and
+// hands the connection to epoll and its shard. It takes over init.st's pin
+// and reports whether it took ownership of nc.
+func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
+		init.st.release()
 		e.log.Error("upgraded connection has no file descriptor", "type", fmt.Sprintf("%T", nc))
 		return false
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
+		init.st.release()
 		e.log.Error("get raw connection", "err", err)
 		return false
 	}
 	fd := -1
 	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 {
+		init.st.release()
 		return false
 	}
 	c := newConn(e, nc, rc, fd)
@@ -265,7 +277,21 @@ func (e *Edge) attach(nc net.Conn, leftover []byte) bool {
 	w := newFDWriter()
 
 	c.mu.Lock()
-	if sf := e.cluster.Load(); sf != nil {
+	c.scope.release()
+	c.scope, c.sub = init.st, init.sub
+	replay := false
+	if !init.sub.Since.IsZero() {
+		// The replay takes the first snapshot's place.
+		if ok, wait := c.takeTokenLocked(); ok {
+			init.st.retain()
+			c.queueLocked(w, subJob{sub: init.sub, st: init.st, replay: true})
+			replay = true
+		} else {
+			e.m.historyRateLimited.Inc()
+			c.enqueueLocked(w, errorFrame(e.rateLimitMessage(wait)), false)
+		}
+	}
+	if sf := c.scope.latest.Load(); sf != nil && !replay {
 		c.lastSnap, c.sentSnap = c.opened, true
 		if c.enqueueLocked(w, sf.frame(proto.AllMetrics), true) {
 			e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())

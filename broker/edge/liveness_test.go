@@ -189,7 +189,7 @@ func TestSlowClientIsConflatedOthersOnTime(t *testing.T) {
 		if q := slowConn.q; q != nil {
 			pending = q.bytes
 			for _, f := range q.frames {
-				if f.snap {
+				if f.kind == frameSnap {
 					snaps++
 				}
 			}
@@ -207,9 +207,11 @@ func TestSlowClientIsConflatedOthersOnTime(t *testing.T) {
 	}
 }
 
+// History output has its own bound, MaxHistoryPendingBytes: a client that
+// does not read a large history response is a slow consumer.
 func TestSlowConsumerPendingLimit(t *testing.T) {
 	t.Parallel()
-	te := startEdge(t, Config{Listener: listenSmall(t), MaxPendingBytes: 64 << 10})
+	te := startEdge(t, Config{Listener: listenSmall(t), MaxHistoryPendingBytes: 64 << 10})
 	te.publishWait(seedHistory(te))
 	slow := dialNonReader(t, te.url)
 	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })

@@ -118,7 +118,7 @@ func BenchmarkSubscribers(b *testing.B) {
 		close(stop)
 		pubWG.Wait()
 	}()
-	waitFor(b, "first snapshot", func() bool { return te.cluster.Load() != nil })
+	waitFor(b, "first snapshot", func() bool { return te.scopes.cluster.latest.Load() != nil })
 
 	before := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSubscribers$", "-test.v")

@@ -17,9 +17,15 @@ const (
 	errTypeProtocol        = "protocol"
 	errTypeBinary          = "binary"
 	errTypeHandshake       = "handshake"
+	errTypeBadQuery        = "bad_query"
+	errTypeUnknownScope    = "unknown_scope"
+	errTypeBusy            = "busy"
 )
 
-var errorTypes = []string{errTypeBadSubscription, errTypeOversized, errTypeProtocol, errTypeBinary, errTypeHandshake}
+var errorTypes = []string{
+	errTypeBadSubscription, errTypeOversized, errTypeProtocol, errTypeBinary, errTypeHandshake,
+	errTypeBadQuery, errTypeUnknownScope, errTypeBusy,
+}
 
 // metrics are the edge's Prometheus metrics. Counters and histograms are
 // updated where things happen (label children resolved once, so the hot
@@ -41,6 +47,12 @@ type metrics struct {
 	snapshotsStale     prometheus.Counter
 	snapshotsInvalid   prometheus.Counter
 	historyLoadErrors  prometheus.Counter
+	historyServed      prometheus.Counter
+	historyRateLimited prometheus.Counter
+	historyFailed      prometheus.Counter
+	historyDuration    prometheus.Histogram
+	replayed           prometheus.Counter
+	replaysTruncated   prometheus.Counter
 	lifetime           prometheus.Histogram
 	deliveryLag        prometheus.Histogram
 	tickLag            prometheus.Histogram
@@ -57,11 +69,15 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	}, []string{"reason"})
 	errs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "errors_total",
-		Help: "Client errors, by type: bad_subscription, oversized, protocol, binary, handshake.",
+		Help: "Client errors, by type: bad_subscription, oversized, protocol, binary, handshake, bad_query (upgrade URL), unknown_scope, busy (too many queued subscription messages).",
 	}, []string{"type"})
 	snaps := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "snapshots_received_total",
 		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid.",
+	}, []string{"result"})
+	hist := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "history_requests_total",
+		Help: "History requests (include_history or since), by result: served, rate_limited, failed (a JetStream read failed).",
 	}, []string{"result"})
 	m := &metrics{
 		opened:             counter("connections_opened_total", "WebSocket connections upgraded."),
@@ -75,10 +91,20 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		idleTimeouts:       counter("idle_timeouts_total", "Connections closed because nothing arrived for IdleTimeout."),
 		slowConsumers:      counter("slow_consumer_disconnects_total", "Connections closed for exceeding MaxPendingBytes or WriteTimeout."),
 		handshakesRejected: counter("handshakes_rejected_total", "Connections closed unread because too many handshakes were in flight."),
-		historyLoadErrors:  counter("history_load_errors_total", "Failed attempts to backfill the history window from JetStream (retried)."),
-		snapshotsAccepted:  snaps.WithLabelValues("accepted"),
-		snapshotsStale:     snaps.WithLabelValues("stale"),
-		snapshotsInvalid:   snaps.WithLabelValues("invalid"),
+		historyLoadErrors:  counter("history_load_errors_total", "Failed attempts to backfill a scope's in-memory history window from JetStream (retried)."),
+		historyServed:      hist.WithLabelValues("served"),
+		historyRateLimited: hist.WithLabelValues("rate_limited"),
+		historyFailed:      hist.WithLabelValues("failed"),
+		historyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "history_request_duration_seconds",
+			Help:    "Time a history worker spent preparing a history request (memory, rollups, replay).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+		replayed:          counter("replayed_snapshots_total", "Snapshots sent by since replays."),
+		replaysTruncated:  counter("replays_truncated_total", "Since replays cut to MaxReplaySnapshots."),
+		snapshotsAccepted: snaps.WithLabelValues("accepted"),
+		snapshotsStale:    snaps.WithLabelValues("stale"),
+		snapshotsInvalid:  snaps.WithLabelValues("invalid"),
 		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "connection_duration_seconds",
 			Help:    "Lifetime of closed WebSocket connections.",
@@ -107,6 +133,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	cs := []prometheus.Collector{
 		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
 		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
+		hist, m.historyDuration, m.replayed, m.replaysTruncated,
 		newStateCollector(e, ns, sub),
 	}
 	for _, c := range cs {
@@ -128,12 +155,19 @@ func (m *metrics) closed(reason string, lifetime time.Duration) {
 // stateCollector reports gauges computed from the edge's state at scrape
 // time, so they cannot drift from reality.
 type stateCollector struct {
-	e        *Edge
-	conns    *prometheus.Desc
-	subs     *prometheus.Desc
-	ready    *prometheus.Desc
-	histLoad *prometheus.Desc
+	e           *Edge
+	conns       *prometheus.Desc
+	subs        *prometheus.Desc
+	ready       *prometheus.Desc
+	histLoad    *prometheus.Desc
+	scopesKnown *prometheus.Desc
+	scopesUsed  *prometheus.Desc
+	histScopes  *prometheus.Desc
+	histQueue   *prometheus.Desc
 }
+
+// scopeKinds are the kind label values, indexed by proto.ScopeKind.
+var scopeKinds = [...]string{"cluster", "region", "instance"}
 
 func newStateCollector(e *Edge, ns, sub string) *stateCollector {
 	return &stateCollector{
@@ -144,7 +178,15 @@ func newStateCollector(e *Edge, ns, sub string) *stateCollector {
 		ready: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "ready"),
 			"1 when the edge is ready: serving, connected to NATS, fresh cluster snapshot.", nil, nil),
 		histLoad: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "history_loaded"),
-			"1 once the history window was backfilled from JetStream.", nil, nil),
+			"1 once the cluster's history window was backfilled from JetStream.", nil, nil),
+		scopesKnown: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "scopes_known"),
+			"Scopes whose newest snapshot the edge holds (seen live, or found in history by a subscription).", nil, nil),
+		scopesUsed: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "scopes_served"),
+			"Scopes at least one connection is subscribed to, by kind.", []string{"kind"}, nil),
+		histScopes: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "history_scopes"),
+			"Scopes whose history window is held in memory.", nil, nil),
+		histQueue: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "history_queue_connections"),
+			"Connections waiting for a history worker.", nil, nil),
 	}
 }
 
@@ -153,6 +195,10 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.subs
 	ch <- c.ready
 	ch <- c.histLoad
+	ch <- c.scopesKnown
+	ch <- c.scopesUsed
+	ch <- c.histScopes
+	ch <- c.histQueue
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -171,7 +217,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(c.e.Ready()))
-	ch <- prometheus.MustNewConstMetric(c.histLoad, prometheus.GaugeValue, b2f(c.e.hist.loaded.Load()))
+	ch <- prometheus.MustNewConstMetric(c.histLoad, prometheus.GaugeValue, b2f(c.e.hist.cluster.loaded.Load()))
+	known, served := c.e.scopes.census()
+	ch <- prometheus.MustNewConstMetric(c.scopesKnown, prometheus.GaugeValue, float64(known))
+	for k, n := range served {
+		ch <- prometheus.MustNewConstMetric(c.scopesUsed, prometheus.GaugeValue, float64(n), scopeKinds[k])
+	}
+	ch <- prometheus.MustNewConstMetric(c.histScopes, prometheus.GaugeValue, float64(c.e.hist.rings()))
+	ch <- prometheus.MustNewConstMetric(c.histQueue, prometheus.GaugeValue, float64(c.e.pool.queued()))
 }
 
 func b2f(b bool) float64 {

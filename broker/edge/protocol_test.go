@@ -362,8 +362,8 @@ func TestSessionGolden(t *testing.T) {
 	record(1)
 	c.sendText(`{"metrics":["requests_total","response_time_avg"],"interval_seconds":61}`)
 	record(1)
-	c.sendText(`{"metrics":["requests_total","response_time_avg"],"include_history":true}`)
-	record(3) // two TimeSeries, then the next snapshot
+	c.sendText(`{"metrics":["requests_total","response_time_avg"],"include_history":true,"history_seconds":60,"interval_seconds":2}`)
+	record(3) // two TimeSeries (prepared by a history worker), then the next snapshot, 2 s after the first
 	c.sendFrame(ws.OpPing, []byte("golden"))
 	record(1)
 	c.sendFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, ""))

@@ -59,6 +59,10 @@ type shard struct {
 	count   int
 	cur     int64 // the next tick to process
 	waiting []*conn
+	// waitGen is the scopes' firstGen when the waiting connections were
+	// last checked; waitDirty asks for a check regardless.
+	waitGen   uint64
+	waitDirty bool
 
 	inboxMu sync.Mutex
 	inbox   []inboxItem
@@ -251,6 +255,7 @@ func (s *shard) apply(c *conn, op inboxOp) {
 	case opAdd:
 		c.added = true
 		interval := int64(c.sub.IntervalSeconds) * int64(time.Second)
+		s.takeReplay(c, now)
 		if c.sentSnap {
 			// The first snapshot went out with the handshake; keep its
 			// phase unless the slot is crowded.
@@ -260,12 +265,19 @@ func (s *shard) apply(c *conn, op inboxOp) {
 			c.waiting = true
 			c.waitIdx = int32(len(s.waiting))
 			s.waiting = append(s.waiting, c)
+			s.waitDirty = true
 		}
 		c.nextBeat = now + rand.Int64N(int64(e.cfg.HeartbeatInterval))
 		c.nextPing = now + rand.Int64N(int64(e.cfg.PingInterval))
 	case opSubChanged:
 		if !c.added {
 			break // opAdd follows and reads the new subscription
+		}
+		if s.takeReplay(c, now) {
+			s.stopWaiting(c)
+		}
+		if c.waiting {
+			s.waitDirty = true // the new scope may have a snapshot
 		}
 		if c.sentSnap {
 			next := c.lastSnap + int64(c.sub.IntervalSeconds)*int64(time.Second)
@@ -286,17 +298,42 @@ func (s *shard) apply(c *conn, op inboxOp) {
 	s.link(c, due)
 }
 
-// startWaiting schedules connections that waited for the first snapshot,
-// spread over the next second so that they do not all write in one slot.
+// takeReplay makes a replay just queued count as the snapshot of now: the
+// next live one is due an interval later (with c.mu held).
+func (s *shard) takeReplay(c *conn, now int64) bool {
+	if c.work == nil || !c.work.replayDone {
+		return false
+	}
+	c.work.replayDone = false
+	c.lastSnap, c.sentSnap = now, true
+	return true
+}
+
+// startWaiting schedules connections that waited for their scope's first
+// snapshot, spread over the next second so that they do not all write in
+// one slot. It looks only when a scope got its first snapshot or a waiting
+// connection changed.
 func (s *shard) startWaiting() {
-	if len(s.waiting) == 0 || s.e.cluster.Load() == nil {
+	if len(s.waiting) == 0 {
 		return
 	}
+	gen := s.e.scopes.firstGen.Load()
+	if gen == s.waitGen && !s.waitDirty {
+		return
+	}
+	s.waitGen, s.waitDirty = gen, false
 	now := s.e.mono()
+	kept := s.waiting[:0]
 	for _, c := range s.waiting {
+		c.mu.Lock()
+		if c.scope.latest.Load() == nil {
+			c.mu.Unlock()
+			c.waitIdx = int32(len(kept))
+			kept = append(kept, c)
+			continue
+		}
 		c.waiting = false
 		k := s.place(now, lookahead)
-		c.mu.Lock()
 		c.nextSnap = k * slotNanos
 		c.phased = true
 		due := s.dueLocked(c)
@@ -304,8 +341,8 @@ func (s *shard) startWaiting() {
 		s.unlink(c)
 		s.link(c, due)
 	}
-	clear(s.waiting)
-	s.waiting = s.waiting[:0]
+	clear(s.waiting[len(kept):])
+	s.waiting = kept
 }
 
 func (s *shard) stopWaiting(c *conn) {
@@ -385,17 +422,22 @@ func (s *shard) fire(c *conn, k int64) {
 	s.link(c, s.dueLocked(c))
 }
 
-// deliverSnapshot writes the latest snapshot in c's metric set and moves
-// c's phase on by its interval.
+// deliverSnapshot writes the latest snapshot of c's scope in c's metric
+// set and moves c's phase on by its interval. While a replay is pending the
+// tick passes without a snapshot, and after one, a snapshot older than the
+// last replayed is not sent.
 func (s *shard) deliverSnapshot(c *conn, now int64) {
 	e := s.e
-	sf := e.cluster.Load()
+	sf := c.scope.latest.Load()
 	scheduled := c.nextSnap
 	interval := int64(c.sub.IntervalSeconds) * int64(time.Second)
 	c.lastSnap = scheduled
 	c.sentSnap = true
 	c.nextSnap = nextPeriod(scheduled, interval, now)
 	if sf == nil {
+		return
+	}
+	if w := c.work; w != nil && (w.holds > 0 || sf.snap.Time.Before(w.replayedUntil)) {
 		return
 	}
 	if c.enqueueLocked(s.w, sf.frame(c.sub.Metrics), true) {
