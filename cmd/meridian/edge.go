@@ -25,15 +25,21 @@ type edgeConfig struct {
 	PingInterval      time.Duration
 	IdleTimeout       time.Duration
 	MaxMessageBytes   int
+	MaxReplay         int
+	HistoryRate       time.Duration
+	HistoryBurst      int
 }
 
 func edgeFlags(cfg *edgeConfig) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "history-window", Value: edge.DefaultHistoryWindow, Usage: "history kept in memory and sent with include_history", Destination: &cfg.HistoryWindow},
-		&cli.IntFlag{Name: "history-points", Value: edge.DefaultHistoryPoints, Usage: "most points per TimeSeries event", Destination: &cfg.HistoryPoints},
+		&cli.IntFlag{Name: "history-points", Value: edge.DefaultHistoryPoints, Usage: "cap on a client's history_points (clients get 720 unless they ask)", Destination: &cfg.HistoryPoints},
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: edge.DefaultHeartbeatInterval, Usage: "period of Heartbeat events", Destination: &cfg.HeartbeatInterval},
 		&cli.DurationFlag{Name: "ping-interval", Value: edge.DefaultPingInterval, Usage: "period of WebSocket pings", Destination: &cfg.PingInterval},
 		&cli.DurationFlag{Name: "idle-timeout", Value: edge.DefaultIdleTimeout, Usage: "close connections silent for this long", Destination: &cfg.IdleTimeout},
+		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplay},
+		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRate},
+		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryBurst},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
 	}
 }
@@ -42,6 +48,7 @@ func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
 	c.HistoryWindow, c.HistoryPoints = cfg.HistoryWindow, cfg.HistoryPoints
 	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
 	c.MaxMessageBytes = cfg.MaxMessageBytes
+	c.MaxReplaySnapshots, c.HistoryRequestInterval, c.HistoryRequestBurst = cfg.MaxReplay, cfg.HistoryRate, cfg.HistoryBurst
 	return c
 }
 
