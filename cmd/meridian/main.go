@@ -61,6 +61,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			loadgenCommand(),
 			upstreamCommand(),
 			healthcheckCommand(),
+			benchCommand(),
 		},
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},

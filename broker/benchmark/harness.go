@@ -1,0 +1,344 @@
+package benchmark
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"runtime"
+	"time"
+)
+
+// Defaults for Config's zero fields.
+const (
+	DefaultSubscribers = 10000
+	DefaultDuration    = 30 * time.Second
+	DefaultSources     = 16
+	DefaultConnectRate = 2000
+	DefaultSettle      = 3 * time.Second
+	DefaultIdleWindow  = 2 * time.Second
+	// MinDuration leaves a window of ticks after the 1 s grace at its end.
+	MinDuration = 3 * time.Second
+	// fileReserve is the descriptors a child needs besides its sockets.
+	fileReserve = 64
+)
+
+// ErrInvalidConfig wraps every problem Run finds with its Config.
+var ErrInvalidConfig = errors.New("invalid benchmark config")
+
+// ErrUnsupported is returned where the benchmark cannot run (not Linux).
+var ErrUnsupported = errors.New("the benchmark needs Linux (epoll, /proc)")
+
+// Config configures Run. Zero fields take the documented defaults.
+type Config struct {
+	// Subscribers per mode. Default 10 000; at most the hard RLIMIT_NOFILE
+	// minus 64, since server and client each hold one socket per
+	// subscriber.
+	Subscribers int
+	// Duration is the steady measurement window of each mode. Default
+	// 30s, at least 3s.
+	Duration time.Duration
+	// Intervals is IntervalsOne (default) or IntervalsSpread. Spread
+	// intervals need a Duration of a minute or more for every subscriber
+	// to have ticks in the window.
+	Intervals Intervals
+	// Modes to measure, in this order. Default AllModes(); the ratios and
+	// targets need all three.
+	Modes []Mode
+	// Sources is how many loopback source addresses, 127.0.0.1 upwards,
+	// the subscribers are spread over. Default 16, at most 254.
+	Sources int
+	// ConnectRate paces the subscribers' connections, per second. Default
+	// 2000: the edge keeps a connection's phase unless more than 128 land
+	// in one 10 ms slot of one shard, far above this.
+	ConnectRate int
+	// Settle is the wait after every subscriber connected before the idle
+	// memory is measured (and after that, before the window). Default 3s.
+	Settle time.Duration
+	// ClientPoll, when positive, makes the client poll its sockets every
+	// ClientPoll instead of blocking in epoll_wait, so that no server write
+	// wakes a client thread; tick-to-wire then includes up to ClientPoll.
+	// Default 0: block (exact receipt times).
+	ClientPoll time.Duration
+	// IdleWindow measures the server's CPU and allocation rate before any
+	// subscriber connects (NATS, the stub, timers). Default 2s.
+	IdleWindow time.Duration
+	// Seed draws the spread intervals. Default 1.
+	Seed uint64
+	// Child returns an unstarted command for a child process, which must
+	// run RunChild on its stdin and stdout (`meridian bench child` does).
+	// Required.
+	Child func() *exec.Cmd
+	// ChildStderr also receives the children's stderr. Default: only the
+	// last 16 KiB are kept, for error messages.
+	ChildStderr io.Writer
+	// Logger receives progress. Default: discarded.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Subscribers == 0 {
+		c.Subscribers = DefaultSubscribers
+	}
+	if c.Duration == 0 {
+		c.Duration = DefaultDuration
+	}
+	if c.Intervals == "" {
+		c.Intervals = IntervalsOne
+	}
+	if len(c.Modes) == 0 {
+		c.Modes = AllModes()
+	}
+	if c.Sources == 0 {
+		c.Sources = DefaultSources
+	}
+	if c.ConnectRate == 0 {
+		c.ConnectRate = DefaultConnectRate
+	}
+	if c.Settle == 0 {
+		c.Settle = DefaultSettle
+	}
+	if c.IdleWindow == 0 {
+		c.IdleWindow = DefaultIdleWindow
+	}
+	if c.Seed == 0 {
+		c.Seed = 1
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// MaxSubscribers is the most subscribers this process's file limit allows.
+func MaxSubscribers() (int, error) {
+	hard, err := hardFileLimit()
+	if err != nil {
+		return 0, err
+	}
+	return int(min(hard, 1<<30)) - fileReserve, nil
+}
+
+func (c Config) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	limit, err := MaxSubscribers()
+	if err != nil {
+		return err
+	}
+	switch {
+	case c.Child == nil:
+		return bad("Child is required")
+	case c.Subscribers < 1 || c.Subscribers > limit:
+		return bad("subscribers %d: want 1 to %d (the file limit %d minus %d)", c.Subscribers, limit, limit+fileReserve, fileReserve)
+	case c.Duration < MinDuration:
+		return bad("duration %s: want at least %s", c.Duration, MinDuration)
+	case c.Sources < 1 || c.Sources > 254:
+		return bad("sources %d: want 1 to 254", c.Sources)
+	case c.ConnectRate < 1:
+		return bad("connect rate %d: want at least 1 per second", c.ConnectRate)
+	case c.Settle < 0 || c.IdleWindow < 0 || c.ClientPoll < 0:
+		return bad("settle, idle window and client poll must not be negative")
+	case c.ClientPoll > time.Second:
+		return bad("client poll %s: want at most 1s", c.ClientPoll)
+	}
+	if _, err := ParseIntervals(string(c.Intervals)); err != nil {
+		return bad("%v", err)
+	}
+	seen := map[Mode]bool{}
+	for _, m := range c.Modes {
+		if _, err := ParseMode(string(m)); err != nil {
+			return bad("%v", err)
+		}
+		if seen[m] {
+			return bad("mode %s listed twice", m)
+		}
+		seen[m] = true
+	}
+	return nil
+}
+
+// Run measures each mode in turn and returns the report. Every child
+// process it starts is stopped before it returns, on every path.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	rep := &Report{
+		Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
+		DurationSeconds: cfg.Duration.Seconds(), Cores: runtime.NumCPU(),
+		ClientPollSeconds: cfg.ClientPoll.Seconds(),
+	}
+	for _, m := range cfg.Modes {
+		res, err := runMode(ctx, cfg, m)
+		if err != nil {
+			return nil, fmt.Errorf("measure %s: %w", m, err)
+		}
+		rep.set(m, res)
+	}
+	rep.evaluate()
+	return rep, nil
+}
+
+// Timeouts of the harness's conversations with its children.
+const (
+	readyTimeout  = 30 * time.Second
+	sampleTimeout = 30 * time.Second
+	markTimeout   = 10 * time.Second
+	reportTimeout = 60 * time.Second
+	settleTimeout = 30 * time.Second
+)
+
+// runMode measures one mode: server up, idle figures, subscribers in,
+// idle memory, then the steady window.
+func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err error) {
+	log := cfg.Logger.With("mode", mode)
+	srv, err := startChild(string(mode)+" server", cfg.Child, cfg.ChildStderr,
+		childSpec{Role: roleServer, Server: &serverSpec{Mode: mode}})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	ready, err := srv.recv(ctx, evReady, readyTimeout)
+	if err != nil {
+		return nil, err
+	}
+	sample := func(gc bool) (serverSample, error) {
+		m, err := srv.call(ctx, command{Cmd: cmdSample, GC: gc}, evSample, sampleTimeout)
+		if err != nil {
+			return serverSample{}, err
+		}
+		if m.Sample == nil {
+			return serverSample{}, srv.failed("sample reply without a sample")
+		}
+		return *m.Sample, nil
+	}
+
+	// Before any subscriber: memory, and the fixed CPU and allocation rate.
+	before, err := sample(true)
+	if err != nil {
+		return nil, err
+	}
+	idle0, err := sample(false)
+	if err != nil {
+		return nil, err
+	}
+	if err := sleep(ctx, cfg.IdleWindow); err != nil {
+		return nil, err
+	}
+	idle1, err := sample(false)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("server ready", "addr", ready.Addr, "rss_bytes", before.RSSBytes)
+
+	cl, err := startChild(string(mode)+" client", cfg.Child, cfg.ChildStderr, childSpec{Role: roleClient, Client: &clientSpec{
+		Addr: ready.Addr, Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
+		Sources: cfg.Sources, ConnectRate: cfg.ConnectRate, Seed: cfg.Seed, Poll: cfg.ClientPoll,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	// The client goes first: its sockets reset, the server has none left
+	// to close gracefully.
+	defer cl.stop()
+	connectTimeout := time.Duration(cfg.Subscribers/cfg.ConnectRate)*time.Second + 60*time.Second
+	m, err := cl.recv(ctx, evConnected, connectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	conn := m.Connected
+	if conn == nil || conn.Failed > 0 || conn.Connected != cfg.Subscribers {
+		if conn == nil {
+			return nil, cl.failed("connected reply without figures")
+		}
+		return nil, cl.failed(fmt.Sprintf("%d of %d subscribers failed to connect; first error: %s", conn.Failed, cfg.Subscribers, conn.FirstError))
+	}
+	log.Info("subscribers connected", "n", conn.Connected, "seconds", conn.Seconds)
+	deadline := time.Now().Add(settleTimeout)
+	for {
+		s, err := sample(false)
+		if err != nil {
+			return nil, err
+		}
+		if s.Connections == int64(conn.Connected) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, srv.failed(fmt.Sprintf("holds %d connections %s after the client connected %d", s.Connections, settleTimeout, conn.Connected))
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	if err := sleep(ctx, cfg.Settle); err != nil {
+		return nil, err
+	}
+	after, err := sample(true)
+	if err != nil {
+		return nil, err
+	}
+	// Let deliveries recover from the collection's pause before measuring.
+	if err := sleep(ctx, min(cfg.Settle, time.Second)); err != nil {
+		return nil, err
+	}
+
+	// The steady window.
+	busy0, err := machineBusy()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cl.call(ctx, command{Cmd: cmdMark}, evMarked, markTimeout); err != nil {
+		return nil, err
+	}
+	s0, err := sample(false)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("measuring", "window", cfg.Duration)
+	if err := sleep(ctx, cfg.Duration); err != nil {
+		return nil, err
+	}
+	s1, err := sample(false)
+	if err != nil {
+		return nil, err
+	}
+	busy1, err := machineBusy()
+	if err != nil {
+		return nil, err
+	}
+	m, err = cl.call(ctx, command{Cmd: cmdReport}, evReport, reportTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if m.Report == nil {
+		return nil, cl.failed("report reply without a report")
+	}
+	res = compute(mode, measurements{
+		before: before, idle0: idle0, idle1: idle1, after: after, s0: s0, s1: s1,
+		conn: *conn, client: *m.Report, machineBusy: busy1 - busy0,
+	})
+	log.Info("measured", "cpu_us_per_delivery", res.CPUMicrosPerDelivery,
+		"bytes_per_idle_subscriber", res.BytesPerIdleSubscriber,
+		"tick_to_wire_p99_ms", res.TickToWireP99Ms, "made", res.DeliveriesMade, "due", res.DeliveriesDue)
+	return res, nil
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

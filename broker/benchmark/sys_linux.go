@@ -1,0 +1,124 @@
+//go:build linux
+
+package benchmark
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit, which the
+// subscribers need (one descriptor each, on both sides), and returns it.
+func raiseFileLimit() (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("get file limit: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return 0, fmt.Errorf("raise file limit to %d: %w", lim.Max, err)
+		}
+	}
+	return lim.Cur, nil
+}
+
+// hardFileLimit is the most descriptors a process may raise itself to.
+func hardFileLimit() (uint64, error) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return 0, fmt.Errorf("get file limit: %w", err)
+	}
+	return lim.Max, nil
+}
+
+// processCPU is the CPU time of this process so far, user and system, all
+// threads.
+func processCPU() time.Duration {
+	user, sys := processCPUSplit()
+	return user + sys
+}
+
+// processCPUSplit is the user and system CPU time of this process so far.
+func processCPUSplit() (user, sys time.Duration) {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0, 0
+	}
+	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
+}
+
+// rssBytes is this process's resident set size (VmRSS).
+func rssBytes() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read VmRSS: %w", err)
+	}
+	return parseVmRSS(b)
+}
+
+// parseVmRSS finds "VmRSS:   1234 kB" in /proc/<pid>/status.
+func parseVmRSS(status []byte) (uint64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		line := sc.Bytes()
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		fields := bytes.Fields(rest)
+		if len(fields) != 2 || string(fields[1]) != "kB" {
+			return 0, fmt.Errorf("parse VmRSS line %q", line)
+		}
+		kb, err := strconv.ParseUint(string(fields[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse VmRSS line %q: %w", line, err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("no VmRSS line in /proc/self/status")
+}
+
+// userHZ is the unit of /proc/stat (sysconf(_SC_CLK_TCK), 100 on every
+// Linux architecture Go supports).
+const userHZ = 100
+
+// machineBusy is the CPU time all processes on the machine have used, from
+// /proc/stat: everything but idle and iowait.
+func machineBusy() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	return parseProcStat(b)
+}
+
+// parseProcStat sums the busy columns of the "cpu" line.
+func parseProcStat(stat []byte) (time.Duration, error) {
+	line, _, _ := bytes.Cut(stat, []byte("\n"))
+	fields := bytes.Fields(line)
+	if len(fields) < 5 || string(fields[0]) != "cpu" {
+		return 0, fmt.Errorf("parse /proc/stat: first line %q", line)
+	}
+	var busy uint64
+	for i, f := range fields[1:] {
+		v, err := strconv.ParseUint(string(f), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc/stat: %w", err)
+		}
+		// Columns: user nice system idle iowait irq softirq steal guest
+		// guest_nice; guest time is already counted in user.
+		switch i {
+		case 3, 4, 8, 9:
+		default:
+			busy += v
+		}
+	}
+	return time.Duration(busy) * time.Second / userHZ, nil
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/benchmark"
+)
+
+func benchCommand() *cli.Command {
+	var cfg benchmark.Config
+	var intervals string
+	var asJSON, verbose bool
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure the edge against a naive baseline and a raw write loop with real WebSocket subscribers",
+		Description: "For each mode (edge, naive, raw) starts a server process — embedded NATS, an aggregator stub publishing\n" +
+			"a snapshot every second, and the server under test — and a client process opening --subscribers\n" +
+			"WebSocket subscribers from 127.0.0.x addresses. Reports memory per idle subscriber, CPU per delivered\n" +
+			"snapshot, tick-to-wire latency and delivered vs due snapshots, with the ratios and the performance\n" +
+			"targets, as a table or (--json) as one JSON object. Takes about (duration + 15 s) per mode.",
+		Flags: bindEnv([]cli.Flag{
+			&cli.IntFlag{Name: "subscribers", Value: benchmark.DefaultSubscribers, Usage: "subscribers per mode (at most the file limit minus 64)", Destination: &cfg.Subscribers},
+			&cli.DurationFlag{Name: "duration", Value: benchmark.DefaultDuration, Usage: "measurement window per mode (at least 3s)", Destination: &cfg.Duration},
+			&cli.StringFlag{Name: "intervals", Value: string(benchmark.IntervalsOne), Usage: "1s: every subscriber at 1 s; spread: 1 to 60 s (use --duration 1m or more)", Destination: &intervals},
+			&cli.StringSliceFlag{Name: "modes", Value: cli.NewStringSlice("edge", "naive", "raw"), Usage: "modes to measure, in order: edge, naive, raw"},
+			&cli.IntFlag{Name: "sources", Value: benchmark.DefaultSources, Usage: "loopback source addresses 127.0.0.1 to 127.0.0.N", Destination: &cfg.Sources},
+			&cli.IntFlag{Name: "connect-rate", Value: benchmark.DefaultConnectRate, Usage: "subscriber connections per second", Destination: &cfg.ConnectRate},
+			&cli.DurationFlag{Name: "client-poll", Usage: "client polls its sockets this often instead of blocking in epoll (0: block); no server write then wakes a client thread, tick-to-wire includes up to this", Destination: &cfg.ClientPoll},
+			&cli.DurationFlag{Name: "settle", Value: benchmark.DefaultSettle, Usage: "wait after connecting before measuring idle memory", Destination: &cfg.Settle},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table", Destination: &asJSON},
+			&cli.BoolFlag{Name: "verbose", Usage: "pass the child processes' logs through to stderr", Destination: &verbose},
+		}),
+		Action: func(c *cli.Context) error {
+			log, err := newLogger(c)
+			if err != nil {
+				return err
+			}
+			if cfg.Intervals, err = benchmark.ParseIntervals(intervals); err != nil {
+				return usageError("--intervals: %v", err)
+			}
+			cfg.Modes = nil
+			for _, m := range c.StringSlice("modes") {
+				mode, err := benchmark.ParseMode(m)
+				if err != nil {
+					return usageError("--modes: %v", err)
+				}
+				cfg.Modes = append(cfg.Modes, mode)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find own executable: %w", err)
+			}
+			cfg.Child = func() *exec.Cmd { return exec.Command(self, "bench", "child") }
+			cfg.Logger = log.With("role", "bench")
+			if verbose {
+				cfg.ChildStderr = c.App.ErrWriter
+			}
+			start := time.Now()
+			rep, err := benchmark.Run(c.Context, cfg)
+			if errors.Is(err, benchmark.ErrInvalidConfig) {
+				return usageError("%v", err)
+			}
+			if err != nil {
+				return err
+			}
+			log.Info("bench done", "took", time.Since(start).Round(time.Second))
+			if asJSON {
+				b, err := json.Marshal(rep)
+				if err != nil {
+					return fmt.Errorf("encode report: %w", err)
+				}
+				_, err = fmt.Fprintln(c.App.Writer, string(b))
+				return err
+			}
+			return rep.WriteTable(c.App.Writer)
+		},
+		Subcommands: []*cli.Command{{
+			Name:   "child",
+			Usage:  "a benchmark child process (started by meridian bench; speaks JSON lines on stdin/stdout)",
+			Hidden: true,
+			Action: func(c *cli.Context) error {
+				return benchmark.RunChild(c.Context, os.Stdin, c.App.Writer)
+			},
+		}},
+	}
+}
