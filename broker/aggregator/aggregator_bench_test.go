@@ -29,7 +29,7 @@ func BenchmarkPublishTick(b *testing.B) {
 	if _, err := history.EnsureStream(ctx, a.js, history.StreamConfig{}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := EnsureRollupStream(ctx, a.js, RollupConfig{}); err != nil {
+	if _, err := history.EnsureRollupStream(ctx, a.js, history.StreamConfig{}); err != nil {
 		b.Fatal(err)
 	}
 	for i := range 1000 {

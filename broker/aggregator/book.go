@@ -10,7 +10,8 @@ import (
 
 const (
 	// pendingKeep is how long a follower keeps a rollup it computed but has
-	// not seen published, to publish it should it take over.
+	// not seen published, to publish it should it take over. It stays well
+	// inside history.RollupDuplicateWindow, so a re-publish is deduplicated.
 	pendingKeep = 3 * time.Minute
 	// scopeKeep is how long a scope without snapshots stays in the book.
 	scopeKeep = 5 * time.Minute

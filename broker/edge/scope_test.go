@@ -38,10 +38,7 @@ func startJS(t *testing.T) (jetstream.JetStream, func(Config) *jsEdge) {
 	if _, err := history.EnsureStream(ctx, js, history.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: proto.RollupStream, Subjects: []string{proto.RollupSubjectAll},
-		MaxAge: 30 * 24 * time.Hour, Storage: jetstream.FileStorage,
-	}); err != nil {
+	if _, err := history.EnsureRollupStream(ctx, js, history.StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
 	return js, func(cfg Config) *jsEdge {

@@ -14,49 +14,76 @@ import (
 // Defaults for StreamConfig.
 const (
 	DefaultMaxAge = 24 * time.Hour
-	// DuplicateWindow is how long the stream remembers Nats-Msg-Id values:
-	// a snapshot re-published for the same scope and second inside it is
-	// stored once.
+	// DuplicateWindow is how long the history stream remembers Nats-Msg-Id
+	// values: a snapshot re-published for the same scope and second inside it
+	// is stored once.
 	DuplicateWindow = 2 * time.Minute
+
+	// DefaultRollupMaxAge is how long one-minute rollups are kept by default.
+	DefaultRollupMaxAge = 30 * 24 * time.Hour
+	// RollupDuplicateWindow is how long the rollup stream remembers message
+	// ids ("<scope>@<minute unix>"); a new leader re-publishes the rollups it
+	// cannot tell were published for a few minutes, well inside it.
+	RollupDuplicateWindow = 10 * time.Minute
 )
 
-// StreamConfig configures the history stream. Zero fields take defaults.
+// StreamConfig configures the history stream or the rollup stream. Zero
+// fields take defaults.
 type StreamConfig struct {
 	// Replicas is the stream's replication factor: 1 (default) on a single
 	// node, 3 in a cluster.
 	Replicas int
-	// MaxAge is how long snapshots are kept. Default 24h.
+	// MaxAge is how long messages are kept. Default DefaultMaxAge for the
+	// history stream, DefaultRollupMaxAge for the rollup stream.
 	MaxAge time.Duration
 }
 
-func (c StreamConfig) withDefaults() StreamConfig {
-	if c.Replicas <= 0 {
-		c.Replicas = 1
-	}
-	if c.MaxAge <= 0 {
-		c.MaxAge = DefaultMaxAge
-	}
-	return c
+// streamSpec is what distinguishes the two streams.
+type streamSpec struct {
+	name, description, subjects string
+	maxAge, duplicates          time.Duration
 }
+
+var (
+	historySpec = streamSpec{proto.HistoryStream, "Meridian snapshots per scope and second",
+		proto.SnapshotSubjectAll, DefaultMaxAge, DuplicateWindow}
+	rollupSpec = streamSpec{proto.RollupStream, "Meridian 1-minute rollups per scope",
+		proto.RollupSubjectAll, DefaultRollupMaxAge, RollupDuplicateWindow}
+)
 
 // EnsureStream creates proto.HistoryStream, capturing proto.SnapshotSubjectAll
 // in file storage, or updates it to cfg when it exists.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	cfg = cfg.withDefaults()
-	sc := jetstream.StreamConfig{
-		Name:        proto.HistoryStream,
-		Description: "Meridian snapshots per scope and second",
-		Subjects:    []string{proto.SnapshotSubjectAll},
+	return ensure(ctx, js, historySpec, cfg)
+}
+
+// EnsureRollupStream creates proto.RollupStream, capturing
+// proto.RollupSubjectAll in file storage, or updates it to cfg when it
+// exists.
+func EnsureRollupStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	return ensure(ctx, js, rollupSpec, cfg)
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, spec streamSpec, cfg StreamConfig) (jetstream.Stream, error) {
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = spec.maxAge
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        spec.name,
+		Description: spec.description,
+		Subjects:    []string{spec.subjects},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      cfg.MaxAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-		Duplicates:  DuplicateWindow,
-	}
-	s, err := js.CreateOrUpdateStream(ctx, sc)
+		Duplicates:  spec.duplicates,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("ensure history stream %s: %w", proto.HistoryStream, err)
+		return nil, fmt.Errorf("ensure stream %s: %w", spec.name, err)
 	}
 	return s, nil
 }

@@ -47,7 +47,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "id", Usage: "name of this aggregator in the leader lease (default: hostname plus a random suffix)", Destination: &cfg.ID},
 			&cli.DurationFlag{Name: "leader-ttl", Value: 2 * time.Second, Usage: "leader lease TTL: a dead leader is replaced within about this long (all aggregators must agree)", Destination: &cfg.LeaderTTL},
 			&cli.IntFlag{Name: "state-replicas", Value: 1, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
-			&cli.DurationFlag{Name: "rollup-retention", Value: aggregator.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
+			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
 			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
 			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}),
