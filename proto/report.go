@@ -63,26 +63,37 @@ func (r *Report) Encode() ([]byte, error) {
 
 // DecodeReport parses and validates a report.
 func DecodeReport(data []byte) (Report, error) {
-	var r Report
-	if len(data) > maxReportSize {
-		return r, fmt.Errorf("decode report: %d bytes exceeds %d: %w", len(data), maxReportSize, ErrMalformed)
+	return decodeVersioned[Report]("report", data, maxReportSize, ReportVersion)
+}
+
+// decodeVersioned is the decoding every versioned NATS message shares: a
+// size bound, the version checked before the body is trusted, then the body
+// and its own invariants.
+func decodeVersioned[T any, PT interface {
+	*T
+	Validate() error
+}](kind string, data []byte, maxSize, version int) (T, error) {
+	var zero T
+	if len(data) > maxSize {
+		return zero, fmt.Errorf("decode %s: %d bytes exceeds %d: %w", kind, len(data), maxSize, ErrMalformed)
 	}
 	var head struct {
 		Version int `json:"v"`
 	}
 	if err := json.Unmarshal(data, &head); err != nil {
-		return r, fmt.Errorf("decode report: %v: %w", err, ErrMalformed)
+		return zero, fmt.Errorf("decode %s: %v: %w", kind, err, ErrMalformed)
 	}
-	if head.Version != ReportVersion {
-		return r, fmt.Errorf("decode report: version %d (this build reads %d): %w", head.Version, ReportVersion, ErrUnsupportedVersion)
+	if head.Version != version {
+		return zero, fmt.Errorf("decode %s: version %d (this build reads %d): %w", kind, head.Version, version, ErrUnsupportedVersion)
 	}
-	if err := json.Unmarshal(data, &r); err != nil {
-		return Report{}, fmt.Errorf("decode report: %v: %w", err, ErrMalformed)
+	var v T
+	if err := json.Unmarshal(data, &v); err != nil {
+		return zero, fmt.Errorf("decode %s: %v: %w", kind, err, ErrMalformed)
 	}
-	if err := r.Validate(); err != nil {
-		return Report{}, err
+	if err := PT(&v).Validate(); err != nil {
+		return zero, err
 	}
-	return r, nil
+	return v, nil
 }
 
 // Validate checks the report's invariants.

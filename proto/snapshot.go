@@ -80,26 +80,7 @@ func (s *Snapshot) Encode() ([]byte, error) {
 
 // DecodeSnapshot parses and validates a snapshot.
 func DecodeSnapshot(data []byte) (Snapshot, error) {
-	var s Snapshot
-	if len(data) > maxSnapshotSize {
-		return s, fmt.Errorf("decode snapshot: %d bytes exceeds %d: %w", len(data), maxSnapshotSize, ErrMalformed)
-	}
-	var head struct {
-		Version int `json:"v"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
-		return s, fmt.Errorf("decode snapshot: %v: %w", err, ErrMalformed)
-	}
-	if head.Version != SnapshotVersion {
-		return s, fmt.Errorf("decode snapshot: version %d (this build reads %d): %w", head.Version, SnapshotVersion, ErrUnsupportedVersion)
-	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		return Snapshot{}, fmt.Errorf("decode snapshot: %v: %w", err, ErrMalformed)
-	}
-	if err := s.Validate(); err != nil {
-		return Snapshot{}, err
-	}
-	return s, nil
+	return decodeVersioned[Snapshot]("snapshot", data, maxSnapshotSize, SnapshotVersion)
 }
 
 // Validate checks the snapshot's invariants.
