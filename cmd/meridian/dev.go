@@ -186,7 +186,6 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	if err != nil {
 		return fmt.Errorf("listen for demo upstream: %w", err)
 	}
-	upSrv := &http.Server{Handler: demo.Handler(demo.Config{}), ReadHeaderTimeout: 5 * time.Second}
 	upURL := &url.URL{Scheme: "http", Host: upLn.Addr().String()}
 
 	var wg sync.WaitGroup
@@ -210,12 +209,9 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 
 	start("aggregator", agg.Run, agg.Shutdown)
 	start("edge", e.Run, e.Shutdown)
-	start("demo upstream", func(context.Context) error {
-		if err := upSrv.Serve(upLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, upSrv.Shutdown)
+	start("demo upstream", func(ctx context.Context) error {
+		return serveListener(ctx, upLn, demo.Handler(demo.Config{}), log.With("role", "upstream"))
+	}, nil)
 
 	var targets []string
 	for _, g := range gatewaysLns {
