@@ -37,8 +37,9 @@ var ErrChildFailed = errors.New("benchmark child failed")
 // before its process group is killed.
 const stopGrace = 15 * time.Second
 
-// startChild starts a child in its own process group and sends it spec.
-func startChild(name string, newCmd func() *exec.Cmd, stderr io.Writer, spec childSpec) (*child, error) {
+// startChild starts a child in its own process group, through start (which
+// is (*exec.Cmd).Start or a namespace's), and sends it spec.
+func startChild(name string, newCmd func() *exec.Cmd, start func(*exec.Cmd) error, stderr io.Writer, spec childSpec) (*child, error) {
 	cmd := newCmd()
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
@@ -59,7 +60,7 @@ func startChild(name string, newCmd func() *exec.Cmd, stderr io.Writer, spec chi
 	if stderr != nil {
 		cmd.Stderr = io.MultiWriter(tail, stderr)
 	}
-	if err := cmd.Start(); err != nil {
+	if err := start(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	c := &child{name: name, cmd: cmd, stdin: stdin, lines: make(chan []byte, 16), quit: make(chan struct{}), eof: make(chan struct{}), stderr: tail, grace: stopGrace}

@@ -27,7 +27,7 @@ func TestChildErrorsReachTheHarness(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := startChild("test child", testChild, nil, tt.spec)
+			c, err := startChild("test child", testChild, (*exec.Cmd).Start, nil, tt.spec)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func TestStopKillsAStubbornChild(t *testing.T) {
 	// The shell starts a grandchild in the same group; both must go.
 	c, err := startChild("stubborn", func() *exec.Cmd {
 		return exec.Command(sh, "-c", "sleep 300 & sleep 300; wait")
-	}, nil, childSpec{Role: roleServer})
+	}, (*exec.Cmd).Start, nil, childSpec{Role: roleServer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,11 @@
 //     10 ms slots may also deliver up to 5 ms before the exact tick, which
 //     shows as small negative values. Snapshot age
 //     (receipt minus the snapshot's own timestamp) is reported as well; at
-//     1 s intervals it is dominated by the connection's phase.
+//     1 s intervals it is dominated by the connection's phase. Servers keep
+//     a subscriber's phase from the tick its first Snapshot was scheduled
+//     for, so when that first one was written late the client moves t0 to
+//     the earliest phase it sees before the window; otherwise every later
+//     tick would look early and count as an interval late.
 //   - Delivered versus due: every tick of every subscriber inside the
 //     window is due; a tick is made when a Snapshot arrived for it (within
 //     a 1 s grace after the window). Extra Snapshots for a tick already
@@ -58,9 +62,14 @@
 //
 // Everything runs over loopback on one machine, so a server's write also
 // pays for the receiving side of TCP (the kernel runs it in the writer's
-// context), for netfilter on both paths and for waking the client's reader
-// on the other core; the raw loop pays the same, which is why it is the
-// ceiling to compare with. Config.ClientPoll takes the wake-ups out.
+// context), for netfilter where the host has rules, and for waking the
+// client's reader on the other core; the raw loop pays the same, which is
+// why it is the ceiling to compare with. Config.Network (by default a
+// fresh network namespace per mode, where the process may create one)
+// takes the host's firewall and connection tracking out; Config.ClientPoll
+// the wake-ups. The report also shows the CPU the hypervisor stole from
+// this machine in the window, which appears as latency nothing here can
+// remove.
 //
 // Heartbeats, pings and the idle timeout are switched off in the edge so
 // that all three servers do the same work: one Snapshot frame per

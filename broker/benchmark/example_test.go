@@ -50,4 +50,17 @@ func ExampleReport_WriteTable() {
 	// delivered / due                            400 / 400         –         –
 	// duplicates, conflations, drops               0, 0, 0         –         –
 	// CPU of client / rest of machine    0.00 / 0.00 cores         –         –
+	// CPU stolen by the hypervisor              0.00 cores         –         –
+}
+
+func ExampleParseNetwork() {
+	for _, s := range []string{"auto", "namespace", "host", "bridge"} {
+		n, err := benchmark.ParseNetwork(s)
+		fmt.Printf("%q %v\n", n, err)
+	}
+	// Output:
+	// "auto" <nil>
+	// "namespace" <nil>
+	// "host" <nil>
+	// "" unknown network "bridge": want auto, namespace or host
 }

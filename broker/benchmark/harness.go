@@ -62,6 +62,9 @@ type Config struct {
 	// wakes a client thread; tick-to-wire then includes up to ClientPoll.
 	// Default 0: block (exact receipt times).
 	ClientPoll time.Duration
+	// Network is where each mode's server and client talk. Default
+	// NetworkAuto.
+	Network Network
 	// IdleWindow measures the server's CPU and allocation rate before any
 	// subscriber connects (NATS, the stub, timers). Default 2s.
 	IdleWindow time.Duration
@@ -102,6 +105,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.IdleWindow == 0 {
 		c.IdleWindow = DefaultIdleWindow
+	}
+	if c.Network == "" {
+		c.Network = NetworkAuto
 	}
 	if c.Seed == 0 {
 		c.Seed = 1
@@ -148,6 +154,9 @@ func (c Config) validate() error {
 	if _, err := ParseIntervals(string(c.Intervals)); err != nil {
 		return bad("%v", err)
 	}
+	if _, err := ParseNetwork(string(c.Network)); err != nil {
+		return bad("%v", err)
+	}
 	seen := map[Mode]bool{}
 	for _, m := range c.Modes {
 		if _, err := ParseMode(string(m)); err != nil {
@@ -173,6 +182,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		DurationSeconds: cfg.Duration.Seconds(), Cores: runtime.NumCPU(),
 		ClientPollSeconds: cfg.ClientPoll.Seconds(),
 	}
+	var err error
+	if rep.Network, rep.NetworkNote, err = resolveNetwork(cfg.Network); err != nil {
+		return nil, err
+	}
+	if rep.NetworkNote != "" {
+		cfg.Logger.Warn("measuring on the host's loopback", "why", rep.NetworkNote)
+	}
+	cfg.Network = rep.Network
 	for _, m := range cfg.Modes {
 		res, err := runMode(ctx, cfg, m)
 		if err != nil {
@@ -182,6 +199,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.evaluate()
 	return rep, nil
+}
+
+// resolveNetwork decides what NetworkAuto means here by trying to create a
+// namespace; note says why the host's loopback is used instead, if so.
+func resolveNetwork(want Network) (got Network, note string, err error) {
+	if want == NetworkHost {
+		return NetworkHost, "", nil
+	}
+	ns, err := newNetns()
+	if err != nil {
+		if want == NetworkNamespace {
+			return "", "", err
+		}
+		return NetworkHost, err.Error(), nil
+	}
+	ns.close()
+	return NetworkNamespace, "", nil
 }
 
 // Timeouts of the harness's conversations with its children.
@@ -197,7 +231,16 @@ const (
 // idle memory, then the steady window.
 func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err error) {
 	log := cfg.Logger.With("mode", mode)
-	srv, err := startChild(string(mode)+" server", cfg.Child, cfg.ChildStderr,
+	start := (*exec.Cmd).Start
+	if cfg.Network == NetworkNamespace {
+		ns, err := newNetns()
+		if err != nil {
+			return nil, err
+		}
+		defer ns.close()
+		start = ns.start
+	}
+	srv, err := startChild(string(mode)+" server", cfg.Child, start, cfg.ChildStderr,
 		childSpec{Role: roleServer, Server: &serverSpec{Mode: mode}})
 	if err != nil {
 		return nil, err
@@ -236,7 +279,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	}
 	log.Info("server ready", "addr", ready.Addr, "rss_bytes", before.RSSBytes)
 
-	cl, err := startChild(string(mode)+" client", cfg.Child, cfg.ChildStderr, childSpec{Role: roleClient, Client: &clientSpec{
+	cl, err := startChild(string(mode)+" client", cfg.Child, start, cfg.ChildStderr, childSpec{Role: roleClient, Client: &clientSpec{
 		Addr: ready.Addr, Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
 		Sources: cfg.Sources, ConnectRate: cfg.ConnectRate, Seed: cfg.Seed, Poll: cfg.ClientPoll,
 	}})
@@ -288,7 +331,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	}
 
 	// The steady window.
-	busy0, err := machineBusy()
+	busy0, err := readMachineCPU()
 	if err != nil {
 		return nil, err
 	}
@@ -307,7 +350,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	if err != nil {
 		return nil, err
 	}
-	busy1, err := machineBusy()
+	busy1, err := readMachineCPU()
 	if err != nil {
 		return nil, err
 	}
@@ -320,7 +363,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	}
 	res = compute(mode, measurements{
 		before: before, idle0: idle0, idle1: idle1, after: after, s0: s0, s1: s1,
-		conn: *conn, client: *m.Report, machineBusy: busy1 - busy0,
+		conn: *conn, client: *m.Report, machine: busy1.sub(busy0),
 	})
 	log.Info("measured", "cpu_us_per_delivery", res.CPUMicrosPerDelivery,
 		"bytes_per_idle_subscriber", res.BytesPerIdleSubscriber,

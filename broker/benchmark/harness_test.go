@@ -47,6 +47,9 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Errorf("JSON key %q is %v (%T), want a number", k, got[k], got[k])
 		}
 	}
+	if os.Geteuid() == 0 && (rep.Network != NetworkNamespace || got["network"] != string(NetworkNamespace)) {
+		t.Errorf("network %q (JSON %v, note %q), want a namespace when running as root", rep.Network, got["network"], rep.NetworkNote)
+	}
 	if got["subscribers"] != float64(n) {
 		t.Errorf("subscribers = %v, want %d", got["subscribers"], n)
 	}
@@ -142,6 +145,7 @@ func TestConfigValidation(t *testing.T) {
 		{"mode", Config{Modes: []Mode{"fast"}, Child: testChild}, "unknown mode"},
 		{"mode twice", Config{Modes: []Mode{ModeEdge, ModeEdge}, Child: testChild}, "twice"},
 		{"client poll", Config{ClientPoll: 2 * time.Second, Child: testChild}, "client poll"},
+		{"network", Config{Network: "bridge", Child: testChild}, "unknown network"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"os/exec"
 	"time"
 )
 
@@ -22,4 +23,12 @@ func runClient(context.Context, clientSpec, *bufio.Scanner, *json.Encoder) error
 
 func hardFileLimit() (uint64, error) { return 0, ErrUnsupported }
 
-func machineBusy() (time.Duration, error) { return 0, ErrUnsupported }
+func readMachineCPU() (machineCPU, error) { return machineCPU{}, ErrUnsupported }
+
+type netns struct{}
+
+func newNetns() (*netns, error) { return nil, ErrUnsupported }
+
+func (*netns) start(cmd *exec.Cmd) error { return cmd.Start() }
+
+func (*netns) close() {}

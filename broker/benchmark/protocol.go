@@ -60,6 +60,31 @@ func ParseIntervals(s string) (Intervals, error) {
 	return "", fmt.Errorf("unknown intervals %q: want 1s or spread", s)
 }
 
+// Network is where a mode's server and client processes talk.
+type Network string
+
+const (
+	// NetworkAuto is NetworkNamespace where this process may create one
+	// (root), NetworkHost elsewhere.
+	NetworkAuto Network = "auto"
+	// NetworkNamespace runs each mode's processes in a fresh network
+	// namespace of their own: a loopback without the host's firewall and
+	// connection-tracking rules (Docker installs both) and without earlier
+	// modes' sockets.
+	NetworkNamespace Network = "namespace"
+	// NetworkHost uses the host's loopback.
+	NetworkHost Network = "host"
+)
+
+// ParseNetwork resolves a network name.
+func ParseNetwork(s string) (Network, error) {
+	switch Network(s) {
+	case NetworkAuto, NetworkNamespace, NetworkHost:
+		return Network(s), nil
+	}
+	return "", fmt.Errorf("unknown network %q: want auto, namespace or host", s)
+}
+
 // childSpec is a child's first stdin line.
 type childSpec struct {
 	Role   string      `json:"role"` // roleServer or roleClient

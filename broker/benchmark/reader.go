@@ -256,9 +256,12 @@ func (r *reader) frame(c *subConn, op ws.OpCode, p []byte, now int64) bool {
 // snapshot assigns a Snapshot received at now to its tick: the latest
 // t0 + k·interval at or before now + earlyTolerance.
 func (r *reader) snapshot(c *subConn, p []byte, now int64) {
+	w0 := r.cl.w0.Load()
+	if now < w0 {
+		c.calibrate(now)
+	}
 	k := (now - c.t0 + int64(earlyTolerance)) / c.interval
 	tick := c.t0 + k*c.interval
-	w0 := r.cl.w0.Load()
 	if k <= c.lastK {
 		if tick >= w0 {
 			r.t.Duplicates++
@@ -276,6 +279,25 @@ func (r *reader) snapshot(c *subConn, p []byte, now int64) {
 		r.t.BadTimestamps++
 	}
 	r.samples = append(r.samples, s)
+}
+
+// calibrate moves t0 earlier when a Snapshot before the window arrives
+// earlier than t0 predicts. A server keeps a subscriber's phase from the
+// tick its first Snapshot was scheduled for, not from when that was
+// written; when the first was written late (a burst of handshakes, a
+// collection), every later tick would otherwise look early, beyond
+// earlyTolerance, and be counted an interval late. t0 becomes the earliest
+// phase seen, so lags in the window are measured against the subscriber's
+// best tick, never flattering the server. Shifts stay under half an
+// interval, so tick indices do not change.
+func (c *subConn) calibrate(now int64) {
+	k := (now - c.t0 + c.interval/2) / c.interval
+	if k < 1 {
+		return
+	}
+	if off := now - (c.t0 + k*c.interval); off < 0 {
+		c.t0 += off
+	}
 }
 
 func (r *reader) timestamp(p []byte) (time.Time, bool) {

@@ -53,6 +53,10 @@ type ModeResult struct {
 	Dropped                   uint64  `json:"dropped_connections"`
 	ClientCPUCores            float64 `json:"client_cpu_cores"`
 	OtherCPUCores             float64 `json:"other_cpu_cores"` // the rest of the machine meanwhile
+	// StolenCPUCores is the time the hypervisor ran something else while
+	// this machine's vCPUs wanted to run (steal in /proc/stat): a stolen
+	// core shows up as latency that no code here can remove.
+	StolenCPUCores float64 `json:"stolen_cpu_cores"`
 
 	// The client's account of the ticks in its window.
 	TickWindowSeconds float64 `json:"tick_window_seconds"`
@@ -91,7 +95,7 @@ type measurements struct {
 	before, idle0, idle1, after, s0, s1 serverSample
 	conn                                connectSummary
 	client                              clientReport
-	machineBusy                         time.Duration
+	machine                             machineCPU // over the window
 }
 
 func compute(mode Mode, m measurements) *ModeResult {
@@ -152,7 +156,8 @@ func compute(mode Mode, m measurements) *ModeResult {
 	}
 	if window > 0 {
 		r.DeliveriesPerSecond = float64(deliveries) / window
-		r.OtherCPUCores = max(0, (m.machineBusy.Seconds()-cpu-m.client.CPUSeconds)/window)
+		r.OtherCPUCores = max(0, (m.machine.Busy.Seconds()-cpu-m.client.CPUSeconds)/window)
+		r.StolenCPUCores = m.machine.Steal.Seconds() / window
 	}
 	if m.client.WindowSeconds > 0 {
 		r.ClientCPUCores = m.client.CPUSeconds / (m.client.WindowSeconds + reportGrace.Seconds())
@@ -187,6 +192,10 @@ type Report struct {
 	// ClientPollSeconds is Config.ClientPoll (0: the client blocks in
 	// epoll_wait).
 	ClientPollSeconds float64
+	// Network is where the modes ran: NetworkNamespace or NetworkHost;
+	// NetworkNote says why the host's when NetworkAuto could not isolate.
+	Network     Network
+	NetworkNote string
 	// Edge, Baseline (mode naive) and Raw are nil for modes not run.
 	Edge, Baseline, Raw *ModeResult
 	// Ratios, NaN when a mode is missing.
@@ -297,6 +306,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		"duration_seconds":    r.DurationSeconds,
 		"cores":               r.Cores,
 		"client_poll_seconds": r.ClientPollSeconds,
+		"network":             r.Network,
 		"targets":             r.Targets,
 	}
 	for _, m := range []struct {
@@ -338,6 +348,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Subscribers, r.Intervals, time.Duration(r.DurationSeconds*float64(time.Second)), r.Cores)
 	if r.ClientPollSeconds > 0 {
 		fmt.Fprintf(&b, ", client polling every %s", time.Duration(r.ClientPollSeconds*float64(time.Second)))
+	}
+	switch r.Network {
+	case NetworkNamespace:
+		b.WriteString(", loopback in a network namespace of each mode's own")
+	case NetworkHost:
+		b.WriteString(", the host's loopback")
+		if r.NetworkNote != "" {
+			fmt.Fprintf(&b, " (%s)", r.NetworkNote)
+		}
 	}
 	b.WriteString("\n\n")
 	cols := []*ModeResult{r.Edge, r.Baseline, r.Raw}
@@ -387,6 +406,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	})
 	row("CPU of client / rest of machine", func(m *ModeResult) string {
 		return fmt.Sprintf("%.2f / %.2f cores", m.ClientCPUCores, m.OtherCPUCores)
+	})
+	row("CPU stolen by the hypervisor", func(m *ModeResult) string {
+		return fmt.Sprintf("%.2f cores", m.StolenCPUCores)
 	})
 	writeAligned(&b, t)
 	if e := r.Edge; e != nil && e.ServerTickLagP99Ms != nil && e.ServerTickLagP50Ms != nil {

@@ -3,6 +3,7 @@ package benchmark
 import (
 	"math"
 	"slices"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 )
@@ -99,4 +100,15 @@ func dueTicks(t0, interval, from, to int64) int64 {
 		return 0
 	}
 	return hi - lo + 1
+}
+
+// machineCPU is the machine's CPU time so far, all processes and the
+// kernel's interrupt work, from /proc/stat.
+type machineCPU struct {
+	Busy  time.Duration // everything but idle, iowait and steal
+	Steal time.Duration // wanted to run, but the hypervisor ran another guest
+}
+
+func (a machineCPU) sub(b machineCPU) machineCPU {
+	return machineCPU{Busy: a.Busy - b.Busy, Steal: a.Steal - b.Steal}
 }

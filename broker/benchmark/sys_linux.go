@@ -89,36 +89,38 @@ func parseVmRSS(status []byte) (uint64, error) {
 // Linux architecture Go supports).
 const userHZ = 100
 
-// machineBusy is the CPU time all processes on the machine have used, from
-// /proc/stat: everything but idle and iowait.
-func machineBusy() (time.Duration, error) {
+// readMachineCPU reads the machine's CPU times from /proc/stat.
+func readMachineCPU() (machineCPU, error) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0, fmt.Errorf("read /proc/stat: %w", err)
+		return machineCPU{}, fmt.Errorf("read /proc/stat: %w", err)
 	}
 	return parseProcStat(b)
 }
 
-// parseProcStat sums the busy columns of the "cpu" line.
-func parseProcStat(stat []byte) (time.Duration, error) {
+// parseProcStat sums the columns of the "cpu" line.
+func parseProcStat(stat []byte) (machineCPU, error) {
 	line, _, _ := bytes.Cut(stat, []byte("\n"))
 	fields := bytes.Fields(line)
 	if len(fields) < 5 || string(fields[0]) != "cpu" {
-		return 0, fmt.Errorf("parse /proc/stat: first line %q", line)
+		return machineCPU{}, fmt.Errorf("parse /proc/stat: first line %q", line)
 	}
-	var busy uint64
+	var busy, steal uint64
 	for i, f := range fields[1:] {
 		v, err := strconv.ParseUint(string(f), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse /proc/stat: %w", err)
+			return machineCPU{}, fmt.Errorf("parse /proc/stat: %w", err)
 		}
 		// Columns: user nice system idle iowait irq softirq steal guest
 		// guest_nice; guest time is already counted in user.
 		switch i {
 		case 3, 4, 8, 9:
+		case 7:
+			steal += v
 		default:
 			busy += v
 		}
 	}
-	return time.Duration(busy) * time.Second / userHZ, nil
+	tick := time.Second / userHZ
+	return machineCPU{Busy: time.Duration(busy) * tick, Steal: time.Duration(steal) * tick}, nil
 }

@@ -34,8 +34,9 @@ func TestParseProcStat(t *testing.T) {
 	// user nice system idle iowait irq softirq steal guest guest_nice
 	stat := "cpu  100 5 50 9000 40 3 2 1 7 8\ncpu0 50 2 25 4500 20 1 1 0 0 0\n"
 	got, err := parseProcStat([]byte(stat))
-	if want := 161 * time.Second / userHZ; got != want || err != nil {
-		t.Errorf("parseProcStat = %v, %v; want %v (idle, iowait and guest time excluded)", got, err, want)
+	want := machineCPU{Busy: 160 * time.Second / userHZ, Steal: time.Second / userHZ}
+	if got != want || err != nil {
+		t.Errorf("parseProcStat = %+v, %v; want %+v (idle, iowait and guest time excluded, steal apart)", got, err, want)
 	}
 	for _, bad := range []string{"", "intr 1 2 3\n", "cpu 1 2 x 4 5\n"} {
 		if _, err := parseProcStat([]byte(bad)); err == nil {

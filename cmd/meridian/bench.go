@@ -15,7 +15,7 @@ import (
 
 func benchCommand() *cli.Command {
 	var cfg benchmark.Config
-	var intervals string
+	var intervals, network string
 	var asJSON, verbose bool
 	return &cli.Command{
 		Name:  "bench",
@@ -33,6 +33,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "sources", Value: benchmark.DefaultSources, Usage: "loopback source addresses 127.0.0.1 to 127.0.0.N", Destination: &cfg.Sources},
 			&cli.IntFlag{Name: "connect-rate", Value: benchmark.DefaultConnectRate, Usage: "subscriber connections per second", Destination: &cfg.ConnectRate},
 			&cli.DurationFlag{Name: "client-poll", Usage: "client polls its sockets this often instead of blocking in epoll (0: block); no server write then wakes a client thread, tick-to-wire includes up to this", Destination: &cfg.ClientPoll},
+			&cli.StringFlag{Name: "network", Value: string(benchmark.NetworkAuto), Usage: "namespace: each mode's processes in a network namespace of their own (needs root), free of the host's firewall and conntrack rules; host: the host's loopback; auto: namespace where possible", Destination: &network},
 			&cli.DurationFlag{Name: "settle", Value: benchmark.DefaultSettle, Usage: "wait after connecting before measuring idle memory", Destination: &cfg.Settle},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of the table", Destination: &asJSON},
 			&cli.BoolFlag{Name: "verbose", Usage: "pass the child processes' logs through to stderr", Destination: &verbose},
@@ -44,6 +45,9 @@ func benchCommand() *cli.Command {
 			}
 			if cfg.Intervals, err = benchmark.ParseIntervals(intervals); err != nil {
 				return usageError("--intervals: %v", err)
+			}
+			if cfg.Network, err = benchmark.ParseNetwork(network); err != nil {
+				return usageError("--network: %v", err)
 			}
 			cfg.Modes = nil
 			for _, m := range c.StringSlice("modes") {
