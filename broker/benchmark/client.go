@@ -50,12 +50,14 @@ type client struct {
 	base      time.Time
 	w0        atomic.Int64 // window start, mono ns; MaxInt64 until marked
 	readers   []*reader
+	staller   *staller // nil without slow subscribers
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
 
 func runClient(ctx context.Context, spec clientSpec, lines *bufio.Scanner, enc *json.Encoder) error {
-	if spec.Subscribers < 1 || spec.Sources < 1 || spec.Sources > 254 || spec.ConnectRate < 1 {
+	if spec.Subscribers < 1 || spec.Sources < 1 || spec.Sources > 254 || spec.ConnectRate < 1 ||
+		spec.Slow < 0 || spec.Slow >= spec.Subscribers || (spec.Slow > 0 && spec.SlowStall <= 0) {
 		return fmt.Errorf("client spec %+v: %w", spec, errBadSpec)
 	}
 	if _, err := raiseFileLimit(); err != nil {
@@ -134,6 +136,14 @@ func newClient(spec clientSpec) (*client, error) {
 			r.run(cl.stop)
 		}()
 	}
+	if spec.Slow > 0 {
+		cl.staller = newStaller(cl, spec.SlowStall)
+		cl.wg.Add(1)
+		go func() {
+			defer cl.wg.Done()
+			cl.staller.run(cl.stop)
+		}()
+	}
 	return cl, nil
 }
 
@@ -149,6 +159,9 @@ func (cl *client) close() {
 	cl.wg.Wait()
 	for _, r := range cl.readers {
 		r.close()
+	}
+	if cl.staller != nil {
+		cl.staller.close()
 	}
 }
 
@@ -193,6 +206,12 @@ func (cl *client) connectAll(ctx context.Context) connectSummary {
 					continue
 				}
 				res.t0Errors = append(res.t0Errors, c.t0Error)
+				if cl.spec.isSlow(i) {
+					if !cl.staller.hand(c, cl.stop) {
+						unix.Close(c.fd)
+					}
+					continue
+				}
 				if !cl.readers[i%len(cl.readers)].hand(c, cl.stop) {
 					unix.Close(c.fd)
 				}
@@ -253,6 +272,13 @@ func (cl *client) dial(i int) (c *subConn, err error) {
 	src := [4]byte{127, 0, 0, byte(1 + i%cl.spec.Sources)}
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: src}); err != nil {
 		return nil, fmt.Errorf("bind %v: %w", net.IP(src[:]), err)
+	}
+	if cl.spec.isSlow(i) {
+		// Before connect, which fixes the window scale: the kernel's
+		// minimum, so that a stall fills it within seconds.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1); err != nil {
+			return nil, fmt.Errorf("set receive buffer: %w", err)
+		}
 	}
 	tv := unix.NsecToTimeval(int64(handshakeTimeout))
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
@@ -374,5 +400,12 @@ func (cl *client) report(end int64) clientReport {
 	rep.Made = uint64(len(lags))
 	rep.Lag = distOf(lags)
 	rep.Age = distOf(ages)
+	if cl.staller != nil {
+		var problem string
+		rep.SlowSnapshots, rep.SlowClosed, problem = cl.staller.tally()
+		if problem != "" {
+			rep.tally.note("slow subscriber: %s", problem)
+		}
+	}
 	return rep
 }

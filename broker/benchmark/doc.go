@@ -59,6 +59,11 @@
 //     a 1 s grace after the window). Extra Snapshots for a tick already
 //     served are counted as duplicates. The report names the latest
 //     delivery and the first subscriber short of its ticks, if any.
+//   - Slow subscribers (Config.Slow, none by default): a share of the
+//     subscribers stall and then read everything (staller), so the server's
+//     slow-client policy shows: the edge's conflations, the baseline's
+//     dropped ticks, the raw loop's abandoned connections. Their Snapshots
+//     are counted apart from everyone else's ticks.
 //
 // Everything runs over loopback on one machine, so a server's write also
 // pays for the receiving side of TCP (the kernel runs it in the writer's

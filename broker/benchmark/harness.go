@@ -19,6 +19,13 @@ const (
 	DefaultConnectRate = 2000
 	DefaultSettle      = 3 * time.Second
 	DefaultIdleWindow  = 2 * time.Second
+	DefaultSlowStall   = 12 * time.Second
+	// slowSendBuffer is SO_SNDBUF on the servers' sockets in a run with
+	// slow subscribers: the kernel's minimum (about 4.5 KiB once clamped),
+	// with TCP_NOTSENT_LOWAT at one byte (sendBufferListener), so that a
+	// stalled client's backlog reaches the server's own policy within
+	// seconds rather than after the megabytes loopback autotunes to.
+	slowSendBuffer = 1
 	// MinDuration leaves a window of ticks after the 1 s grace at its end.
 	MinDuration = 3 * time.Second
 	// fileReserve is the descriptors a child needs besides its sockets.
@@ -62,6 +69,19 @@ type Config struct {
 	// wakes a client thread; tick-to-wire then includes up to ClientPoll.
 	// Default 0: block (exact receipt times).
 	ClientPoll time.Duration
+	// Slow is how many of the Subscribers (spread evenly) are slow: they
+	// stall for SlowStall, then read everything, and so on, with the
+	// smallest receive buffer; the servers' sockets then get the smallest
+	// send buffer, all of them, in every mode. Their Snapshots are counted
+	// apart, the server's conflations and drops show what it did. Default
+	// 0.
+	Slow int
+	// SlowStall is how long a slow subscriber does not read. Default 12s:
+	// the smallest buffers take about eight 200-byte Snapshots, and the
+	// edge's 10 s write timeout counts from the first write that did not
+	// fit, so the edge conflates for about four seconds per stall and
+	// closes none.
+	SlowStall time.Duration
 	// Network is where each mode's server and client talk. Default
 	// NetworkAuto.
 	Network Network
@@ -109,6 +129,9 @@ func (c Config) withDefaults() Config {
 	if c.Network == "" {
 		c.Network = NetworkAuto
 	}
+	if c.SlowStall == 0 {
+		c.SlowStall = DefaultSlowStall
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -150,6 +173,10 @@ func (c Config) validate() error {
 		return bad("settle, idle window and client poll must not be negative")
 	case c.ClientPoll > time.Second:
 		return bad("client poll %s: want at most 1s", c.ClientPoll)
+	case c.Slow < 0 || c.Slow >= c.Subscribers:
+		return bad("slow subscribers %d: want 0 to %d (fewer than subscribers)", c.Slow, c.Subscribers-1)
+	case c.SlowStall < 0:
+		return bad("slow stall %s: want a positive duration", c.SlowStall)
 	}
 	if _, err := ParseIntervals(string(c.Intervals)); err != nil {
 		return bad("%v", err)
@@ -181,6 +208,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
 		DurationSeconds: cfg.Duration.Seconds(), Cores: runtime.NumCPU(),
 		ClientPollSeconds: cfg.ClientPoll.Seconds(),
+		Slow:              cfg.Slow, SlowStallSeconds: cfg.SlowStall.Seconds(),
 	}
 	var err error
 	if rep.Network, rep.NetworkNote, err = resolveNetwork(cfg.Network); err != nil {
@@ -240,8 +268,12 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 		defer ns.close()
 		start = ns.start
 	}
+	sspec := &serverSpec{Mode: mode}
+	if cfg.Slow > 0 {
+		sspec.SendBuffer = slowSendBuffer
+	}
 	srv, err := startChild(string(mode)+" server", cfg.Child, start, cfg.ChildStderr,
-		childSpec{Role: roleServer, Server: &serverSpec{Mode: mode}})
+		childSpec{Role: roleServer, Server: sspec})
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +314,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	cl, err := startChild(string(mode)+" client", cfg.Child, start, cfg.ChildStderr, childSpec{Role: roleClient, Client: &clientSpec{
 		Addr: ready.Addr, Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
 		Sources: cfg.Sources, ConnectRate: cfg.ConnectRate, Seed: cfg.Seed, Poll: cfg.ClientPoll,
+		Slow: cfg.Slow, SlowStall: cfg.SlowStall,
 	}})
 	if err != nil {
 		return nil, err

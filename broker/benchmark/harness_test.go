@@ -91,6 +91,45 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
+// TestRunSlowSubscribers runs the edge with a tenth of the subscribers
+// stalling for longer than a handful of Snapshots take to fill both
+// socket buffers: the edge must conflate for them, keep them open, and
+// still serve every other subscriber every tick.
+func TestRunSlowSubscribers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts two processes and takes ~25 s")
+
+	}
+	const n, slow = 40, 4
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, Config{
+		Subscribers: n, Slow: slow, Duration: 17 * time.Second,
+		Settle: time.Second, IdleWindow: 500 * time.Millisecond, Sources: 2,
+		Modes: []Mode{ModeEdge}, Child: testChild,
+	})
+	assertNoChildren(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := rep.Edge
+	if e.Conflations < slow || e.SlowClosed != 0 || e.Dropped != 0 || e.SlowSnapshots < slow {
+		t.Errorf("slow subscribers: %d conflations, %d closed, %d dropped, %d Snapshots read; want ≥ %d conflations, none closed or dropped, some read",
+			e.Conflations, e.SlowClosed, e.Dropped, e.SlowSnapshots, slow)
+	}
+	// The others: every tick (about 16 each), none twice.
+	if e.DeliveriesMade != e.DeliveriesDue || e.DeliveriesDue < 14*(n-slow) || e.Duplicates != 0 || e.ClientProblem != "" {
+		t.Errorf("other subscribers: %d of %d due, %d duplicates, problem %q", e.DeliveriesMade, e.DeliveriesDue, e.Duplicates, e.ClientProblem)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), "slow (4, stalling 12s): Snapshots read") {
+		t.Errorf("table lacks the slow subscribers:\n%s", table.String())
+	}
+}
+
 // TestRunStopsChildrenWhenCancelled ends the context in the middle of a
 // mode: Run returns the context's error and leaves no process behind.
 func TestRunStopsChildrenWhenCancelled(t *testing.T) {
@@ -146,6 +185,7 @@ func TestConfigValidation(t *testing.T) {
 		{"mode twice", Config{Modes: []Mode{ModeEdge, ModeEdge}, Child: testChild}, "twice"},
 		{"client poll", Config{ClientPoll: 2 * time.Second, Child: testChild}, "client poll"},
 		{"network", Config{Network: "bridge", Child: testChild}, "unknown network"},
+		{"slow", Config{Subscribers: 10, Slow: 10, Child: testChild}, "slow subscribers 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -99,6 +99,9 @@ const (
 
 type serverSpec struct {
 	Mode Mode `json:"mode"`
+	// SendBuffer, when positive, is SO_SNDBUF for every accepted socket
+	// (the kernel doubles it and clamps it to its minimum).
+	SendBuffer int `json:"send_buffer,omitempty"`
 }
 
 type clientSpec struct {
@@ -114,6 +117,20 @@ type clientSpec struct {
 	// which is closer to a server writing to remote clients; receipt times
 	// are then late by up to Poll.
 	Poll time.Duration `json:"poll_ns,omitempty"`
+	// Slow of the subscribers (spread evenly) read with a tiny receive
+	// buffer and only every SlowStall; see staller.
+	Slow      int           `json:"slow,omitempty"`
+	SlowStall time.Duration `json:"slow_stall_ns,omitempty"`
+}
+
+// isSlow says whether subscriber i is one of the spec's Slow ones: the last
+// of every Subscribers/Slow.
+func (s *clientSpec) isSlow(i int) bool {
+	if s.Slow <= 0 {
+		return false
+	}
+	stride := s.Subscribers / s.Slow
+	return i%stride == stride-1 && i/stride < s.Slow
 }
 
 // command is a later stdin line.
@@ -266,6 +283,10 @@ type clientReport struct {
 	// got fewer Snapshots than it had ticks (empty when none did).
 	Worst string `json:"worst,omitempty"`
 	Short string `json:"short,omitempty"`
+	// The slow subscribers (not in the figures above): Snapshots they read
+	// in the window, and how many the server closed.
+	SlowSnapshots uint64 `json:"slow_snapshots"`
+	SlowClosed    uint64 `json:"slow_closed"`
 }
 
 // reportGrace: ticks in the last second of the window are not counted

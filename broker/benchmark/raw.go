@@ -85,11 +85,7 @@ const (
 
 func rawTickOf(t int64) int64 { return (t + rawSlotNanos/2) / rawSlotNanos }
 
-func newRawServer(nc *nats.Conn, log *slog.Logger) (*rawServer, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("new raw server: listen: %w", err)
-	}
+func newRawServer(ln net.Listener, nc *nats.Conn, log *slog.Logger) (*rawServer, error) {
 	r := &rawServer{
 		ln: ln, nc: nc, log: log, base: time.Now(),
 		hsSem: make(chan struct{}, rawHandshakes),

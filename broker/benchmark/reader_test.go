@@ -51,3 +51,35 @@ func TestReaderPhase(t *testing.T) {
 		})
 	}
 }
+
+func TestIsSlow(t *testing.T) {
+	tests := []struct {
+		subscribers, slow int
+		want              []int
+	}{
+		{10, 0, nil},
+		{10, 2, []int{4, 9}},
+		{10, 3, []int{2, 5, 8}},
+		{7, 3, []int{1, 3, 5}},
+		{5, 4, []int{0, 1, 2, 3}},
+	}
+	for _, tt := range tests {
+		spec := clientSpec{Subscribers: tt.subscribers, Slow: tt.slow}
+		var got []int
+		for i := range tt.subscribers {
+			if spec.isSlow(i) {
+				got = append(got, i)
+			}
+		}
+		if len(got) != len(tt.want) || len(got) != tt.slow {
+			t.Errorf("%d of %d slow: %v, want %v", tt.slow, tt.subscribers, got, tt.want)
+			continue
+		}
+		for i := range got {
+			if got[i] != tt.want[i] {
+				t.Errorf("%d of %d slow: %v, want %v", tt.slow, tt.subscribers, got, tt.want)
+				break
+			}
+		}
+	}
+}

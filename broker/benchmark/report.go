@@ -84,6 +84,10 @@ type ModeResult struct {
 	ServerTickLagP99Ms *float64 `json:"server_tick_lag_p99_ms,omitempty"`
 	// ClientProblem is the first anomaly the client saw, if any.
 	ClientProblem string `json:"client_problem,omitempty"`
+	// SlowSnapshots is what the slow subscribers read in the window;
+	// SlowClosed how many of them the server closed.
+	SlowSnapshots uint64 `json:"slow_snapshots_received"`
+	SlowClosed    uint64 `json:"slow_closed_by_server"`
 	// WorstDelivery names the latest delivery of the window; ShortSubscriber
 	// the first subscriber with fewer deliveries than ticks, if any.
 	WorstDelivery   string `json:"worst_delivery,omitempty"`
@@ -150,6 +154,8 @@ func compute(mode Mode, m measurements) *ModeResult {
 		ClientProblem:     m.client.FirstProblem,
 		WorstDelivery:     m.client.Worst,
 		ShortSubscriber:   m.client.Short,
+		SlowSnapshots:     m.client.SlowSnapshots,
+		SlowClosed:        m.client.SlowClosed,
 	}
 	if idleWall > 0 {
 		r.FixedCPUCores = idleCPU / idleWall
@@ -192,6 +198,9 @@ type Report struct {
 	// ClientPollSeconds is Config.ClientPoll (0: the client blocks in
 	// epoll_wait).
 	ClientPollSeconds float64
+	// Slow is Config.Slow, SlowStallSeconds Config.SlowStall.
+	Slow             int
+	SlowStallSeconds float64
 	// Network is where the modes ran: NetworkNamespace or NetworkHost;
 	// NetworkNote says why the host's when NetworkAuto could not isolate.
 	Network     Network
@@ -307,6 +316,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		"cores":               r.Cores,
 		"client_poll_seconds": r.ClientPollSeconds,
 		"network":             r.Network,
+		"slow_subscribers":    r.Slow,
 		"targets":             r.Targets,
 	}
 	for _, m := range []struct {
@@ -404,6 +414,12 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row("duplicates, conflations, drops", func(m *ModeResult) string {
 		return fmt.Sprintf("%d, %d, %d", m.Duplicates, m.Conflations, m.Dropped+m.ClosedByServer)
 	})
+	if r.Slow > 0 {
+		row(fmt.Sprintf("slow (%d, stalling %s): Snapshots read", r.Slow, time.Duration(r.SlowStallSeconds*float64(time.Second))), func(m *ModeResult) string {
+			return fmt.Sprintf("%d", m.SlowSnapshots)
+		})
+		row("  closed by the server", func(m *ModeResult) string { return fmt.Sprintf("%d", m.SlowClosed) })
+	}
 	row("CPU of client / rest of machine", func(m *ModeResult) string {
 		return fmt.Sprintf("%.2f / %.2f cores", m.ClientCPUCores, m.OtherCPUCores)
 	})

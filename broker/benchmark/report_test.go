@@ -42,11 +42,12 @@ func fixedReport() *Report {
 				Due: 289000, Made: 289000,
 				Lag: dist{Min: -4, P50: 1.5, P90: 4, P99: lagP99, P999: lagP99 * 2, Max: lagP99 * 3},
 				Age: dist{P50: 500, P99: 990, Max: 1002},
+				SlowSnapshots: 2100,
 			},
 			machine: machineCPU{Busy: time.Duration(float64(time.Second) * (cpu + 4.5 + 3)), Steal: 600 * time.Millisecond},
 		}
 	}
-	r := &Report{Subscribers: n, Intervals: IntervalsOne, DurationSeconds: 30, Cores: 2, Network: NetworkNamespace}
+	r := &Report{Subscribers: n, Intervals: IntervalsOne, DurationSeconds: 30, Cores: 2, Network: NetworkNamespace, Slow: 100, SlowStallSeconds: 12}
 	r.set(ModeEdge, compute(ModeEdge, readings(1400, 600, 0, 0, 7.5, 6.5, 300000, 2000, 12)))
 	r.set(ModeNaive, compute(ModeNaive, readings(32000, 13800, 16400, 2, 9.5, 5, 300000, 1200000, 140)))
 	r.set(ModeRaw, compute(ModeRaw, readings(1100, 400, 0, 0, 6.6, 5.9, 300000, 600, 7)))

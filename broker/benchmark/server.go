@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -18,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/sys/unix"
 
 	"github.com/meridian-metrics/meridian/broker/benchmark/naiveedge"
 	"github.com/meridian-metrics/meridian/broker/edge"
@@ -66,7 +68,7 @@ func runServer(ctx context.Context, spec serverSpec, lines *bufio.Scanner, enc *
 	}
 	defer pub.Close()
 
-	sut, err := newSubject(spec.Mode, nc, log)
+	sut, err := newSubject(spec, nc, log)
 	if err != nil {
 		return err
 	}
@@ -174,20 +176,64 @@ func waitUntil(ctx context.Context, d time.Duration, cond func() bool) error {
 	return nil
 }
 
-func newSubject(mode Mode, nc *nats.Conn, log *slog.Logger) (subject, error) {
-	switch mode {
-	case ModeEdge:
-		return newEdgeSubject(nc, log)
-	case ModeNaive:
-		s, err := naiveedge.New(naiveedge.Config{NATS: nc, Logger: log})
-		if err != nil {
-			return nil, err
-		}
-		return naiveSubject{s}, nil
-	case ModeRaw:
-		return newRawServer(nc, log)
+func newSubject(spec serverSpec, nc *nats.Conn, log *slog.Logger) (subject, error) {
+	if _, err := ParseMode(string(spec.Mode)); err != nil {
+		return nil, fmt.Errorf("server mode %q: %w", spec.Mode, errBadSpec)
 	}
-	return nil, fmt.Errorf("server mode %q: %w", mode, errBadSpec)
+	tl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	var ln net.Listener = tl
+	if spec.SendBuffer > 0 {
+		ln = sendBufferListener{Listener: tl, size: spec.SendBuffer}
+	}
+	var sut subject
+	switch spec.Mode {
+	case ModeEdge:
+		sut, err = newEdgeSubject(ln, nc, log)
+	case ModeNaive:
+		var s *naiveedge.Server
+		if s, err = naiveedge.New(naiveedge.Config{Listener: ln, NATS: nc, Logger: log}); err == nil {
+			sut = naiveSubject{s}
+		}
+	case ModeRaw:
+		sut, err = newRawServer(ln, nc, log)
+	}
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return sut, nil
+}
+
+// sendBufferListener bounds the send side of every connection it accepts:
+// SO_SNDBUF, and TCP_NOTSENT_LOWAT at one byte, so that once the peer's
+// receive window is shut the kernel takes no more than one more write
+// and the server's own policy (queue, conflate, block or drop) is what
+// happens next.
+type sendBufferListener struct {
+	net.Listener
+	size int
+}
+
+func (l sendBufferListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c, nil
+	}
+	// Neither can fail on an open TCP socket; the kernel clamps the size.
+	_ = tc.SetWriteBuffer(l.size)
+	if rc, err := tc.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, 1)
+		})
+	}
+	return c, nil
 }
 
 // edgeSubject is the real edge with its own metrics registry, which is
@@ -197,10 +243,10 @@ type edgeSubject struct {
 	reg *prometheus.Registry
 }
 
-func newEdgeSubject(nc *nats.Conn, log *slog.Logger) (*edgeSubject, error) {
+func newEdgeSubject(ln net.Listener, nc *nats.Conn, log *slog.Logger) (*edgeSubject, error) {
 	reg := prometheus.NewRegistry()
 	e, err := edge.New(edge.Config{
-		Listen: "127.0.0.1:0", NATS: nc, Registerer: reg, Namespace: edgeNamespace, Logger: log,
+		Listener: ln, NATS: nc, Registerer: reg, Namespace: edgeNamespace, Logger: log,
 		// Off, so that every mode does the same work: Snapshots only.
 		HeartbeatInterval: never, PingInterval: never, IdleTimeout: never,
 	})
