@@ -82,6 +82,12 @@ type Config struct {
 	// fit, so the edge conflates for about four seconds per stall and
 	// closes none.
 	SlowStall time.Duration
+	// Rounds runs the modes this many times, interleaved (edge, naive,
+	// raw, edge, …), and reports for each mode the round with the median
+	// CPU per delivery, listing every round's key figures beside it. On a
+	// shared VM whose neighbours steal CPU in bursts this keeps one
+	// disturbed window from deciding a ratio. Default 1.
+	Rounds int
 	// Network is where each mode's server and client talk. Default
 	// NetworkAuto.
 	Network Network
@@ -132,6 +138,9 @@ func (c Config) withDefaults() Config {
 	if c.SlowStall == 0 {
 		c.SlowStall = DefaultSlowStall
 	}
+	if c.Rounds == 0 {
+		c.Rounds = 1
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -175,6 +184,8 @@ func (c Config) validate() error {
 		return bad("client poll %s: want at most 1s", c.ClientPoll)
 	case c.Slow < 0 || c.Slow >= c.Subscribers:
 		return bad("slow subscribers %d: want 0 to %d (fewer than subscribers)", c.Slow, c.Subscribers-1)
+	case c.Rounds < 1 || c.Rounds > 9:
+		return bad("rounds %d: want 1 to 9", c.Rounds)
 	case c.SlowStall < 0:
 		return bad("slow stall %s: want a positive duration", c.SlowStall)
 	}
@@ -208,7 +219,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		Subscribers: cfg.Subscribers, Intervals: cfg.Intervals,
 		DurationSeconds: cfg.Duration.Seconds(), Cores: runtime.NumCPU(),
 		ClientPollSeconds: cfg.ClientPoll.Seconds(),
-		Slow:              cfg.Slow, SlowStallSeconds: cfg.SlowStall.Seconds(),
+		Slow:              cfg.Slow, SlowStallSeconds: cfg.SlowStall.Seconds(), Rounds: cfg.Rounds,
 	}
 	var err error
 	if rep.Network, rep.NetworkNote, err = resolveNetwork(cfg.Network); err != nil {
@@ -218,12 +229,21 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.Logger.Warn("measuring on the host's loopback", "why", rep.NetworkNote)
 	}
 	cfg.Network = rep.Network
-	for _, m := range cfg.Modes {
-		res, err := runMode(ctx, cfg, m)
-		if err != nil {
-			return nil, fmt.Errorf("measure %s: %w", m, err)
+	rounds := make(map[Mode][]*ModeResult)
+	for round := range cfg.Rounds {
+		for _, m := range cfg.Modes {
+			res, err := runMode(ctx, cfg, m)
+			if err != nil {
+				if cfg.Rounds > 1 {
+					return nil, fmt.Errorf("measure %s, round %d: %w", m, round+1, err)
+				}
+				return nil, fmt.Errorf("measure %s: %w", m, err)
+			}
+			rounds[m] = append(rounds[m], res)
 		}
-		rep.set(m, res)
+	}
+	for _, m := range cfg.Modes {
+		rep.set(m, medianRound(rounds[m]))
 	}
 	rep.evaluate()
 	return rep, nil

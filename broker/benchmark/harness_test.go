@@ -186,6 +186,7 @@ func TestConfigValidation(t *testing.T) {
 		{"client poll", Config{ClientPoll: 2 * time.Second, Child: testChild}, "client poll"},
 		{"network", Config{Network: "bridge", Child: testChild}, "unknown network"},
 		{"slow", Config{Subscribers: 10, Slow: 10, Child: testChild}, "slow subscribers 10"},
+		{"rounds", Config{Rounds: 10, Child: testChild}, "rounds 10"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,10 +1,12 @@
 package benchmark
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -88,6 +90,9 @@ type ModeResult struct {
 	// SlowClosed how many of them the server closed.
 	SlowSnapshots uint64 `json:"slow_snapshots_received"`
 	SlowClosed    uint64 `json:"slow_closed_by_server"`
+	// Rounds are every round's key figures, in the order run, when there
+	// was more than one; the other fields are the median round's.
+	Rounds []RoundFigures `json:"rounds,omitempty"`
 	// WorstDelivery names the latest delivery of the window; ShortSubscriber
 	// the first subscriber with fewer deliveries than ticks, if any.
 	WorstDelivery   string `json:"worst_delivery,omitempty"`
@@ -198,6 +203,8 @@ type Report struct {
 	// ClientPollSeconds is Config.ClientPoll (0: the client blocks in
 	// epoll_wait).
 	ClientPollSeconds float64
+	// Rounds is Config.Rounds.
+	Rounds int
 	// Slow is Config.Slow, SlowStallSeconds Config.SlowStall.
 	Slow             int
 	SlowStallSeconds float64
@@ -237,6 +244,30 @@ const (
 	// the fixed rate (GC timing, NATS) is well below it.
 	TargetMarginalAllocs = 0.01
 )
+
+// RoundFigures are one round's key figures, listed when Config.Rounds > 1.
+type RoundFigures struct {
+	CPUMicrosPerDelivery float64 `json:"cpu_us_per_delivery"`
+	TickToWireP99Ms      float64 `json:"tick_to_wire_p99_ms"`
+	StolenCPUCores       float64 `json:"stolen_cpu_cores"`
+}
+
+// medianRound returns the round with the median CPU per delivery (the
+// lower middle one of an even count), with every round's figures attached.
+func medianRound(rounds []*ModeResult) *ModeResult {
+	if len(rounds) == 1 {
+		return rounds[0]
+	}
+	figs := make([]RoundFigures, len(rounds))
+	for i, m := range rounds {
+		figs[i] = RoundFigures{m.CPUMicrosPerDelivery, m.TickToWireP99Ms, m.StolenCPUCores}
+	}
+	sorted := slices.Clone(rounds)
+	slices.SortStableFunc(sorted, func(a, b *ModeResult) int { return cmp.Compare(a.CPUMicrosPerDelivery, b.CPUMicrosPerDelivery) })
+	med := *sorted[(len(sorted)-1)/2]
+	med.Rounds = figs
+	return &med
+}
 
 func (r *Report) set(m Mode, res *ModeResult) {
 	switch m {
@@ -317,6 +348,7 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		"client_poll_seconds": r.ClientPollSeconds,
 		"network":             r.Network,
 		"slow_subscribers":    r.Slow,
+		"rounds":              max(r.Rounds, 1),
 		"targets":             r.Targets,
 	}
 	for _, m := range []struct {
@@ -358,6 +390,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		r.Subscribers, r.Intervals, time.Duration(r.DurationSeconds*float64(time.Second)), r.Cores)
 	if r.ClientPollSeconds > 0 {
 		fmt.Fprintf(&b, ", client polling every %s", time.Duration(r.ClientPollSeconds*float64(time.Second)))
+	}
+	if r.Rounds > 1 {
+		fmt.Fprintf(&b, ", median of %d interleaved rounds", r.Rounds)
 	}
 	switch r.Network {
 	case NetworkNamespace:
@@ -429,6 +464,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 	writeAligned(&b, t)
 	if e := r.Edge; e != nil && e.ServerTickLagP99Ms != nil && e.ServerTickLagP50Ms != nil {
 		fmt.Fprintf(&b, "\nedge's own tick lag (scheduled tick → written): p50 %.2f ms, p99 %.2f ms\n", *e.ServerTickLagP50Ms, *e.ServerTickLagP99Ms)
+	}
+	for _, m := range cols {
+		if m == nil || len(m.Rounds) == 0 {
+			continue
+		}
+		parts := make([]string, len(m.Rounds))
+		for i, f := range m.Rounds {
+			parts[i] = fmt.Sprintf("%.2f µs / %.1f ms / %.2f", f.CPUMicrosPerDelivery, f.TickToWireP99Ms, f.StolenCPUCores)
+		}
+		fmt.Fprintf(&b, "%s rounds (CPU per delivery / tick-to-wire p99 / cores stolen): %s\n", m.Mode, strings.Join(parts, ", "))
 	}
 	for _, m := range cols {
 		if m == nil {

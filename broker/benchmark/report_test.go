@@ -40,8 +40,8 @@ func fixedReport() *Report {
 			client: clientReport{
 				WindowSeconds: 28.9, CPUSeconds: 4.5,
 				Due: 289000, Made: 289000,
-				Lag: dist{Min: -4, P50: 1.5, P90: 4, P99: lagP99, P999: lagP99 * 2, Max: lagP99 * 3},
-				Age: dist{P50: 500, P99: 990, Max: 1002},
+				Lag:           dist{Min: -4, P50: 1.5, P90: 4, P99: lagP99, P999: lagP99 * 2, Max: lagP99 * 3},
+				Age:           dist{P50: 500, P99: 990, Max: 1002},
 				SlowSnapshots: 2100,
 			},
 			machine: machineCPU{Busy: time.Duration(float64(time.Second) * (cpu + 4.5 + 3)), Steal: 600 * time.Millisecond},
@@ -185,5 +185,47 @@ func TestReportWithoutAllModes(t *testing.T) {
 	var b bytes.Buffer
 	if err := r.WriteTable(&b); err != nil || !strings.Contains(b.String(), "–") {
 		t.Errorf("table without the other modes: %v\n%s", err, b.String())
+	}
+}
+
+func TestMedianRound(t *testing.T) {
+	round := func(cpu, p99, stolen float64) *ModeResult {
+		return &ModeResult{Mode: ModeEdge, CPUMicrosPerDelivery: cpu, TickToWireP99Ms: p99, StolenCPUCores: stolen}
+	}
+	tests := []struct {
+		name    string
+		rounds  []*ModeResult
+		wantCPU float64
+	}{
+		{"one", []*ModeResult{round(15, 7, 0)}, 15},
+		{"three", []*ModeResult{round(18.6, 126, 0.6), round(15.0, 6.8, 0.01), round(16.6, 86, 0.3)}, 16.6},
+		{"two: the lower", []*ModeResult{round(18, 9, 0), round(14, 8, 0)}, 14},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := medianRound(tt.rounds)
+			if got.CPUMicrosPerDelivery != tt.wantCPU {
+				t.Errorf("median round has %v µs, want %v", got.CPUMicrosPerDelivery, tt.wantCPU)
+			}
+			if n := len(tt.rounds); n > 1 {
+				if len(got.Rounds) != n || got.Rounds[0].CPUMicrosPerDelivery != tt.rounds[0].CPUMicrosPerDelivery ||
+					got.Rounds[n-1].StolenCPUCores != tt.rounds[n-1].StolenCPUCores {
+					t.Errorf("rounds %+v, want every round in the order run", got.Rounds)
+				}
+				for _, r := range tt.rounds {
+					if r.Rounds != nil {
+						t.Errorf("an input round was modified")
+					}
+				}
+			}
+			var b strings.Builder
+			rep := &Report{Subscribers: 10, Intervals: IntervalsOne, Rounds: len(tt.rounds), Edge: got}
+			if err := rep.WriteTable(&b); err != nil {
+				t.Fatal(err)
+			}
+			if hasLine := strings.Contains(b.String(), "edge rounds (CPU per delivery"); hasLine != (len(tt.rounds) > 1) {
+				t.Errorf("rounds line shown %v with %d rounds:\n%s", hasLine, len(tt.rounds), b.String())
+			}
+		})
 	}
 }

@@ -33,6 +33,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "sources", Value: benchmark.DefaultSources, Usage: "loopback source addresses 127.0.0.1 to 127.0.0.N", Destination: &cfg.Sources},
 			&cli.IntFlag{Name: "connect-rate", Value: benchmark.DefaultConnectRate, Usage: "subscriber connections per second", Destination: &cfg.ConnectRate},
 			&cli.DurationFlag{Name: "client-poll", Usage: "client polls its sockets this often instead of blocking in epoll (0: block); no server write then wakes a client thread, tick-to-wire includes up to this", Destination: &cfg.ClientPoll},
+			&cli.IntFlag{Name: "rounds", Value: 1, Usage: "run the modes this many times, interleaved, and report each mode's round with the median CPU per delivery (steadier on a VM with noisy neighbours)", Destination: &cfg.Rounds},
 			&cli.IntFlag{Name: "slow-subscribers", Usage: "of the subscribers, this many (spread evenly) stall and then read everything, with the smallest receive buffer; every server socket then gets the smallest send buffer", Destination: &cfg.Slow},
 			&cli.DurationFlag{Name: "slow-stall", Value: benchmark.DefaultSlowStall, Usage: "how long a slow subscriber does not read (past about 8 s the smallest buffers are full)", Destination: &cfg.SlowStall},
 			&cli.StringFlag{Name: "network", Value: string(benchmark.NetworkAuto), Usage: "namespace: each mode's processes in a network namespace of their own (needs root), free of the host's firewall and conntrack rules; host: the host's loopback; auto: namespace where possible", Destination: &network},
