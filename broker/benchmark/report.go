@@ -92,7 +92,7 @@ type ModeResult struct {
 	SlowClosed    uint64 `json:"slow_closed_by_server"`
 	// Rounds are every round's key figures, in the order run, when there
 	// was more than one; the other fields are the median round's.
-	Rounds []RoundFigures `json:"rounds,omitempty"`
+	Rounds []RoundFigures `json:"round_figures,omitempty"`
 	// WorstDelivery names the latest delivery of the window; ShortSubscriber
 	// the first subscriber with fewer deliveries than ticks, if any.
 	WorstDelivery   string `json:"worst_delivery,omitempty"`

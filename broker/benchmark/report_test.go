@@ -226,6 +226,20 @@ func TestMedianRound(t *testing.T) {
 			if hasLine := strings.Contains(b.String(), "edge rounds (CPU per delivery"); hasLine != (len(tt.rounds) > 1) {
 				t.Errorf("rounds line shown %v with %d rounds:\n%s", hasLine, len(tt.rounds), b.String())
 			}
+			js, err := json.Marshal(rep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fields struct {
+				Rounds       float64           `json:"rounds"`
+				RoundFigures []json.RawMessage `json:"round_figures"`
+			}
+			if err := json.Unmarshal(js, &fields); err != nil {
+				t.Fatalf("%v in %s", err, js)
+			}
+			if n := len(tt.rounds); fields.Rounds != float64(n) || (n > 1 && len(fields.RoundFigures) != n) {
+				t.Errorf("JSON rounds %v, round_figures %d; want %d", fields.Rounds, len(fields.RoundFigures), n)
+			}
 		})
 	}
 }
