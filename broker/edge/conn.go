@@ -95,7 +95,7 @@ type conn struct {
 	nc    net.Conn
 	rc    syscall.RawConn
 	id    uint64 // registry id; epoll event data
-	fd    int32  // epoll_ctl and writes (see fdWriter); reads go through rc
+	fd    int32  // epoll_ctl and writes (see writeLocked); reads go through rc
 
 	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 	lastRead atomic.Int64 // mono ns of the last bytes received
@@ -183,23 +183,16 @@ func (c *conn) closeReason() string {
 	return c.q.reason
 }
 
-// fdWriter performs non-blocking writes on a connection's descriptor.
-// Each goroutine that writes has its own.
+// writeLocked writes what the socket takes of b, with c.mu held; a full
+// socket is (n < len(b), nil), not an error.
 //
 // It writes with unix.Write on the raw descriptor rather than through
 // RawConn.Write: that saves poll.FD's reference counting and a closure
-// call on every delivery (a few per cent of the user-space CPU; within
-// BenchmarkDeliver's run-to-run noise on a shared VM). It is safe because every write happens with c.mu held
-// and after checking that the connection is not closed, and closeLocked,
-// the only place that closes the socket (and so frees the descriptor's
-// number for reuse), also runs with c.mu held.
-type fdWriter struct{}
-
-func newFDWriter() *fdWriter { return &fdWriter{} }
-
-// write writes what the socket takes of b, with c.mu held; a full socket is
-// (n < len(b), nil), not an error.
-func (w *fdWriter) write(c *conn, b []byte) (int, error) {
+// call on every delivery. It is safe because every write happens with c.mu
+// held and after checking that the connection is not closed, and
+// closeLocked, the only place that closes the socket (and so frees the
+// descriptor's number for reuse), also runs with c.mu held.
+func (c *conn) writeLocked(b []byte) (int, error) {
 	if c.state == stateClosed {
 		return 0, net.ErrClosed
 	}
@@ -220,21 +213,21 @@ func (w *fdWriter) write(c *conn, b []byte) (int, error) {
 
 // send queues b behind pending output, or writes it at once; frames after
 // the connection started closing are dropped.
-func (c *conn) send(w *fdWriter, b []byte, snap bool) {
+func (c *conn) send(b []byte, snap bool) {
 	c.mu.Lock()
 	if c.state == stateOpen {
-		c.enqueueLocked(w, b, snap)
+		c.enqueueLocked(b, snap)
 	}
 	c.mu.Unlock()
 }
 
 // enqueueLocked is enqueueFrameLocked for one Snapshot or data frame.
-func (c *conn) enqueueLocked(w *fdWriter, b []byte, snap bool) bool {
+func (c *conn) enqueueLocked(b []byte, snap bool) bool {
 	kind := frameData
 	if snap {
 		kind = frameSnap
 	}
-	return c.enqueueFrameLocked(w, outFrame{b: b, kind: kind})
+	return c.enqueueFrameLocked(outFrame{b: b, kind: kind})
 }
 
 // add counts f's bytes in the pending totals (sign -1 removes them).
@@ -252,13 +245,13 @@ func (q *outQueue) add(f *outFrame, sign int) {
 // A queued, not yet started Snapshot is replaced by a newer one, unless a
 // history frame lies between them. It reports whether f was written whole
 // at once.
-func (c *conn) enqueueFrameLocked(w *fdWriter, f outFrame) bool {
+func (c *conn) enqueueFrameLocked(f outFrame) bool {
 	m := c.e.m
 	if c.state == stateClosed {
 		return false
 	}
 	if c.queued() == 0 {
-		n, err := w.write(c, f.b)
+		n, err := c.writeLocked(f.b)
 		if err != nil {
 			c.closeLocked(reasonIOError)
 			return false
@@ -292,19 +285,19 @@ func (c *conn) enqueueFrameLocked(w *fdWriter, f outFrame) bool {
 	if (q.bytes > cfg.MaxPendingBytes || q.histBytes > cfg.MaxHistoryPendingBytes) && c.state == stateOpen {
 		m.slowConsumers.Inc()
 		c.e.log.Debug("slow consumer", "pending_bytes", q.bytes, "pending_history_bytes", q.histBytes)
-		c.startCloseLocked(w, frameCloseSlow, reasonSlowConsumer, closeNow)
+		c.startCloseLocked(frameCloseSlow, reasonSlowConsumer, closeNow)
 	}
 	return false
 }
 
 // flushLocked writes queued output until the socket is full or the queue
 // is empty.
-func (c *conn) flushLocked(w *fdWriter) {
+func (c *conn) flushLocked() {
 	m := c.e.m
 	q := c.q
 	for q != nil && len(q.frames) > 0 {
 		f := q.frames[0]
-		n, err := w.write(c, f.b[q.off:])
+		n, err := c.writeLocked(f.b[q.off:])
 		if err != nil {
 			c.closeLocked(reasonIOError)
 			return
@@ -372,13 +365,13 @@ func (c *conn) disarmLocked() {
 }
 
 // startClose begins closing with frame (a close frame); see closeMode.
-func (c *conn) startClose(w *fdWriter, frame []byte, reason string, mode closeMode) {
+func (c *conn) startClose(frame []byte, reason string, mode closeMode) {
 	c.mu.Lock()
-	c.startCloseLocked(w, frame, reason, mode)
+	c.startCloseLocked(frame, reason, mode)
 	c.mu.Unlock()
 }
 
-func (c *conn) startCloseLocked(w *fdWriter, frame []byte, reason string, mode closeMode) {
+func (c *conn) startCloseLocked(frame []byte, reason string, mode closeMode) {
 	if c.state != stateOpen {
 		return
 	}
@@ -390,7 +383,7 @@ func (c *conn) startCloseLocked(w *fdWriter, frame []byte, reason string, mode c
 		if q.off == 0 {
 			q.frames, q.bytes, q.histBytes = nil, 0, 0
 			c.disarmLocked()
-			_, _ = w.write(c, frame)
+			_, _ = c.writeLocked(frame)
 		}
 		c.closeLocked(reason)
 		return
@@ -410,7 +403,7 @@ func (c *conn) startCloseLocked(w *fdWriter, frame []byte, reason string, mode c
 		q.closeDeadline = c.e.mono() + int64(lingerTimeout)
 		c.shard.kick(c, opResched)
 	}
-	c.enqueueLocked(w, frame, false)
+	c.enqueueLocked(frame, false)
 	if c.state == stateClosing && c.queued() == 0 {
 		c.drainedLocked()
 	}
@@ -457,12 +450,12 @@ func (c *conn) isOpen() bool {
 }
 
 // onWritable flushes queued output after EPOLLOUT.
-func (c *conn) onWritable(w *fdWriter) {
+func (c *conn) onWritable() {
 	c.mu.Lock()
 	switch {
 	case c.state == stateClosed:
 	case c.queued() > 0:
-		c.flushLocked(w)
+		c.flushLocked()
 	default:
 		c.disarmLocked()
 	}

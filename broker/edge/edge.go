@@ -494,9 +494,8 @@ func (e *Edge) closeListener() {
 // drain sends close 1001 to every connection, waits for them to close until
 // ctx ends, and closes the rest.
 func (e *Edge) drain(ctx context.Context) {
-	w := newFDWriter()
 	for _, c := range e.reg.seal() {
-		c.startClose(w, frameCloseShutdown, reasonShutdown, closeWait)
+		c.startClose(frameCloseShutdown, reasonShutdown, closeWait)
 	}
 	if err := e.reg.waitEmpty(ctx); err != nil {
 		for _, c := range e.reg.all() {

@@ -44,7 +44,7 @@ var (
 // frameSink receives complete messages (text, binary: op is the first
 // fragment's) and control frames. payload is only valid during the call.
 type frameSink interface {
-	onFrame(w *fdWriter, op ws.OpCode, payload []byte) error
+	onFrame(op ws.OpCode, payload []byte) error
 }
 
 // parseScratch is per-goroutine state for reading headers without
@@ -86,13 +86,13 @@ func (st *inputState) busy() bool { return len(st.buf) > 0 || st.frag }
 // feed consumes data, which follows whatever was buffered, and hands every
 // complete frame to sink. maxMsg bounds a message's payload (all fragments).
 // After an error the state must not be fed again.
-func (st *inputState) feed(ps *parseScratch, w *fdWriter, data []byte, maxMsg int, sink frameSink) error {
+func (st *inputState) feed(ps *parseScratch, data []byte, maxMsg int, sink frameSink) error {
 	buf := data
 	if len(st.buf) > 0 {
 		st.buf = append(st.buf, data...)
 		buf = st.buf
 	}
-	n, err := st.parse(ps, w, buf, maxMsg, sink)
+	n, err := st.parse(ps, buf, maxMsg, sink)
 	if err != nil {
 		st.buf, st.msg = nil, nil
 		return err
@@ -120,7 +120,7 @@ func (st *inputState) keep(rest []byte) {
 
 // parse handles the complete frames at the start of buf and returns how
 // many bytes they took.
-func (st *inputState) parse(ps *parseScratch, w *fdWriter, buf []byte, maxMsg int, sink frameSink) (int, error) {
+func (st *inputState) parse(ps *parseScratch, buf []byte, maxMsg int, sink frameSink) (int, error) {
 	consumed := 0
 	for {
 		h, hsize, ok, err := ps.header(buf[consumed:])
@@ -148,17 +148,17 @@ func (st *inputState) parse(ps *parseScratch, w *fdWriter, buf []byte, maxMsg in
 		payload := buf[consumed+hsize : end]
 		ws.Cipher(payload, h.Mask, 0)
 		consumed = end
-		if err := st.dispatch(w, h, payload, sink); err != nil {
+		if err := st.dispatch(h, payload, sink); err != nil {
 			return consumed, err
 		}
 	}
 }
 
 // dispatch assembles fragmented messages and passes complete ones on.
-func (st *inputState) dispatch(w *fdWriter, h ws.Header, payload []byte, sink frameSink) error {
+func (st *inputState) dispatch(h ws.Header, payload []byte, sink frameSink) error {
 	switch {
 	case h.OpCode.IsControl():
-		return sink.onFrame(w, h.OpCode, payload)
+		return sink.onFrame(h.OpCode, payload)
 	case h.OpCode == ws.OpContinuation:
 		st.msg = append(st.msg, payload...)
 		if !h.Fin {
@@ -166,9 +166,9 @@ func (st *inputState) dispatch(w *fdWriter, h ws.Header, payload []byte, sink fr
 		}
 		msg, op := st.msg, st.msgOp
 		st.msg, st.frag = nil, false
-		return sink.onFrame(w, op, msg)
+		return sink.onFrame(op, msg)
 	case h.Fin:
-		return sink.onFrame(w, h.OpCode, payload)
+		return sink.onFrame(h.OpCode, payload)
 	default:
 		st.frag, st.msgOp = true, h.OpCode
 		st.msg = append(st.msg[:0], payload...)

@@ -241,7 +241,7 @@ type recordSink struct {
 	closed bool
 }
 
-func (s *recordSink) onFrame(_ *fdWriter, op ws.OpCode, p []byte) error {
+func (s *recordSink) onFrame(op ws.OpCode, p []byte) error {
 	s.events = append(s.events, fmt.Sprintf("%d:%q", op, p))
 	if op == ws.OpClose {
 		s.closed = true
@@ -262,7 +262,7 @@ func feedAll(data []byte, chunks []int, maxMsg int, check func(*inputState)) ([]
 		if len(chunks) > 0 {
 			n = min(max(chunks[i%len(chunks)], 1), len(data))
 		}
-		if err := st.feed(&ps, nil, data[:n], maxMsg, sink); err != nil {
+		if err := st.feed(&ps, data[:n], maxMsg, sink); err != nil {
 			return sink.events, err
 		}
 		data = data[n:]

@@ -75,12 +75,12 @@ func BenchmarkSubscribeScope(b *testing.B) {
 	e.scopes.store(scoped(snap(now, 2), regionEU))
 	s := newShard(e)
 	conns, _ := tcpConns(b, e, s, 1)
-	c, w := conns[0], newFDWriter()
+	c := conns[0]
 	msgs := [][]byte{[]byte(`{"region":"eu","metrics":["requests_total"]}`), []byte(`{"interval_seconds":1}`)}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		if err := c.onText(w, msgs[i%2]); err != nil {
+		if err := c.onText(msgs[i%2]); err != nil {
 			b.Fatal(err)
 		}
 		s.drainInbox()

@@ -323,12 +323,12 @@ func TestQueuedMessagesBounded(t *testing.T) {
 	e := bareEdge(t)
 	s := newShard(e)
 	conns, drain := tcpConns(t, e, s, 1)
-	c, w := conns[0], newFDWriter()
+	c := conns[0]
 	hist := proto.DefaultSubscription()
 	hist.IncludeHistory = true
-	c.subscribe(w, hist) // waits for a worker
+	c.subscribe(hist) // waits for a worker
 	for range maxQueuedJobs {
-		c.subscribe(w, proto.DefaultSubscription())
+		c.subscribe(proto.DefaultSubscription())
 	}
 	drain()
 	c.mu.Lock()

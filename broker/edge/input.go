@@ -12,7 +12,7 @@ import (
 // input feeds bytes read from the socket through the frame parser; it runs
 // on the poller goroutine (or, for bytes that arrived with the handshake, on
 // the handshake goroutine before the poller knows the connection).
-func (c *conn) input(ps *parseScratch, w *fdWriter, data []byte) {
+func (c *conn) input(ps *parseScratch, data []byte) {
 	c.lastRead.Store(c.e.mono())
 	c.e.m.bytesRecv.Add(float64(len(data)))
 	// Between frames a connection has no input state; the common case (a
@@ -22,7 +22,7 @@ func (c *conn) input(ps *parseScratch, w *fdWriter, data []byte) {
 		st = &ps.idle
 		*st = inputState{}
 	}
-	err := st.feed(ps, w, data, c.e.cfg.MaxMessageBytes, c)
+	err := st.feed(ps, data, c.e.cfg.MaxMessageBytes, c)
 	switch {
 	case err != nil:
 		c.in = nil
@@ -50,7 +50,7 @@ func (c *conn) input(ps *parseScratch, w *fdWriter, data []byte) {
 	}
 	c.mu.Lock()
 	if c.state == stateOpen {
-		c.startCloseLocked(w, frame, reason, closeLinger)
+		c.startCloseLocked(frame, reason, closeLinger)
 	} else {
 		// Garbage while closing: stop waiting for a proper close.
 		c.closeLocked(reason)
@@ -59,26 +59,26 @@ func (c *conn) input(ps *parseScratch, w *fdWriter, data []byte) {
 }
 
 // onFrame handles one complete message or control frame (frameSink).
-func (c *conn) onFrame(w *fdWriter, op ws.OpCode, p []byte) error {
+func (c *conn) onFrame(op ws.OpCode, p []byte) error {
 	c.e.m.msgsRecv.Inc()
 	if op == ws.OpClose {
-		return c.onClose(w, p)
+		return c.onClose(p)
 	}
 	if !c.isOpen() {
 		return nil // closing: only the client's close frame matters now
 	}
 	switch op {
 	case ws.OpText:
-		return c.onText(w, p)
+		return c.onText(p)
 	case ws.OpBinary:
 		c.e.m.errorsByType[errTypeBinary].Inc()
-		c.reply(w, frameErrBinary)
+		c.reply(frameErrBinary)
 	case ws.OpPing:
 		pong := framePongEmpty
 		if len(p) > 0 {
 			pong = buildFrame(ws.OpPong, p)
 		}
-		c.send(w, pong, false)
+		c.send(pong, false)
 	case ws.OpPong:
 		// Proof of life; lastRead already records it.
 	}
@@ -90,23 +90,23 @@ func (c *conn) onFrame(w *fdWriter, op ws.OpCode, p []byte) error {
 // package doc), at once or, when it needs history or a scope lookup, once a
 // history worker has prepared it (jobs.go); an invalid one gets an Error
 // event and changes nothing.
-func (c *conn) onText(w *fdWriter, p []byte) error {
+func (c *conn) onText(p []byte) error {
 	if !utf8.Valid(p) {
 		return errBadUTF8
 	}
 	sub, err := proto.ParseSubscription(p)
 	if err != nil {
 		c.e.m.errorsByType[errTypeBadSubscription].Inc()
-		c.reply(w, errorFrame(err.Error()))
+		c.reply(errorFrame(err.Error()))
 		return nil
 	}
-	c.subscribe(w, sub)
+	c.subscribe(sub)
 	return nil
 }
 
 // onClose handles the client's close frame: echo it when the client
 // started the closing handshake, finish when it answers ours.
-func (c *conn) onClose(w *fdWriter, p []byte) error {
+func (c *conn) onClose(p []byte) error {
 	var echo []byte
 	switch {
 	case len(p) == 0:
@@ -126,7 +126,7 @@ func (c *conn) onClose(w *fdWriter, p []byte) error {
 	c.mu.Lock()
 	switch c.state {
 	case stateOpen:
-		c.startCloseLocked(w, echo, reasonClientClose, closeEcho)
+		c.startCloseLocked(echo, reasonClientClose, closeEcho)
 	case stateClosing:
 		c.closeLocked(c.closeReason())
 	}

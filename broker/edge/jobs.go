@@ -118,7 +118,7 @@ var frameErrBusy = errorFrame(fmt.Sprintf("too many subscription messages are wa
 
 // subscribe takes a valid subscription message: applied at once when
 // memory suffices and nothing waits before it, else queued for a worker.
-func (c *conn) subscribe(w *fdWriter, sub proto.Subscription) {
+func (c *conn) subscribe(sub proto.Subscription) {
 	e := c.e
 	st := e.scopes.pin(sub.Scope)
 	c.mu.Lock()
@@ -139,34 +139,34 @@ func (c *conn) subscribe(w *fdWriter, sub proto.Subscription) {
 		}
 	}
 	if st != nil && !j.history && !j.replay && !c.busyLocked() {
-		c.applyLocked(w, &j, nil)
+		c.applyLocked(&j, nil)
 		return
 	}
-	c.queueLocked(w, j)
+	c.queueLocked(j)
 }
 
 // reply sends an Error in order with the connection's queued messages.
-func (c *conn) reply(w *fdWriter, frame []byte) {
+func (c *conn) reply(frame []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
 	case c.state != stateOpen:
 	case c.busyLocked():
-		c.queueLocked(w, subJob{reply: frame})
+		c.queueLocked(subJob{reply: frame})
 	default:
-		c.enqueueLocked(w, frame, false)
+		c.enqueueLocked(frame, false)
 	}
 }
 
 // queueLocked appends j to c's jobs and hands c to the workers.
-func (c *conn) queueLocked(w *fdWriter, j subJob) {
+func (c *conn) queueLocked(j subJob) {
 	cw := c.workLocked()
 	if len(cw.jobs) >= maxQueuedJobs {
 		if j.st != nil {
 			j.st.release()
 		}
 		c.e.m.errorsByType[errTypeBusy].Inc()
-		c.enqueueLocked(w, frameErrBusy, false)
+		c.enqueueLocked(frameErrBusy, false)
 		return
 	}
 	if j.replay {
@@ -195,24 +195,24 @@ func (c *conn) releaseJobsLocked() {
 // applyLocked makes j the connection's subscription and queues what it
 // brought, in this order: the rate-limit notice, the failure Error, the
 // TimeSeries, the truncation notice, the replay. It takes over j.st's pin.
-func (c *conn) applyLocked(w *fdWriter, j *subJob, res *jobResult) {
+func (c *conn) applyLocked(j *subJob, res *jobResult) {
 	old := c.scope
 	c.scope, j.st = j.st, nil
 	old.release()
 	c.sub = j.sub
 	c.interval.Store(int32(j.sub.IntervalSeconds))
 	if j.notice != nil {
-		c.enqueueLocked(w, j.notice, false)
+		c.enqueueLocked(j.notice, false)
 	}
 	if res != nil {
 		if res.failure != nil {
-			c.enqueueLocked(w, res.failure, false)
+			c.enqueueLocked(res.failure, false)
 		}
 		for _, f := range res.series {
-			c.enqueueFrameLocked(w, outFrame{b: f, kind: frameHist})
+			c.enqueueFrameLocked(outFrame{b: f, kind: frameHist})
 		}
 		if res.replayed {
-			c.queueReplayLocked(w, j, res)
+			c.queueReplayLocked(j, res)
 		}
 	}
 	if j.replay {
@@ -223,7 +223,7 @@ func (c *conn) applyLocked(w *fdWriter, j *subJob, res *jobResult) {
 
 // queueReplayLocked queues a replay, extended by the snapshots that
 // arrived live while it was prepared, so that it runs into the live ones.
-func (c *conn) queueReplayLocked(w *fdWriter, j *subJob, res *jobResult) {
+func (c *conn) queueReplayLocked(j *subJob, res *jobResult) {
 	e := c.e
 	n := len(res.replay.snaps)
 	last := j.sub.Since
@@ -237,13 +237,13 @@ func (c *conn) queueReplayLocked(w *fdWriter, j *subJob, res *jobResult) {
 	if res.replay.truncated {
 		e.m.replaysTruncated.Inc()
 		msg := truncationMessage(j.sub.Scope, j.sub.Since, e.cfg.MaxReplaySnapshots, append(res.replay.snaps[:n:n], more...))
-		c.enqueueLocked(w, errorFrame(msg), false)
+		c.enqueueLocked(errorFrame(msg), false)
 	}
 	if n > 0 {
-		c.enqueueFrameLocked(w, outFrame{b: res.blob, kind: frameHist, msgs: uint32(n)})
+		c.enqueueFrameLocked(outFrame{b: res.blob, kind: frameHist, msgs: uint32(n)})
 	}
 	if len(more) > 0 {
-		c.enqueueFrameLocked(w, outFrame{b: replayBlob(nil, more, j.sub.Metrics), kind: frameHist, msgs: uint32(len(more))})
+		c.enqueueFrameLocked(outFrame{b: replayBlob(nil, more, j.sub.Metrics), kind: frameHist, msgs: uint32(len(more))})
 		last = more[len(more)-1].Time
 	}
 	if total := n + len(more); total > 0 {
@@ -254,9 +254,9 @@ func (c *conn) queueReplayLocked(w *fdWriter, j *subJob, res *jobResult) {
 }
 
 // runJob serves one queued message on a worker goroutine.
-func (e *Edge) runJob(base context.Context, w *fdWriter, c *conn, j *subJob) {
+func (e *Edge) runJob(base context.Context, c *conn, j *subJob) {
 	if j.reply != nil {
-		c.send(w, j.reply, false)
+		c.send(j.reply, false)
 		return
 	}
 	ctx, cancel := context.WithTimeout(base, e.cfg.HistoryTimeout)
@@ -273,7 +273,7 @@ func (e *Edge) runJob(base context.Context, w *fdWriter, c *conn, j *subJob) {
 				c.work.holds--
 			}
 			if c.state == stateOpen {
-				c.enqueueLocked(w, errorFrame(msg), false)
+				c.enqueueLocked(errorFrame(msg), false)
 			}
 			c.mu.Unlock()
 			return
@@ -299,7 +299,7 @@ func (e *Edge) runJob(base context.Context, w *fdWriter, c *conn, j *subJob) {
 		j.st.release()
 		return
 	}
-	c.applyLocked(w, j, &res)
+	c.applyLocked(j, &res)
 }
 
 // serveHistory prepares the TimeSeries and the replay of j, off any lock.
@@ -375,10 +375,9 @@ func (p *workPool) queued() int {
 // run is one worker: it serves queued connections until stop; ctx cancels
 // the JetStream reads in flight.
 func (p *workPool) run(ctx context.Context, stop <-chan struct{}) {
-	w := newFDWriter()
 	for {
 		for c := p.pop(); c != nil; c = p.pop() {
-			p.e.serveJobs(ctx, w, c)
+			p.e.serveJobs(ctx, c)
 			select {
 			case <-stop:
 				return
@@ -394,7 +393,7 @@ func (p *workPool) run(ctx context.Context, stop <-chan struct{}) {
 }
 
 // serveJobs runs c's queued jobs in order until none is left.
-func (e *Edge) serveJobs(ctx context.Context, w *fdWriter, c *conn) {
+func (e *Edge) serveJobs(ctx context.Context, c *conn) {
 	for {
 		c.mu.Lock()
 		cw := c.work
@@ -407,6 +406,6 @@ func (e *Edge) serveJobs(ctx context.Context, w *fdWriter, c *conn) {
 		cw.jobs[0] = subJob{}
 		cw.jobs = cw.jobs[1:]
 		c.mu.Unlock()
-		e.runJob(ctx, w, c, &j)
+		e.runJob(ctx, c, &j)
 	}
 }

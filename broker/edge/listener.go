@@ -274,7 +274,6 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	c := newConn(e, nc, rc, fd)
 	c.shard = e.pickShard()
 	e.m.opened.Inc()
-	w := newFDWriter()
 
 	c.mu.Lock()
 	c.scope.release()
@@ -284,23 +283,23 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 		// The replay takes the first snapshot's place.
 		if ok, wait := c.takeTokenLocked(); ok {
 			init.st.retain()
-			c.queueLocked(w, subJob{sub: init.sub, st: init.st, replay: true})
+			c.queueLocked(subJob{sub: init.sub, st: init.st, replay: true})
 			replay = true
 		} else {
 			e.m.historyRateLimited.Inc()
-			c.enqueueLocked(w, errorFrame(e.rateLimitMessage(wait)), false)
+			c.enqueueLocked(errorFrame(e.rateLimitMessage(wait)), false)
 		}
 	}
 	if sf := c.scope.latest.Load(); sf != nil && !replay {
 		c.lastSnap, c.sentSnap = c.opened, true
-		if c.enqueueLocked(w, sf.frame(proto.AllMetrics), true) {
+		if c.enqueueLocked(sf.frame(proto.AllMetrics), true) {
 			e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 		}
 	}
 	c.mu.Unlock()
 	if len(leftover) > 0 {
 		var ps parseScratch
-		c.input(&ps, w, leftover)
+		c.input(&ps, leftover)
 	}
 
 	c.mu.Lock()
@@ -313,7 +312,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 		return true
 	}
 	if !e.reg.add(c) {
-		c.startCloseLocked(w, frameCloseShutdown, reasonShutdown, closeNow)
+		c.startCloseLocked(frameCloseShutdown, reasonShutdown, closeNow)
 		return true
 	}
 	if err := e.poller.add(c); err != nil {

@@ -23,7 +23,6 @@ type poller struct {
 	// Read state, owned by the poller goroutine.
 	buf    []byte
 	ps     parseScratch
-	w      *fdWriter
 	rfn    func(uintptr) bool
 	rn     int
 	rerr   error
@@ -56,7 +55,7 @@ func newPoller(e *Edge) (*poller, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("register eventfd: %w", err)
 	}
-	p := &poller{e: e, epfd: epfd, evfd: evfd, buf: make([]byte, readBufSize), w: newFDWriter()}
+	p := &poller{e: e, epfd: epfd, evfd: evfd, buf: make([]byte, readBufSize)}
 	p.rfn = p.doRead
 	return p, nil
 }
@@ -129,7 +128,7 @@ func (p *poller) run() {
 				continue // closed after the event was queued
 			}
 			if ev.Events&unix.EPOLLOUT != 0 {
-				c.onWritable(p.w)
+				c.onWritable()
 			}
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 				p.read(c)
@@ -145,7 +144,7 @@ func (p *poller) read(c *conn) {
 	}
 	switch {
 	case p.rn > 0:
-		c.input(&p.ps, p.w, p.buf[:p.rn])
+		c.input(&p.ps, p.buf[:p.rn])
 	case p.rerr == unix.EAGAIN:
 	case p.rerr == nil:
 		c.close(reasonPeerGone) // EOF

@@ -164,11 +164,11 @@ func TestLiveHeldUntilReplay(t *testing.T) {
 	e.scopes.store(snap(time.Now(), 1))
 	s := newShard(e)
 	conns, drain := tcpConns(t, e, s, 1)
-	c, w := conns[0], newFDWriter()
+	c := conns[0]
 	c.nextSnap = 0
 	sub := proto.DefaultSubscription()
 	sub.Since = time.Now().Add(-time.Minute)
-	c.subscribe(w, sub) // no workers: stays pending
+	c.subscribe(sub) // no workers: stays pending
 	sent := testutil.ToFloat64(e.m.msgsSent)
 	s.fire(c, everything)
 	drain()
@@ -178,7 +178,7 @@ func TestLiveHeldUntilReplay(t *testing.T) {
 	c.mu.Lock()
 	j := c.work.jobs[0]
 	c.work.jobs = nil
-	c.applyLocked(w, &j, &jobResult{})
+	c.applyLocked(&j, &jobResult{})
 	c.mu.Unlock()
 	c.nextSnap = 0
 	s.fire(c, everything)

@@ -53,7 +53,6 @@ type inboxItem struct {
 
 type shard struct {
 	e       *Edge
-	w       *fdWriter
 	slots   [wheelSize]*conn
 	load    [wheelSize]uint32
 	count   int
@@ -71,7 +70,7 @@ type shard struct {
 }
 
 func newShard(e *Edge) *shard {
-	return &shard{e: e, w: newFDWriter(), wakeCh: make(chan struct{}, 1)}
+	return &shard{e: e, wakeCh: make(chan struct{}, 1)}
 }
 
 // tickOf is the slot of a periodic due time (nearest: at most 5 ms early).
@@ -391,7 +390,7 @@ func (s *shard) fire(c *conn, k int64) {
 	case now-c.lastRead.Load() >= int64(cfg.IdleTimeout):
 		e.m.idleTimeouts.Inc()
 		if c.state == stateOpen {
-			c.startCloseLocked(s.w, frameCloseIdle, reasonIdleTimeout, closeNow)
+			c.startCloseLocked(frameCloseIdle, reasonIdleTimeout, closeNow)
 		} else {
 			c.closeLocked(reasonIdleTimeout)
 		}
@@ -399,7 +398,7 @@ func (s *shard) fire(c *conn, k int64) {
 	case c.queued() > 0 && now-c.q.lastProgress >= int64(cfg.WriteTimeout):
 		e.m.slowConsumers.Inc()
 		if c.state == stateOpen {
-			c.startCloseLocked(s.w, frameCloseWriteTime, reasonWriteTimeout, closeNow)
+			c.startCloseLocked(frameCloseWriteTime, reasonWriteTimeout, closeNow)
 		} else {
 			c.closeLocked(reasonWriteTimeout)
 		}
@@ -409,11 +408,11 @@ func (s *shard) fire(c *conn, k int64) {
 		s.deliverSnapshot(c, now)
 	}
 	if c.state == stateOpen && tickOf(c.nextBeat) <= k {
-		c.enqueueLocked(s.w, e.beat.frame(cfg.Now()), false)
+		c.enqueueLocked(e.beat.frame(cfg.Now()), false)
 		c.nextBeat = nextPeriod(c.nextBeat, int64(cfg.HeartbeatInterval), now)
 	}
 	if c.state == stateOpen && tickOf(c.nextPing) <= k {
-		c.enqueueLocked(s.w, framePing, false)
+		c.enqueueLocked(framePing, false)
 		c.nextPing = nextPeriod(c.nextPing, int64(cfg.PingInterval), now)
 	}
 	if c.state == stateClosed {
@@ -440,7 +439,7 @@ func (s *shard) deliverSnapshot(c *conn, now int64) {
 	if w := c.work; w != nil && (w.holds > 0 || sf.snap.Time.Before(w.replayedUntil)) {
 		return
 	}
-	if c.enqueueLocked(s.w, sf.frame(c.sub.Metrics), true) {
+	if c.enqueueLocked(sf.frame(c.sub.Metrics), true) {
 		e.m.tickLag.Observe(float64(max(e.mono()-scheduled, 0)) / 1e9)
 		e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 	}
