@@ -64,6 +64,10 @@ type Recorder struct {
 	classes  [numClasses]atomic.Uint64
 	sumNanos atomic.Uint64
 	buckets  [proto.NumLatencyBuckets]atomic.Uint64
+	// hist is the high-resolution histogram over proto's dense slots (about
+	// 10 KB per Recorder), over its observations clamped from above 60 s.
+	hist [proto.HistSlots]atomic.Uint64
+	over atomic.Uint64
 }
 
 // Begin records the start of a request: it raises the in-flight gauge.
@@ -81,6 +85,11 @@ func (r *Recorder) End(status int, d time.Duration) {
 	}
 	// The order matters; see the type's comment.
 	r.buckets[proto.LatencyBucket(d)].Add(1)
+	slot, over := proto.HistSlot(d)
+	if over {
+		r.over.Add(1) // before the bucket: a reading never sees over > top bucket
+	}
+	r.hist[slot].Add(1)
 	r.sumNanos.Add(uint64(d))
 	r.classes[classOf(status)].Add(1)
 	r.active.Add(-1)
@@ -100,6 +109,7 @@ type reading struct {
 	classes  [numClasses]uint64
 	sumNanos uint64
 	buckets  [proto.NumLatencyBuckets]uint64
+	hist     proto.Histogram
 }
 
 func (r *Recorder) read(out *reading) {
@@ -110,6 +120,15 @@ func (r *Recorder) read(out *reading) {
 	out.sumNanos = r.sumNanos.Load()
 	for i := range r.buckets {
 		out.buckets[i] = r.buckets[i].Load()
+	}
+	// The top bucket is loaded after over, and End raises over first, so
+	// over never exceeds the top bucket's count in a reading.
+	out.hist.Over = r.over.Load()
+	out.hist.Buckets = out.hist.Buckets[:0]
+	for i := range r.hist {
+		if c := r.hist[i].Load(); c > 0 {
+			out.hist.Buckets = append(out.hist.Buckets, proto.HistBucket{Slot: int32(i), Count: c})
+		}
 	}
 }
 
@@ -136,6 +155,7 @@ func (r *Recorder) Counters() proto.Counters {
 		DurationSumNanos:  rd.sumNanos,
 		DurationCount:     success + errs,
 		LatencyBuckets:    make([]uint64, proto.NumLatencyBuckets),
+		LatencyHistogram:  &rd.hist,
 		ActiveConnections: rd.active,
 	}
 	copy(c.LatencyBuckets, rd.buckets[:])

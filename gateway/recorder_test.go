@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -176,5 +178,39 @@ func TestRecorderReadingsUnderRace(t *testing.T) {
 	c := r.Counters()
 	if c.RequestsTotal != writers*perWriter || c.ActiveConnections != 0 {
 		t.Fatalf("final counters %+v, want total %d and nothing active", c, writers*perWriter)
+	}
+}
+
+// The high-resolution histogram in a reading holds every recorded duration in
+// its slot, survives the wire, and its quantiles are within the bound of the
+// exact ones.
+func TestRecorderHistogram(t *testing.T) {
+	var r Recorder
+	var ds []time.Duration
+	for i := range 5000 {
+		d := time.Duration(i%97+1)*time.Millisecond + time.Duration(i)*time.Microsecond
+		if i%1000 == 0 {
+			d = 2 * time.Minute // clamped
+		}
+		ds = append(ds, d)
+		r.Begin()
+		r.End(200, d)
+	}
+	c := r.Counters()
+	h := c.LatencyHistogram
+	if h == nil || h.Count() != 5000 || h.Over != 5 {
+		t.Fatalf("histogram %+v, want 5000 observations, 5 clamped", h)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(ds)
+	got := make([]float64, proto.NumLatencyQuantiles)
+	h.Quantiles(proto.LatencyQuantiles[:], got)
+	for i, q := range proto.LatencyQuantiles {
+		exact := float64(min(ds[proto.QuantileRank(q, 5000)-1], 60*time.Second)) / 1e6
+		if math.Abs(got[i]-exact)/exact > proto.HistMaxRelativeError {
+			t.Errorf("q=%v: %v ms, exact %v ms", q, got[i], exact)
+		}
 	}
 }

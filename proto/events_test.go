@@ -38,6 +38,7 @@ func sampleSnapshot() Snapshot {
 		Version: SnapshotVersion, Time: ts,
 		RequestsTotal: 1547, RequestsSuccess: 1520, RequestsError: 27, ActiveConnections: 15,
 		AvgResponseTimeMs: 45.2, SuccessRate: SuccessRateOf(1520, 1547),
+		LatencyMs: [NumLatencyQuantiles]float64{SlotMillis(KeySlot(-286)), SlotMillis(KeySlot(-200)), 121.4, 250, 1234.5678},
 	}
 }
 
@@ -49,7 +50,8 @@ func TestEventsGolden(t *testing.T) {
 		name string
 		got  []byte
 	}{
-		{"snapshot_all.json", AppendSnapshotEvent(nil, &s, AllMetrics)},
+		{"snapshot_all.json", AppendSnapshotEvent(nil, &s, GuideMetrics)},
+		{"snapshot_latency.json", AppendSnapshotEvent(nil, &s, GuideMetrics|SetOf(LatencyP50, LatencyP90, LatencyP95, LatencyP99, LatencyMax))},
 		{"snapshot_subset.json", AppendSnapshotEvent(nil, &s, SetOf(RequestsTotal, AvgResponseTime))},
 		{"timeseries.json", AppendTimeSeriesEvent(nil, RequestsTotal, []Point{{ts.Add(-time.Hour), 1000}, {ts.Add(-45 * time.Minute), 1200.5}})},
 		{"timeseries_empty.json", AppendTimeSeriesEvent(nil, SuccessRate, nil)},

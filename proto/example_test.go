@@ -24,7 +24,7 @@ func ExampleAppendSnapshotEvent() {
 		RequestsTotal: 1550, RequestsSuccess: 1523, RequestsError: 27, ActiveConnections: 16,
 		AvgResponseTimeMs: 44.8, SuccessRate: proto.SuccessRateOf(1523, 1550),
 	}
-	fmt.Println(string(proto.AppendSnapshotEvent(nil, &s, proto.AllMetrics)))
+	fmt.Println(string(proto.AppendSnapshotEvent(nil, &s, proto.GuideMetrics)))
 	fmt.Println(string(proto.AppendSnapshotEvent(nil, &s, proto.SetOf(proto.RequestsTotal))))
 	// Output:
 	// {"type":"Snapshot","timestamp":"2024-11-07T10:30:02Z","requests_total":1550,"requests_success":1523,"requests_error":27,"active_connections":16,"avg_response_time":44.8,"success_rate":98.258}

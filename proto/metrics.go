@@ -16,6 +16,13 @@ const (
 	ActiveConnections
 	AvgResponseTime
 	SuccessRate
+	// Meridian's additions, after the guide's six: the latency quantiles of
+	// the sliding window, in milliseconds (see Snapshot.LatencyMs).
+	LatencyP50
+	LatencyP90
+	LatencyP95
+	LatencyP99
+	LatencyMax
 	numMetrics
 )
 
@@ -29,6 +36,11 @@ var metricNames = [NumMetrics]string{
 	"active_connections",
 	"avg_response_time",
 	"success_rate",
+	"latency_p50_ms",
+	"latency_p90_ms",
+	"latency_p95_ms",
+	"latency_p99_ms",
+	"latency_max_ms",
 }
 
 // metricAliases are accepted in subscriptions. The Kairos guide's own examples
@@ -71,8 +83,16 @@ var validMetricsText = strings.Join(metricNames[:], ", ") + " (alias: response_t
 // 2^NumMetrics), which lets an edge encode a snapshot once per set.
 type MetricSet uint32
 
-// AllMetrics selects every metric.
+// AllMetrics selects every metric the protocol knows.
 const AllMetrics MetricSet = 1<<NumMetrics - 1
+
+// GuideMetrics is the Kairos guide's six metrics. Every Snapshot event carries
+// them whatever the subscription names, because the guide defines a Snapshot
+// as carrying every KPI and its clients read fields they did not subscribe to.
+// A metric outside GuideMetrics is a Meridian extra: it is sent only to
+// clients that name it. The subscription's strict_metrics extension is the
+// one way to get fewer (see Subscription.SnapshotMetrics).
+const GuideMetrics MetricSet = 1<<(SuccessRate+1) - 1
 
 // With returns s plus m.
 func (s MetricSet) With(m Metric) MetricSet { return s | 1<<m }

@@ -24,6 +24,13 @@ type Counters struct {
 	// LatencyBuckets holds per-bucket (not cumulative) counts for the buckets
 	// of LatencyBounds; it has NumLatencyBuckets entries.
 	LatencyBuckets []uint64 `json:"latency_buckets"`
+	// LatencyHistogram is the high-resolution histogram of the same
+	// durations (see Histogram), cumulative like the buckets. Reports of
+	// builds before it have none; an aggregator then has no percentiles for
+	// that instance but counts everything else. Older aggregators ignore it
+	// (unknown fields are ignored) and keep using LatencyBuckets, which is
+	// why both travel.
+	LatencyHistogram *Histogram `json:"latency_hist,omitempty"`
 	// ActiveConnections is a gauge: requests in flight when the report was made.
 	ActiveConnections int64 `json:"active_connections"`
 }
@@ -50,8 +57,10 @@ type Report struct {
 	Counters
 }
 
-// maxReportSize bounds what DecodeReport accepts; a real report is ~400 bytes.
-const maxReportSize = 16 << 10
+// maxReportSize bounds what DecodeReport accepts. A report is ~450 bytes
+// plus its histogram: ~1 KB for a realistic spread, and under 32 KB with
+// every one of the 1230 buckets holding a 20-digit count.
+const maxReportSize = 64 << 10
 
 // Encode returns the report's wire form.
 func (r *Report) Encode() ([]byte, error) {
@@ -63,7 +72,11 @@ func (r *Report) Encode() ([]byte, error) {
 
 // DecodeReport parses and validates a report.
 func DecodeReport(data []byte) (Report, error) {
-	return decodeVersioned[Report]("report", data, maxReportSize, ReportVersion)
+	r, err := decodeVersioned[Report]("report", data, maxReportSize, ReportVersion)
+	if err == nil && r.LatencyHistogram != nil && !r.LatencyHistogram.Supported() {
+		r.LatencyHistogram = nil // a newer encoding: count the report without it
+	}
+	return r, err
 }
 
 // decodeVersioned is the decoding every versioned NATS message shares: a
@@ -131,6 +144,11 @@ func (r *Report) Validate() error {
 	}
 	if len(r.LatencyBuckets) != NumLatencyBuckets {
 		return bad("latency_buckets has %d entries, want %d", len(r.LatencyBuckets), NumLatencyBuckets)
+	}
+	if r.LatencyHistogram.Supported() {
+		if err := r.LatencyHistogram.Validate(); err != nil {
+			return bad("latency_hist: %v", err)
+		}
 	}
 	return nil
 }

@@ -39,6 +39,18 @@ type Snapshot struct {
 	DurationCount    uint64 `json:"duration_count"`
 	// Instances is the number of live (recently reporting) instances.
 	Instances int `json:"instances"`
+
+	// LatencyMs are the LatencyQuantiles (p50, p90, p95, p99, max) of the
+	// requests in the same sliding window as AvgResponseTimeMs, read from
+	// the merged high-resolution histogram of every instance of the scope
+	// (never an average of percentiles), in milliseconds; all 0 when the
+	// window saw no request with a histogram. Snapshots of builds before
+	// them decode with zeros.
+	LatencyMs [NumLatencyQuantiles]float64 `json:"latency_ms"`
+	// LatencyHistogram holds the requests reported to the aggregator during
+	// this tick (since the scope's previous snapshot), so that history can
+	// merge any bucket of time exactly. Nil when there were none.
+	LatencyHistogram *Histogram `json:"latency_hist,omitempty"`
 }
 
 // SuccessRateOf is the success-rate rule shared by the aggregator and history.
@@ -64,11 +76,15 @@ func (s *Snapshot) Value(m Metric) float64 {
 		return s.AvgResponseTimeMs
 	case SuccessRate:
 		return s.SuccessRate
+	case LatencyP50, LatencyP90, LatencyP95, LatencyP99, LatencyMax:
+		return s.LatencyMs[m-LatencyP50]
 	}
 	return math.NaN()
 }
 
-const maxSnapshotSize = 16 << 10
+// maxSnapshotSize bounds what DecodeSnapshot accepts: ~500 bytes plus the
+// tick's histogram (see maxReportSize).
+const maxSnapshotSize = 64 << 10
 
 // Encode returns the snapshot's wire form.
 func (s *Snapshot) Encode() ([]byte, error) {
@@ -80,7 +96,11 @@ func (s *Snapshot) Encode() ([]byte, error) {
 
 // DecodeSnapshot parses and validates a snapshot.
 func DecodeSnapshot(data []byte) (Snapshot, error) {
-	return decodeVersioned[Snapshot]("snapshot", data, maxSnapshotSize, SnapshotVersion)
+	s, err := decodeVersioned[Snapshot]("snapshot", data, maxSnapshotSize, SnapshotVersion)
+	if err == nil && s.LatencyHistogram != nil && !s.LatencyHistogram.Supported() {
+		s.LatencyHistogram = nil
+	}
+	return s, err
 }
 
 // Validate checks the snapshot's invariants.
@@ -108,6 +128,16 @@ func (s *Snapshot) Validate() error {
 	}
 	if s.SuccessRate > 100 {
 		return bad("success_rate %v above 100", s.SuccessRate)
+	}
+	for _, f := range s.LatencyMs {
+		if math.IsNaN(f) || math.IsInf(f, 0) || f < 0 {
+			return bad("non-finite or negative latency")
+		}
+	}
+	if s.LatencyHistogram.Supported() {
+		if err := s.LatencyHistogram.Validate(); err != nil {
+			return bad("latency_hist: %v", err)
+		}
 	}
 	return nil
 }
