@@ -152,6 +152,7 @@ func (t Totals) consistent() bool {
 type scopeState struct {
 	totals Totals
 	win    window
+	lat    latWindow
 	// Gauges of the tick being computed; scratch, rebuilt every tick.
 	live   int
 	active int64
@@ -179,7 +180,13 @@ type instState struct {
 	active   int64
 	offsets  Totals // what earlier boots (and counter resets) of this instance counted
 	win      window
-	up       bool // scratch: live at the tick being computed
+	// hist is the current boot's cumulative latency histogram as last
+	// reported; histKnown is false while the instance's reports carry none
+	// (a build before it) or before the first one.
+	hist      proto.Histogram
+	histKnown bool
+	lat       latWindow
+	up        bool // scratch: live at the tick being computed
 }
 
 // contribution is everything the instance has counted while tracked.
@@ -208,6 +215,8 @@ type Merger struct {
 
 	invalid uint64 // snapshots that failed validation and were left out
 	tick    int64  // unix second of the newest tick; 0 before the first
+
+	scratch proto.DenseHist // merges latency histograms at each tick
 }
 
 // NewMerger returns an empty Merger.
@@ -217,7 +226,7 @@ func NewMerger(cfg MergerConfig) *Merger {
 	return &Merger{
 		cfg:     cfg,
 		width:   width,
-		cluster: scopeState{win: newWindow(width, 0, 0)},
+		cluster: scopeState{win: newWindow(width, 0, 0), lat: newLatWindow(width)},
 		regions: make(map[string]*regionState),
 		insts:   make(map[string]*instState),
 	}
@@ -247,13 +256,14 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 		if !m.fits(raw) {
 			return OutcomeRejected
 		}
-		in = &instState{name: r.Instance, win: newWindow(m.width, 0, 0)}
+		in = &instState{name: r.Instance, win: newWindow(m.width, 0, 0), lat: newLatWindow(m.width)}
 		m.insts[in.name] = in
 		i, _ := slices.BinarySearchFunc(m.instsBy, in.name, func(e *instState, name string) int { return cmp.Compare(e.name, name) })
 		m.instsBy = slices.Insert(m.instsBy, i, in)
 		in.region = m.region(r.Region)
 		in.region.members++
 		m.record(in, &r, raw, raw, now)
+		m.recordLatency(in, r.LatencyHistogram, true)
 		return OutcomeNewInstance
 	}
 
@@ -292,6 +302,7 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 		in.region.members++
 	}
 	m.record(in, &r, raw, delta, now)
+	m.recordLatency(in, r.LatencyHistogram, out != OutcomeApplied)
 	return out
 }
 
@@ -343,7 +354,7 @@ func (m *Merger) region(name string) *regionState {
 	if rg, ok := m.regions[name]; ok {
 		return rg
 	}
-	rg := &regionState{name: name, scopeState: scopeState{win: newWindow(m.width, 0, 0)}}
+	rg := &regionState{name: name, scopeState: scopeState{win: newWindow(m.width, 0, 0), lat: newLatWindow(m.width)}}
 	m.regions[name] = rg
 	i, _ := slices.BinarySearchFunc(m.regionsBy, name, func(e *regionState, name string) int { return cmp.Compare(e.name, name) })
 	m.regionsBy = slices.Insert(m.regionsBy, i, rg)
@@ -435,14 +446,18 @@ func (m *Merger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []proto.Sn
 			sc.live, sc.active = 1, in.active
 		}
 		avg := in.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
-		dst = m.appendValid(dst, snapshotOf(proto.InstanceScope(in.name), t, &sc, avg))
+		s := snapshotOf(proto.InstanceScope(in.name), t, &sc, avg)
+		s.LatencyHistogram = in.lat.tick(sec, m.width, &m.scratch, &s.LatencyMs)
+		dst = m.appendValid(dst, s)
 	}
 	return dst
 }
 
 func (m *Merger) appendSnapshot(dst []proto.Snapshot, scope proto.Scope, t time.Time, sec int64, sc *scopeState) []proto.Snapshot {
 	avg := sc.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
-	return m.appendValid(dst, snapshotOf(scope, t, sc, avg))
+	s := snapshotOf(scope, t, sc, avg)
+	s.LatencyHistogram = sc.lat.tick(sec, m.width, &m.scratch, &s.LatencyMs)
+	return m.appendValid(dst, s)
 }
 
 func (m *Merger) appendValid(dst []proto.Snapshot, s proto.Snapshot) []proto.Snapshot {

@@ -71,6 +71,11 @@ type InstanceState struct {
 	ActiveConnections int64          `json:"active_connections"`
 	Offsets           Totals         `json:"offsets"`
 	Window            []WindowSample `json:"window,omitempty"`
+	// LatencyHistogram is the current boot's cumulative latency histogram
+	// as last reported, the baseline of the next report's delta. The
+	// latency windows themselves are not kept: a successor's percentiles
+	// restart empty and cover a full window again after AvgWindow.
+	LatencyHistogram *proto.Histogram `json:"latency_hist,omitempty"`
 }
 
 // State returns a deep copy of the merger's state.
@@ -108,6 +113,10 @@ func (m *Merger) State() State {
 			Offsets:           in.offsets,
 			Window:            in.win.samples(),
 		})
+		if in.histKnown {
+			h := in.hist.Clone()
+			s.Instances[len(s.Instances)-1].LatencyHistogram = &h
+		}
 	}
 	return s
 }
@@ -123,6 +132,7 @@ func (m *Merger) Restore(s State) error {
 	n := NewMerger(m.cfg)
 	n.cluster.totals = s.Totals
 	n.cluster.win = restoreWindow(n.width, s.Window, s.Totals.DurationSumNanos, s.Totals.DurationCount)
+	n.cluster.lat = newLatWindow(n.width)
 	for _, r := range s.Regions {
 		rg := &regionState{
 			name:     r.Region,
@@ -130,6 +140,7 @@ func (m *Merger) Restore(s State) error {
 			scopeState: scopeState{
 				totals: r.Totals,
 				win:    restoreWindow(n.width, r.Window, r.Totals.DurationSumNanos, r.Totals.DurationCount),
+				lat:    newLatWindow(n.width),
 			},
 		}
 		n.regions[rg.name] = rg
@@ -149,6 +160,10 @@ func (m *Merger) Restore(s State) error {
 			raw:      is.Raw,
 			active:   is.ActiveConnections,
 			offsets:  is.Offsets,
+			lat:      newLatWindow(n.width),
+		}
+		if is.LatencyHistogram.Supported() {
+			in.hist, in.histKnown = *is.LatencyHistogram, true
 		}
 		copy(in.buckets[:], is.LatencyBuckets)
 		c := in.contribution()
@@ -219,6 +234,11 @@ func validateState(s *State) error {
 		}
 		if err := validateSamples(is.Window); err != nil {
 			return bad("instance %q window: %v", is.Instance, err)
+		}
+		if is.LatencyHistogram.Supported() {
+			if err := is.LatencyHistogram.Validate(); err != nil {
+				return bad("instance %q: %v", is.Instance, err)
+			}
 		}
 	}
 	return nil

@@ -1,0 +1,108 @@
+package aggregator
+
+import "github.com/meridian-metrics/meridian/proto"
+
+// latTick is the high-resolution histogram of the requests a scope was
+// reported during one tick.
+type latTick struct {
+	t int64 // unix second of the tick
+	h proto.Histogram
+}
+
+// latWindow is a scope's latency histograms over the same sliding window as
+// avg_response_time: one merged histogram per tick for the last width
+// ticks, and the report deltas applied since the last tick (pend). The
+// deltas are shared, read-only, by an instance, its region and the cluster.
+//
+// Unlike the cumulative (sum, count) samples of window, ticks hold deltas:
+// a cumulative histogram per tick would cost the whole histogram per second
+// of the window per scope, while a tick's delta holds only the buckets its
+// requests hit.
+type latWindow struct {
+	ring []latTick // capacity width; entries are never modified once pushed
+	head int       // index of the newest entry
+	n    int
+	pend []*proto.Histogram
+}
+
+func newLatWindow(width int64) latWindow {
+	return latWindow{ring: make([]latTick, width)}
+}
+
+// add queues a report's delta for the next tick.
+func (w *latWindow) add(d *proto.Histogram) { w.pend = append(w.pend, d) }
+
+// tick merges the pending deltas into tick t's histogram (a second call in
+// the same second adds to it) and writes the window's quantiles, over the
+// ticks after t−width, to out. It returns the histogram of tick t, nil when
+// no request with a histogram was reported in it. scratch is the merger's
+// reusable accumulator.
+func (w *latWindow) tick(t int64, width int64, scratch *proto.DenseHist, out *[proto.NumLatencyQuantiles]float64) *proto.Histogram {
+	if w.n > 0 && t < w.ring[w.head].t {
+		w.n = 0 // the clock stepped back: the ticks no longer describe the past
+	}
+	scratch.Reset()
+	same := w.n > 0 && w.ring[w.head].t == t
+	if same {
+		scratch.Add(&w.ring[w.head].h)
+	}
+	for _, d := range w.pend {
+		scratch.Add(d)
+	}
+	clear(w.pend)
+	w.pend = w.pend[:0]
+	// A new histogram every tick: the snapshot publishing it may still hold
+	// the previous one.
+	cur := latTick{t: t, h: scratch.AppendSparse(nil)}
+	if !same {
+		w.head = (w.head + 1) % len(w.ring)
+		if w.n < len(w.ring) {
+			w.n++
+		}
+	}
+	w.ring[w.head] = cur
+
+	scratch.Reset()
+	for i := range w.n {
+		e := &w.ring[(w.head-i+len(w.ring))%len(w.ring)]
+		if e.t <= t-width {
+			break
+		}
+		scratch.Add(&e.h)
+	}
+	scratch.Quantiles(proto.LatencyQuantiles[:], out[:])
+	if len(cur.h.Buckets) == 0 {
+		return nil
+	}
+	return &w.ring[w.head].h
+}
+
+// recordLatency takes the instance's new cumulative histogram h (nil when
+// the report had none) and queues what it adds for the instance, its region
+// and the cluster. reset means the instance's counters restarted, so h
+// counts in full. Without a known baseline (the instance's earlier reports
+// had no histogram) h only becomes the baseline: its requests were counted
+// over an unknown span and would distort the window.
+func (m *Merger) recordLatency(in *instState, h *proto.Histogram, reset bool) {
+	if h == nil {
+		in.hist, in.histKnown = proto.Histogram{}, false
+		return
+	}
+	var d proto.Histogram
+	switch {
+	case reset:
+		d = *h
+	case in.histKnown:
+		var ok bool
+		if d, ok = h.Delta(&in.hist, nil); !ok {
+			d = *h // only the histogram went down: it restarted
+		}
+	}
+	in.hist, in.histKnown = *h, true
+	if len(d.Buckets) == 0 {
+		return
+	}
+	in.lat.add(&d)
+	in.region.lat.add(&d)
+	m.cluster.lat.add(&d)
+}
