@@ -51,9 +51,9 @@ func classOf(status int) statusClass {
 //     success = total - error would break this: a request caught between its
 //     two increments would be read as a success and later as an error, making
 //     the success counter go backwards.)
-//   - End updates the histogram bucket and the duration sum before the status
-//     class, and a reading loads the classes first, then the sum, then the
-//     buckets. So every request included in DurationCount is also included in
+//   - End updates the histogram buckets and the duration sum before the
+//     status class, and a reading loads the classes first, then the sum,
+//     then the buckets. So every request included in DurationCount is also included in
 //     the sum and in the buckets. A request that completes during the reading
 //     itself may show up in the sum and buckets one reading before it shows up
 //     in the count; the next reading includes it everywhere, and because
@@ -118,17 +118,21 @@ func (r *Recorder) read(out *reading) {
 		out.classes[i] = r.classes[i].Load()
 	}
 	out.sumNanos = r.sumNanos.Load()
-	for i := range r.buckets {
-		out.buckets[i] = r.buckets[i].Load()
-	}
-	// The top bucket is loaded after over, and End raises over first, so
-	// over never exceeds the top bucket's count in a reading.
+	// The high-resolution histogram is loaded before the classic buckets,
+	// which End fills first: so a reading's classic buckets hold every
+	// request of its histogram, and a relay exporting both in one
+	// Prometheus histogram never has more native observations than its
+	// count. The top bucket is loaded after over, which End raises first, so
+	// over never exceeds the top bucket's count.
 	out.hist.Over = r.over.Load()
 	out.hist.Buckets = out.hist.Buckets[:0]
 	for i := range r.hist {
 		if c := r.hist[i].Load(); c > 0 {
 			out.hist.Buckets = append(out.hist.Buckets, proto.HistBucket{Slot: int32(i), Count: c})
 		}
+	}
+	for i := range r.buckets {
+		out.buckets[i] = r.buckets[i].Load()
 	}
 }
 

@@ -92,7 +92,11 @@ func (c *gatewayCollector) Collect(ch chan<- prometheus.Metric) {
 			buckets[b] = cum
 		}
 		cum += s.LatencyBuckets[len(c.bounds)]
-		ch <- prometheus.MustNewConstHistogram(c.duration, cum, float64(s.Counters.DurationSumNanos)/1e9, buckets, lv...)
+		if s.LatencyHistogram != nil {
+			ch <- newHiresHistogram(c.duration, cum, float64(s.Counters.DurationSumNanos)/1e9, buckets, s.LatencyHistogram, lv)
+		} else {
+			ch <- prometheus.MustNewConstHistogram(c.duration, cum, float64(s.Counters.DurationSumNanos)/1e9, buckets, lv...)
+		}
 
 		ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, float64(s.ActiveConnections), lv...)
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolFloat(s.Up), lv...)

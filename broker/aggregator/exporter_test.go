@@ -3,6 +3,7 @@ package aggregator
 import (
 	"bytes"
 	"flag"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -11,7 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/meridian-metrics/meridian/proto"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata/")
@@ -111,5 +115,66 @@ acme_gateway_up{instance="gw-a",region="eu"} 1
 	exp = strings.Replace(exp, "} 1", "} 0", 1)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(exp), "acme_gateway_up"); err != nil {
 		t.Error(err)
+	}
+}
+
+// An instance whose reports carry the high-resolution histogram is relayed
+// with both the classic buckets and a native histogram of schema 6 whose
+// buckets are exactly the instance's.
+func TestGatewayCollectorNativeHistogram(t *testing.T) {
+	now := t0.Add(time.Hour)
+	m := NewMerger(MergerConfig{})
+	g := &latGW{inst: "gw-n", region: "eu", boot: "a"}
+	ds := []time.Duration{50 * time.Microsecond, 3 * time.Millisecond, 3 * time.Millisecond, 3100 * time.Microsecond, 40 * time.Millisecond, 2 * time.Second}
+	g.serve(ds...)
+	r := g.report(now)
+	for _, d := range ds {
+		r.LatencyBuckets[proto.LatencyBucket(d)]++
+	}
+	r.LatencyBuckets[0] -= r.RequestsTotal / 2 // undo rp's placeholder buckets
+	r.LatencyBuckets[proto.NumLatencyBuckets-1] -= r.RequestsTotal - r.RequestsTotal/2
+	m.Apply(r, now)
+	var mu sync.Mutex
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(newGatewayCollector("meridian", &mu, m, func() time.Time { return now }, time.Minute))
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h *dto.Histogram
+	for _, mf := range mfs {
+		if mf.GetName() == "meridian_gateway_request_duration_seconds" {
+			h = mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	if h == nil || h.GetSchema() != proto.HistSchema || h.GetZeroThreshold() != proto.HistZeroThreshold || h.GetZeroCount() != 1 || h.GetSampleCount() != 6 || len(h.GetBucket()) != len(proto.LatencyBounds) {
+		t.Fatalf("histogram %v", h)
+	}
+	// Decode the native buckets back and compare them with the durations.
+	want := map[int]uint64{}
+	for _, d := range ds[1:] {
+		slot, _ := proto.HistSlot(d)
+		want[proto.SlotKey(slot)]++
+	}
+	got := map[int]uint64{}
+	key, count, di := 0, int64(0), 0
+	for i, sp := range h.GetPositiveSpan() {
+		if i == 0 {
+			key = int(sp.GetOffset())
+		} else {
+			key += int(sp.GetOffset())
+		}
+		for range sp.GetLength() {
+			count += h.GetPositiveDelta()[di]
+			got[key] = uint64(count)
+			key++
+			di++
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("native buckets %v, want %v", got, want)
 	}
 }

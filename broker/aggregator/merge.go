@@ -505,7 +505,11 @@ type InstanceStatus struct {
 	Counters Totals
 	// LatencyBuckets are per-bucket (not cumulative) counts over
 	// proto.LatencyBounds, the last one being +Inf.
-	LatencyBuckets    [proto.NumLatencyBuckets]uint64
+	LatencyBuckets [proto.NumLatencyBuckets]uint64
+	// LatencyHistogram is the current boot's high-resolution histogram, nil
+	// when the instance's reports carry none. Its buckets are shared with
+	// the merger, which never modifies them: it replaces the whole slice.
+	LatencyHistogram  *proto.Histogram
 	ActiveConnections int64
 	// Up is whether the instance is live: reported within its staleness
 	// limit and not shut down (Final).
@@ -520,7 +524,13 @@ type InstanceStatus struct {
 // sorted by instance name.
 func (m *Merger) AppendInstanceStatus(dst []InstanceStatus, now time.Time) []InstanceStatus {
 	for _, in := range m.instsBy {
+		var hist *proto.Histogram
+		if in.histKnown {
+			h := in.hist
+			hist = &h
+		}
 		dst = append(dst, InstanceStatus{
+			LatencyHistogram:  hist,
 			Instance:          in.name,
 			Region:            in.region.name,
 			BootID:            in.boot,
