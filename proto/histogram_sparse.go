@@ -164,3 +164,22 @@ func (h *Histogram) Quantiles(qs []float64, out []float64) {
 		out[j] = histSlotMillis[h.Buckets[i].Slot]
 	}
 }
+
+// Merged returns h + o as a new histogram; neither is modified.
+func (h *Histogram) Merged(o *Histogram) Histogram {
+	out := make([]HistBucket, 0, max(len(h.Buckets), len(o.Buckets)))
+	a, b := h.Buckets, o.Buckets
+	for len(a) > 0 && len(b) > 0 {
+		switch {
+		case a[0].Slot < b[0].Slot:
+			out, a = append(out, a[0]), a[1:]
+		case a[0].Slot > b[0].Slot:
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out = append(out, HistBucket{Slot: a[0].Slot, Count: a[0].Count + b[0].Count})
+			a, b = a[1:], b[1:]
+		}
+	}
+	out = append(append(out, a...), b...)
+	return Histogram{Buckets: out, Over: h.Over + o.Over}
+}

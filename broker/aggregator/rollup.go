@@ -28,7 +28,9 @@ const RollupPeriod = time.Minute
 //     minute: the change of the cumulative sums since prev (since the
 //     minute's first snapshot without prev; the first snapshot's own window
 //     mean when it is the only one), 0 when none were counted;
-//   - success_rate is computed from the last totals, as live.
+//   - success_rate is computed from the last totals, as live;
+//   - the latency histogram is the merge of the minute's tick histograms (the
+//     requests of the minute) and the latency quantiles are read from it.
 //
 // Rollup is pure; it is the slice form of the incremental builder the
 // aggregator runs on the live snapshots.
@@ -73,6 +75,7 @@ type rollupBuilder struct {
 	first, last  proto.Snapshot
 	activeSum    float64 // float: 60 int64 gauges could overflow an int64 sum
 	instancesSum float64
+	latency      proto.Histogram // merged tick histograms, sparse
 }
 
 func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
@@ -87,12 +90,15 @@ func (b *rollupBuilder) add(s *proto.Snapshot) {
 	b.last = *s
 	b.activeSum += float64(s.ActiveConnections)
 	b.instancesSum += float64(s.Instances)
+	if s.LatencyHistogram != nil {
+		b.latency = b.latency.Merged(s.LatencyHistogram)
+	}
 }
 
 // result is the rollup, given the scope's newest snapshot before the minute.
 func (b *rollupBuilder) result(prev *proto.Snapshot) proto.Snapshot {
 	last := &b.last
-	return proto.Snapshot{
+	r := proto.Snapshot{
 		Version:           proto.SnapshotVersion,
 		Scope:             b.first.Scope,
 		Time:              time.Unix(b.minute, 0).UTC(),
@@ -106,6 +112,12 @@ func (b *rollupBuilder) result(prev *proto.Snapshot) proto.Snapshot {
 		DurationCount:     last.DurationCount,
 		Instances:         int(roundedMean(b.instancesSum, b.n, math.MaxInt)),
 	}
+	if len(b.latency.Buckets) > 0 {
+		h := b.latency.Clone()
+		r.LatencyHistogram = &h
+		h.Quantiles(proto.LatencyQuantiles[:], r.LatencyMs[:])
+	}
+	return r
 }
 
 // roundedMean is sum/n rounded, capped at limit (a float64 near MaxInt64

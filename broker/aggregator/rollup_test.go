@@ -183,3 +183,30 @@ func TestMinuteOf(t *testing.T) {
 		}
 	}
 }
+
+// A rollup's latency histogram merges the minute's tick histograms, and its
+// quantiles are those of the minute's requests.
+func TestRollupLatency(t *testing.T) {
+	var all []time.Duration
+	var ss []proto.Snapshot
+	for sec := range 60 {
+		s := sn{at: sec}.snap()
+		var dh proto.DenseHist
+		for k := range sec % 5 {
+			d := time.Duration(2+sec*k) * time.Millisecond
+			all = append(all, d)
+			slot, _ := proto.HistSlot(d)
+			dh.AddSlot(slot, 1, 0)
+		}
+		if dh.Count() > 0 {
+			h := dh.AppendSparse(nil)
+			s.LatencyHistogram = &h
+		}
+		ss = append(ss, s)
+	}
+	r, ok := Rollup(minute0, nil, ss)
+	if !ok || r.LatencyHistogram == nil || r.LatencyHistogram.Count() != uint64(len(all)) {
+		t.Fatalf("rollup %+v", r)
+	}
+	checkQuantiles(t, "rollup", r, all)
+}

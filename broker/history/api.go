@@ -69,7 +69,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 // MetricInfo describes one metric in /api/metrics/list.
 type MetricInfo struct {
 	Name        string `json:"name"`
-	Kind        string `json:"kind"` // counter, gauge or ratio
+	Kind        string `json:"kind"` // counter, gauge, ratio or quantile
 	Unit        string `json:"unit"`
 	Description string `json:"description"`
 }
@@ -81,6 +81,17 @@ var metricInfo = [proto.NumMetrics]MetricInfo{
 	{"active_connections", "gauge", "requests", "Requests in flight on live gateway instances."},
 	{"avg_response_time", "ratio", "milliseconds", "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history)."},
 	{"success_rate", "ratio", "percent", "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests."},
+	{"latency_p50_ms", "quantile", "milliseconds", latencyHelp("Median response time")},
+	{"latency_p90_ms", "quantile", "milliseconds", latencyHelp("90th percentile of the response time")},
+	{"latency_p95_ms", "quantile", "milliseconds", latencyHelp("95th percentile of the response time")},
+	{"latency_p99_ms", "quantile", "milliseconds", latencyHelp("99th percentile of the response time")},
+	{"latency_max_ms", "quantile", "milliseconds", latencyHelp("Longest response time")},
+}
+
+func latencyHelp(what string) string {
+	return what + " of the requests completed in the aggregator's sliding window (per bucket in history), from the merged " +
+		"high-resolution histogram of every instance: within 0.55 % for 0.1 ms – 60 s; at most 0.0993 ms reads 0.0993, " +
+		"above 60.6 s reads 60 300. Only sent in snapshots to clients that name it."
 }
 
 type listResponse struct {

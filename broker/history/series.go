@@ -17,7 +17,11 @@ import (
 //     the cumulative sums at the bucket's end and the previous bucket's end
 //     (0 when the bucket saw no requests);
 //   - success_rate: from the cumulative totals at the bucket's end, the same
-//     definition as the live value.
+//     definition as the live value;
+//   - the latency quantiles (latency_*_ms): the quantile of the merged
+//     histogram of the requests of the bucket, from the histograms each
+//     snapshot carries for its own tick (or minute, for rollups); 0 when the
+//     bucket saw none.
 func Series(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, points int) []proto.Point {
 	if points <= 0 {
 		return []proto.Point{}
@@ -49,6 +53,7 @@ func SeriesStep(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, st
 	}
 	out := make([]proto.Point, 0, min(int(end.Sub(start)/step)+2, len(snaps)))
 	var prev *proto.Snapshot // last snapshot before the current bucket
+	var scratch *proto.DenseHist
 	i := 0
 	for i < len(snaps) && snaps[i].Time.Before(start) {
 		prev = &snaps[i]
@@ -65,6 +70,12 @@ func SeriesStep(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, st
 		for j < len(snaps) && snaps[j].Time.Before(next) && !snaps[j].Time.After(end) {
 			gaugeSum += snaps[j].Value(m)
 			j++
+		}
+		if q, ok := latencyQuantile(m); ok {
+			out = append(out, proto.Point{Time: bucket, Value: bucketQuantile(snaps[i:j], q, &scratch)})
+			prev = &snaps[j-1]
+			i = j
+			continue
 		}
 		last := &snaps[j-1]
 		var v float64
@@ -107,4 +118,31 @@ func bucketAvg(prev, first, last *proto.Snapshot) float64 {
 	// The cumulative duration sum is kept modulo 2^64 (it wraps after months
 	// of heavy traffic); the unsigned difference is right across a wrap.
 	return float64(last.DurationSumNanos-base.DurationSumNanos) / float64(n) / 1e6
+}
+
+// latencyQuantile is the quantile a latency metric stands for.
+func latencyQuantile(m proto.Metric) (float64, bool) {
+	if m < proto.LatencyP50 || m > proto.LatencyMax {
+		return 0, false
+	}
+	return proto.LatencyQuantiles[m-proto.LatencyP50], true
+}
+
+// bucketQuantile is the q-quantile, in milliseconds, of the merged
+// histograms of snaps. The accumulator is allocated on first use and reused
+// for the series' later buckets.
+func bucketQuantile(snaps []proto.Snapshot, q float64, scratch **proto.DenseHist) float64 {
+	if *scratch == nil {
+		*scratch = new(proto.DenseHist)
+	}
+	d := *scratch
+	d.Reset()
+	for k := range snaps {
+		if h := snaps[k].LatencyHistogram; h != nil {
+			d.Add(h)
+		}
+	}
+	var v [1]float64
+	d.Quantiles([]float64{q}, v[:])
+	return v[0]
 }

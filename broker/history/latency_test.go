@@ -1,0 +1,68 @@
+package history
+
+import (
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// tickHist is the histogram of ds, as a snapshot carries for its tick.
+func tickHist(ds []time.Duration) *proto.Histogram {
+	var d proto.DenseHist
+	for _, v := range ds {
+		slot, _ := proto.HistSlot(v)
+		d.AddSlot(slot, 1, 0)
+	}
+	h := d.AppendSparse(nil)
+	return &h
+}
+
+// A history bucket's latency quantile is the quantile of the requests of
+// that bucket: the merge of its snapshots' tick histograms.
+func TestSeriesLatencyFromMergedTicks(t *testing.T) {
+	var ss []proto.Snapshot
+	perBucket := map[int][]time.Duration{}
+	for sec := range 180 {
+		s := snap(sec, uint64(sec), 0, 0, 0, 0)
+		var ds []time.Duration
+		for k := range sec % 7 { // some ticks see no request
+			ds = append(ds, time.Duration(1+(sec*13+k*29)%400)*time.Millisecond+time.Duration(sec)*time.Microsecond)
+		}
+		if len(ds) > 0 {
+			s.LatencyHistogram = tickHist(ds)
+		}
+		perBucket[sec/60*60] = append(perBucket[sec/60*60], ds...)
+		ss = append(ss, s)
+	}
+	for _, m := range []proto.Metric{proto.LatencyP50, proto.LatencyP90, proto.LatencyP99, proto.LatencyMax} {
+		q := proto.LatencyQuantiles[m-proto.LatencyP50]
+		pts := SeriesStep(ss, m, t0, t0.Add(179*time.Second), time.Minute)
+		if len(pts) != 3 {
+			t.Fatalf("%v: %d points", m, len(pts))
+		}
+		for _, p := range pts {
+			ds := slices.Clone(perBucket[int(p.Time.Sub(t0)/time.Second)])
+			slices.Sort(ds)
+			exact := float64(ds[proto.QuantileRank(q, uint64(len(ds)))-1]) / 1e6
+			if rel := math.Abs(p.Value-exact) / exact; rel > proto.HistMaxRelativeError {
+				t.Errorf("%v at %v: %v ms, exact %v ms", m, p.Time, p.Value, exact)
+			}
+		}
+	}
+	// A bucket without requests reads 0.
+	idle := []proto.Snapshot{snap(0, 0, 0, 0, 0, 0)}
+	if pts := SeriesStep(idle, proto.LatencyP99, t0, t0, time.Second); len(pts) != 1 || pts[0].Value != 0 {
+		t.Fatalf("idle bucket: %v", pts)
+	}
+}
+
+func TestMetricInfoCoversEveryMetric(t *testing.T) {
+	for i, name := range proto.MetricNames() {
+		if metricInfo[i].Name != name || metricInfo[i].Kind == "" || metricInfo[i].Unit == "" {
+			t.Errorf("metric %d %s: info %+v", i, name, metricInfo[i])
+		}
+	}
+}
