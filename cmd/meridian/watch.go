@@ -22,6 +22,7 @@ type watchConfig struct {
 	Count            int
 	ReconnectTimeout time.Duration
 	Raw              bool
+	Latency          bool
 }
 
 func watchCommand() *cli.Command {
@@ -40,6 +41,7 @@ func watchCommand() *cli.Command {
 			&cli.IntFlag{Name: "count", Usage: "exit after this many snapshots (0: run until interrupted)", Destination: &cfg.Count},
 			&cli.DurationFlag{Name: "reconnect-timeout", Value: 30 * time.Second, Usage: "give up when no edge answers for this long", Destination: &cfg.ReconnectTimeout},
 			&cli.BoolFlag{Name: "raw", Usage: "print every message as received (JSON)", Destination: &cfg.Raw},
+			&cli.BoolFlag{Name: "latency", Usage: "also subscribe to the latency percentiles (latency_p50_ms … latency_max_ms)", Destination: &cfg.Latency},
 		}),
 		Action: func(c *cli.Context) error {
 			cfg.URLs = c.Args().Slice()
@@ -47,6 +49,11 @@ func watchCommand() *cli.Command {
 				cfg.URLs = []string{"ws://127.0.0.1:5900/ws/metrics"}
 			}
 			cfg.Metrics = c.StringSlice("metrics")
+			if cfg.Latency {
+				for m := proto.LatencyP50; m <= proto.LatencyMax; m++ {
+					cfg.Metrics = append(cfg.Metrics, m.String())
+				}
+			}
 			if cfg.Interval < proto.MinIntervalSeconds || cfg.Interval > proto.MaxIntervalSeconds {
 				return usageError("--interval %d: must be from 1 to 60", cfg.Interval)
 			}
@@ -181,6 +188,8 @@ func printEvent(out, errOut io.Writer, ev proto.Event) {
 				fmt.Fprintf(&b, "  avg=%.2fms", v)
 			case "success_rate":
 				fmt.Fprintf(&b, "  success_rate=%.2f%%", v)
+			case "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms":
+				fmt.Fprintf(&b, "  %s=%.2fms", strings.TrimSuffix(strings.TrimPrefix(name, "latency_"), "_ms"), v)
 			default:
 				fmt.Fprintf(&b, "  %s=%.0f", strings.TrimPrefix(name, "requests_"), v)
 			}
