@@ -39,8 +39,9 @@ func Middleware(rec *Recorder, next http.Handler) http.Handler {
 }
 
 type middleware struct {
-	rec  *Recorder
-	next http.Handler
+	rec   *Recorder
+	next  http.Handler
+	onEnd func(status int, d time.Duration) // optional; see Config.OnRequest
 }
 
 var writerPool = sync.Pool{New: func() any { return new(responseWriter) }}
@@ -55,7 +56,11 @@ func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// runtime.Goexit alike without disturbing either.
 	defer func() {
 		status := rw.finalStatus(r, returned)
-		m.rec.End(status, time.Since(start))
+		d := time.Since(start)
+		m.rec.End(status, d)
+		if m.onEnd != nil {
+			m.onEnd(status, d)
+		}
 		*rw = responseWriter{}
 		writerPool.Put(rw)
 	}()

@@ -76,6 +76,11 @@ type Config struct {
 	// DrainTimeout bounds the graceful shutdown Run performs when its
 	// context ends. Default DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// OnRequest, if set, is called after every request is recorded, with its
+	// final status and exactly the duration the Recorder recorded (an access
+	// log, or a test keeping the truth it checks the percentiles against).
+	// It runs on the request's goroutine: keep it fast.
+	OnRequest func(status int, d time.Duration)
 }
 
 // Node is one gateway instance. Build it with New, serve with Run, stop with
@@ -202,7 +207,7 @@ func New(cfg Config) (*Node, error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },
 	}
-	n.mwHandler = Middleware(n.rec, proxy)
+	n.mwHandler = &middleware{rec: n.rec, next: proxy, onEnd: cfg.OnRequest}
 	return n, nil
 }
 

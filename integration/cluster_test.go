@@ -65,6 +65,9 @@ type clusterOptions struct {
 	edge        edge.Config // tweaks: intervals, limits
 	aggregators int         // default 1
 	leaderTTL   time.Duration
+	// onRequest, if set, sees every request each gateway records, with the
+	// exact duration it recorded.
+	onRequest func(instance string, status int, d time.Duration)
 }
 
 // runningAggregator is one aggregator with its own NATS connection, so a
@@ -211,10 +214,14 @@ func (c *cluster) startGateway(region, instance string) *runningGateway {
 		c.t.Fatal(err)
 	}
 	gnc := connect(c.t, c.node)
-	g, err := gateway.New(gateway.Config{
+	gcfg := gateway.Config{
 		Upstream: c.upstream, Listener: ln, Region: region, Instance: instance, NATS: gnc,
 		PublishInterval: 200 * time.Millisecond, Logger: quietLogger(),
-	})
+	}
+	if on := c.opts.onRequest; on != nil {
+		gcfg.OnRequest = func(status int, d time.Duration) { on(instance, status, d) }
+	}
+	g, err := gateway.New(gcfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
