@@ -236,6 +236,13 @@ type promServer struct {
 // cleanup.
 func startPrometheus(t *testing.T, bin, addr string) *promServer {
 	t.Helper()
+	return startPrometheusWith(t, bin, addr, repoPath("deploy", "prometheus", "rules", "*.yml"))
+}
+
+// startPrometheusWith is startPrometheus loading the rule files of rules
+// (a glob) and passing flags to the server.
+func startPrometheusWith(t *testing.T, bin, addr, rules string, flags ...string) *promServer {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
@@ -252,17 +259,17 @@ scrape_configs:
     honor_labels: true
     static_configs:
       - targets: [%q]
-`, repoPath("deploy", "prometheus", "rules", "*.yml"), addr, addr)
+`, rules, addr, addr)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	listen := freeAddr(t)
-	p := startProc(t, nil, bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+listen,
-		"--log.level=warn")
+	p := startProc(t, nil, bin, append([]string{
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + filepath.Join(dir, "data"),
+		"--web.listen-address=" + listen,
+		"--log.level=warn"}, flags...)...)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	s := &promServer{t: t, base: "http://" + listen, client: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
