@@ -76,3 +76,42 @@ func BenchmarkDenseQuantiles(b *testing.B) {
 		d.Quantiles(LatencyQuantiles[:], out[:])
 	}
 }
+
+// BenchmarkSnapshotHistoryBytes is what one 1 s history message of a scope
+// weighs before the histogram, with the five quantiles, and with the tick's
+// histogram at 20 and 1000 requests/s: the history storage the latency
+// percentiles add (× 86 400 per scope per day).
+func BenchmarkSnapshotHistoryBytes(b *testing.B) {
+	base := Snapshot{Version: SnapshotVersion, Scope: RegionScope("eu"), Time: time.Unix(1764766800, 0).UTC(),
+		RequestsTotal: 123456789, RequestsSuccess: 123000000, RequestsError: 456789, ActiveConnections: 42,
+		AvgResponseTimeMs: 48.123456789, SuccessRate: SuccessRateOf(123000000, 123456789),
+		DurationSumNanos: 5941234567890123, DurationCount: 123456789, Instances: 4}
+	for _, tc := range []struct {
+		name string
+		n    int // requests in the tick; -1: a snapshot of a build before the histogram
+	}{{"before", -1}, {"idle", 0}, {"20rps", 20}, {"1000rps", 1000}} {
+		s := base
+		if tc.n >= 0 {
+			h := realisticHist(max(tc.n, 1))
+			s.LatencyHistogram = &h
+			h.Quantiles(LatencyQuantiles[:], s.LatencyMs[:])
+			if tc.n == 0 {
+				s.LatencyHistogram, s.LatencyMs = nil, [NumLatencyQuantiles]float64{}
+			}
+		}
+		b.Run(tc.name, func(b *testing.B) {
+			var data []byte
+			for b.Loop() {
+				data, _ = json.Marshal(&s)
+			}
+			if tc.n < 0 {
+				// Strip what this build adds, to weigh the old message.
+				var m map[string]json.RawMessage
+				json.Unmarshal(data, &m)
+				delete(m, "latency_ms")
+				data, _ = json.Marshal(m)
+			}
+			b.ReportMetric(float64(len(data)), "bytes")
+		})
+	}
+}
