@@ -76,6 +76,10 @@ func FuzzDecodeReport(f *testing.F) {
 	r := validReport()
 	data, _ := r.Encode()
 	f.Add(data)
+	h := histOf([]time.Duration{time.Millisecond, time.Second, 2 * time.Minute})
+	r.LatencyHistogram = &h
+	data, _ = r.Encode()
+	f.Add(data)
 	f.Add([]byte(`{"v":1}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := DecodeReport(data)
