@@ -46,7 +46,7 @@ type Subscription struct {
 // second, no history, the whole cluster.
 func DefaultSubscription() Subscription {
 	return Subscription{
-		Metrics: AllMetrics, IntervalSeconds: DefaultIntervalSeconds,
+		Metrics: GuideMetrics, IntervalSeconds: DefaultIntervalSeconds,
 		HistorySeconds: DefaultHistorySeconds, HistoryPoints: DefaultHistoryPoints,
 	}
 }

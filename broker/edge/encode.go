@@ -119,10 +119,14 @@ type snapFrames struct {
 	built atomic.Uint64 // bit i: frames[i] is set
 	mu    sync.Mutex    // serialises building
 	arena []byte        // frames are carved out of it; never rewritten
-	// frames is indexed by MetricSet; only sets 1..AllMetrics occur. It is
-	// allocated with the first frame: the edge holds every scope's newest
-	// snapshot, and most scopes' snapshots are never sent to anyone.
-	frames *[proto.AllMetrics + 1][]byte
+	// frames is indexed by MetricSet within GuideMetrics; only sets
+	// 1..GuideMetrics occur there. It is allocated with the first frame: the
+	// edge holds every scope's newest snapshot, and most scopes' snapshots
+	// are never sent to anyone.
+	frames *[proto.GuideMetrics + 1][]byte
+	// extra holds the frames of sets with Meridian's extra metrics, under mu:
+	// only clients that name an extra use them.
+	extra map[proto.MetricSet][]byte
 }
 
 func newSnapFrames(s proto.Snapshot) *snapFrames {
@@ -138,7 +142,10 @@ const arenaSize = 4096
 func (f *snapFrames) frame(set proto.MetricSet) []byte {
 	set &= proto.AllMetrics
 	if set == 0 {
-		set = proto.AllMetrics
+		set = proto.GuideMetrics
+	}
+	if set&^proto.GuideMetrics != 0 {
+		return f.extraFrame(set)
 	}
 	if f.built.Load()&(1<<set) != 0 {
 		return f.frames[set]
@@ -147,7 +154,7 @@ func (f *snapFrames) frame(set proto.MetricSet) []byte {
 	defer f.mu.Unlock()
 	if f.built.Load()&(1<<set) == 0 {
 		if f.frames == nil {
-			f.frames = new([proto.AllMetrics + 1][]byte)
+			f.frames = new([proto.GuideMetrics + 1][]byte)
 		}
 		if cap(f.arena)-len(f.arena) < 512 {
 			f.arena = make([]byte, 0, arenaSize)
@@ -159,6 +166,22 @@ func (f *snapFrames) frame(set proto.MetricSet) []byte {
 		f.built.Or(1 << set)
 	}
 	return f.frames[set]
+}
+
+// extraFrame returns the frame for a set with extra metrics, building it
+// on first use.
+func (f *snapFrames) extraFrame(set proto.MetricSet) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if b, ok := f.extra[set]; ok {
+		return b
+	}
+	if f.extra == nil {
+		f.extra = make(map[proto.MetricSet][]byte)
+	}
+	b, _ := encodeSnapshotFrame(nil, &f.snap, set)
+	f.extra[set] = b
+	return b
 }
 
 // heartbeatCache holds the Heartbeat frame of the current second, shared by

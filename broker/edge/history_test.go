@@ -158,7 +158,8 @@ func TestGuideClientExamples(t *testing.T) {
 		if m := read(c); m["type"] != "Snapshot" {
 			t.Fatalf("first message = %v", m)
 		}
-		for _, name := range proto.MetricNames() {
+		for _, metric := range proto.GuideMetrics.Metrics() {
+			name := metric.String()
 			m := read(c)
 			for m["type"] == "Snapshot" {
 				m = read(c) // a slow machine may reach the first tick before the subscription

@@ -292,7 +292,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	}
 	if sf := c.scope.latest.Load(); sf != nil && !replay {
 		c.lastSnap, c.sentSnap = c.opened, true
-		if c.enqueueLocked(sf.frame(proto.AllMetrics), true) {
+		if c.enqueueLocked(sf.frame(proto.GuideMetrics), true) {
 			e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 		}
 	}
