@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"math"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -22,18 +21,9 @@ import (
 // within the 1 % bound.
 func TestPrometheusNativeHistogramAgreesWithMeridian(t *testing.T) {
 	promBin := prometheusBinary(t)
-	bin := meridianBinary(t)
-
-	dev := startProc(t, nil, bin, "dev",
-		"--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--gateways", "eu=127.0.0.1:0,us=127.0.0.1:0", "--data-dir", t.TempDir(), "--demo-rps", "0")
-	wsURL := dev.waitLine(30*time.Second, regexp.MustCompile(`live metrics \(WebSocket\)\s+(\S+)`))[1]
-	metricsAddr := dev.waitLine(30*time.Second, regexp.MustCompile(`prometheus\s+http://(\S+)/metrics`))[1]
-	gatewayURL := func(instance, region string) string {
-		re := regexp.MustCompile(`gateway ` + instance + `\s+(http://\S+)\s+\(region ` + region + `\)`)
-		return strings.TrimSuffix(dev.waitLine(10*time.Second, re)[1], "/")
-	}
-	euURL, usURL := gatewayURL("gw-eu-1", "eu"), gatewayURL("gw-us-1", "us")
+	dev := startDev(t)
+	euURL, usURL := strings.TrimSuffix(dev.euURL, "/"), strings.TrimSuffix(dev.usURL, "/")
+	wsURL, metricsAddr := dev.wsURL, dev.metricsAddr
 
 	prom := startPrometheusWith(t, promBin, metricsAddr, repoPath("deploy", "prometheus", "native", "*.yml"),
 		"--enable-feature=native-histograms")

@@ -33,17 +33,8 @@ import (
 // and every metric name the rules and the Grafana dashboard use exists.
 func TestPrometheusScrapesMeridian(t *testing.T) {
 	promBin := prometheusBinary(t)
-	bin := meridianBinary(t)
-
-	dev := startProc(t, nil, bin, "dev",
-		"--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
-		"--gateways", "eu=127.0.0.1:0,us=127.0.0.1:0", "--data-dir", t.TempDir(), "--demo-rps", "0")
-	metricsAddr := dev.waitLine(30*time.Second, regexp.MustCompile(`prometheus\s+http://(\S+)/metrics`))[1]
-	gatewayURL := func(instance, region string) string {
-		re := regexp.MustCompile(`gateway ` + instance + `\s+(http://\S+)\s+\(region ` + region + `\)`)
-		return dev.waitLine(10*time.Second, re)[1]
-	}
-	euURL, usURL := gatewayURL("gw-eu-1", "eu"), gatewayURL("gw-us-1", "us")
+	dev := startDev(t)
+	metricsAddr, euURL, usURL := dev.metricsAddr, dev.euURL, dev.usURL
 
 	start := time.Now()
 	prom := startPrometheus(t, promBin, metricsAddr)
@@ -201,6 +192,31 @@ func TestPrometheusScrapesMeridian(t *testing.T) {
 			t.Errorf("%s is used by deploy/ but not exported by any role of `meridian dev`", name)
 		}
 	}
+}
+
+// devURLs are the endpoints of a `meridian dev` child process.
+type devURLs struct {
+	metricsAddr  string // host:port of /metrics and /metrics/gateways
+	wsURL        string // /ws/metrics
+	euURL, usURL string // the gateways gw-eu-1 and gw-us-1
+}
+
+// startDev runs `meridian dev` on free ports without demo load, so every
+// request is one the test sent; it is stopped at cleanup.
+func startDev(t *testing.T) devURLs {
+	t.Helper()
+	dev := startProc(t, nil, meridianBinary(t), "dev",
+		"--listen", "127.0.0.1:0", "--nats-listen", "127.0.0.1:0",
+		"--gateways", "eu=127.0.0.1:0,us=127.0.0.1:0", "--data-dir", t.TempDir(), "--demo-rps", "0")
+	var u devURLs
+	u.wsURL = dev.waitLine(30*time.Second, regexp.MustCompile(`live metrics \(WebSocket\)\s+(\S+)`))[1]
+	u.metricsAddr = dev.waitLine(30*time.Second, regexp.MustCompile(`prometheus\s+http://(\S+)/metrics`))[1]
+	gatewayURL := func(instance, region string) string {
+		re := regexp.MustCompile(`gateway ` + instance + `\s+(http://\S+)\s+\(region ` + region + `\)`)
+		return dev.waitLine(10*time.Second, re)[1]
+	}
+	u.euURL, u.usURL = gatewayURL("gw-eu-1", "eu"), gatewayURL("gw-us-1", "us")
+	return u
 }
 
 // prometheusBinary finds the Prometheus server scripts/install-deps installs.

@@ -37,8 +37,7 @@ func ExampleDenseHist() {
 	record := func(ds ...time.Duration) proto.Histogram {
 		var d proto.DenseHist
 		for _, v := range ds {
-			slot, _ := proto.HistSlot(v)
-			d.AddSlot(slot, 1, 0)
+			d.Observe(v)
 		}
 		return d.AppendSparse(nil)
 	}

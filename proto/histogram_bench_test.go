@@ -19,12 +19,7 @@ func realisticHist(n int) Histogram {
 		if r.IntN(100) == 0 {
 			v = time.Duration(math.Exp(math.Log(1.5e9) + 0.3*r.NormFloat64()))
 		}
-		slot, over := HistSlot(v)
-		var o uint64
-		if over {
-			o = 1
-		}
-		d.AddSlot(slot, 1, o)
+		d.Observe(v)
 	}
 	return d.AppendSparse(nil)
 }

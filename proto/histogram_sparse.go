@@ -1,5 +1,7 @@
 package proto
 
+import "time"
+
 // HistBucket is one non-empty bucket of a sparse Histogram.
 type HistBucket struct {
 	Slot  int32 // dense slot: 0 is the zero bucket, see HistSlot
@@ -104,6 +106,16 @@ func (d *DenseHist) Add(h *Histogram) {
 		d.n += b.Count
 	}
 	d.over += h.Over
+}
+
+// Observe adds one duration, as a gateway's Recorder records it.
+func (d *DenseHist) Observe(v time.Duration) {
+	slot, over := HistSlot(v)
+	var o uint64
+	if over {
+		o = 1
+	}
+	d.AddSlot(slot, 1, o)
 }
 
 // AddSlot adds n observations in slot, the clamped ones among them counted

@@ -15,12 +15,7 @@ import (
 func histOf(ds []time.Duration) Histogram {
 	var d DenseHist
 	for _, v := range ds {
-		slot, over := HistSlot(v)
-		var o uint64
-		if over {
-			o = 1
-		}
-		d.AddSlot(slot, 1, o)
+		d.Observe(v)
 	}
 	return d.AppendSparse(nil)
 }

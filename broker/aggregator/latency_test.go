@@ -24,12 +24,7 @@ type latGW struct {
 
 func (g *latGW) serve(ds ...time.Duration) {
 	for _, d := range ds {
-		slot, over := proto.HistSlot(d)
-		var o uint64
-		if over {
-			o = 1
-		}
-		g.hist.AddSlot(slot, 1, o)
+		g.hist.Observe(d)
 		g.total++
 		g.sum += uint64(d)
 	}

@@ -195,8 +195,7 @@ func TestRollupLatency(t *testing.T) {
 		for k := range sec % 5 {
 			d := time.Duration(2+sec*k) * time.Millisecond
 			all = append(all, d)
-			slot, _ := proto.HistSlot(d)
-			dh.AddSlot(slot, 1, 0)
+			dh.Observe(d)
 		}
 		if dh.Count() > 0 {
 			h := dh.AppendSparse(nil)

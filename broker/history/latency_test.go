@@ -13,8 +13,7 @@ import (
 func tickHist(ds []time.Duration) *proto.Histogram {
 	var d proto.DenseHist
 	for _, v := range ds {
-		slot, _ := proto.HistSlot(v)
-		d.AddSlot(slot, 1, 0)
+		d.Observe(v)
 	}
 	h := d.AppendSparse(nil)
 	return &h
