@@ -204,9 +204,10 @@ func TestLatencyTickHistogramsSumToTheSpan(t *testing.T) {
 	checkQuantiles(t, "30 s span", s, all)
 }
 
-// A successor restored from State takes the instance's histogram as the
-// baseline: the next report adds only its new requests.
-func TestLatencyStateKeepsTheBaseline(t *testing.T) {
+// A successor restored from State has no histogram baselines (the state
+// does not carry them): each instance's first report only sets its baseline,
+// the next ones count their new requests, and the counters lose nothing.
+func TestLatencyAfterRestoreStartsFromTheNextReport(t *testing.T) {
 	m := NewMerger(MergerConfig{})
 	g := &latGW{inst: "gw-1", region: "eu", boot: "a"}
 	g.serve(time.Second, time.Second, time.Second)
@@ -224,8 +225,15 @@ func TestLatencyStateKeepsTheBaseline(t *testing.T) {
 	if err := n.Restore(st); err != nil {
 		t.Fatal(err)
 	}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	g.serve(7 * time.Millisecond)
+	n.Apply(g.report(at(1)), at(1))
+	s := mustFind(t, n.Snapshots(at(1)), "cluster")
+	checkQuantiles(t, "first report after the restore", s, nil)
+	if s.RequestsTotal != 4 {
+		t.Fatalf("requests %d, want 4", s.RequestsTotal)
+	}
 	g.serve(3 * time.Millisecond)
-	now := t0.Add(time.Second)
-	n.Apply(g.report(now), now)
-	checkQuantiles(t, "after restore", mustFind(t, n.Snapshots(now), "cluster"), []time.Duration{3 * time.Millisecond})
+	n.Apply(g.report(at(2)), at(2))
+	checkQuantiles(t, "second report", mustFind(t, n.Snapshots(at(2)), "cluster"), []time.Duration{3 * time.Millisecond})
 }

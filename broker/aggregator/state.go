@@ -71,11 +71,13 @@ type InstanceState struct {
 	ActiveConnections int64          `json:"active_connections"`
 	Offsets           Totals         `json:"offsets"`
 	Window            []WindowSample `json:"window,omitempty"`
-	// LatencyHistogram is the current boot's cumulative latency histogram
-	// as last reported, the baseline of the next report's delta. The
-	// latency windows themselves are not kept: a successor's percentiles
-	// restart empty and cover a full window again after AvgWindow.
-	LatencyHistogram *proto.Histogram `json:"latency_hist,omitempty"`
+	// The latency histograms are deliberately not kept: an instance's
+	// histogram is up to a few KB (against ~70 B gzipped for the rest), which
+	// would push a thousand instances' state past NATS' 1 MB payload. A
+	// successor's latency windows restart empty, and each instance's first
+	// report after the restore only sets its histogram baseline (see
+	// Merger.recordLatency): the percentiles miss at most that one report
+	// interval of requests per instance, the counters nothing.
 }
 
 // State returns a deep copy of the merger's state.
@@ -113,10 +115,6 @@ func (m *Merger) State() State {
 			Offsets:           in.offsets,
 			Window:            in.win.samples(),
 		})
-		if in.histKnown {
-			h := in.hist.Clone()
-			s.Instances[len(s.Instances)-1].LatencyHistogram = &h
-		}
 	}
 	return s
 }
@@ -161,9 +159,6 @@ func (m *Merger) Restore(s State) error {
 			active:   is.ActiveConnections,
 			offsets:  is.Offsets,
 			lat:      newLatWindow(n.width),
-		}
-		if is.LatencyHistogram.Supported() {
-			in.hist, in.histKnown = *is.LatencyHistogram, true
 		}
 		copy(in.buckets[:], is.LatencyBuckets)
 		c := in.contribution()
@@ -234,11 +229,6 @@ func validateState(s *State) error {
 		}
 		if err := validateSamples(is.Window); err != nil {
 			return bad("instance %q window: %v", is.Instance, err)
-		}
-		if is.LatencyHistogram.Supported() {
-			if err := is.LatencyHistogram.Validate(); err != nil {
-				return bad("instance %q: %v", is.Instance, err)
-			}
 		}
 	}
 	return nil
