@@ -48,7 +48,11 @@ func TestProtocolOverThePipeline(t *testing.T) {
 		defer cancel()
 		ws := c.dial(ctx)
 		keys, m := snapshotKeys(t, ctx, ws)
-		want := sorted(append(proto.MetricNames(), "type", "timestamp")...)
+		var names []string
+		for _, m := range proto.GuideMetrics.Metrics() {
+			names = append(names, m.String())
+		}
+		want := sorted(append(names, "type", "timestamp")...)
 		if !slices.Equal(keys, want) {
 			t.Fatalf("first snapshot keys %v, want %v", keys, want)
 		}
@@ -88,7 +92,7 @@ func TestProtocolOverThePipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 		keys, _ = snapshotKeys(t, ctx, ws)
-		if len(keys) != proto.NumMetrics+2 {
+		if len(keys) != proto.GuideMetrics.Len()+2 {
 			t.Fatalf("after metrics [] got keys %v, want all", keys)
 		}
 	})
