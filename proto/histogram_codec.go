@@ -93,8 +93,11 @@ func (h *Histogram) AppendJSON(dst []byte) []byte {
 // that fits 64 bits, and over not above the top bucket's count.
 func (h *Histogram) UnmarshalJSON(data []byte) error {
 	var w histWire
-	if err := json.Unmarshal(data, &w); err != nil {
-		return fmt.Errorf("decode histogram: %v: %w", err, ErrMalformed)
+	if !parseHistFast(data, &w) {
+		w = histWire{}
+		if err := json.Unmarshal(data, &w); err != nil {
+			return fmt.Errorf("decode histogram: %v: %w", err, ErrMalformed)
+		}
 	}
 	*h = Histogram{}
 	if w.Version != HistogramVersion || w.Schema != HistSchema {

@@ -222,7 +222,20 @@ func FuzzDecodeHistogram(f *testing.F) {
 	f.Add([]byte(`{"v":1,"schema":6,"zero":1,"over":1,"spans":[[-638,2],[100,1],[1015,1]],"counts":[1,1,1,1]}`))
 	f.Add([]byte(`{"v":1,"schema":6,"spans":[[0,3],[0,1]],"counts":[1,0,3,4]}`))
 	f.Add([]byte(`{"v":2}`))
+	f.Add([]byte(` { "counts" : [ 1 ] , "spans":[[0, 1]],"v":1,"schema":6 } `))
+	f.Add([]byte(`{"v":1,"schema":6,"spans":[[0,1,2]],"counts":[01]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The fast parser agrees with encoding/json whenever it succeeds.
+		var fast, slow histWire
+		if parseHistFast(data, &fast) {
+			if err := json.Unmarshal(data, &slow); err != nil {
+				t.Fatalf("fast parser accepted %q, encoding/json: %v", data, err)
+			}
+			if fast.Version != slow.Version || fast.Schema != slow.Schema || fast.Zero != slow.Zero || fast.Over != slow.Over ||
+				!slices.Equal(fast.Spans, slow.Spans) || !slices.Equal(fast.Counts, slow.Counts) {
+				t.Fatalf("%q: fast %+v, encoding/json %+v", data, fast, slow)
+			}
+		}
 		var h Histogram
 		if err := json.Unmarshal(data, &h); err != nil {
 			return
