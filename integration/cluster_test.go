@@ -68,6 +68,7 @@ type clusterOptions struct {
 	// onRequest, if set, sees every request each gateway records, with the
 	// exact duration it recorded.
 	onRequest func(instance string, status int, d time.Duration)
+	avgWindow time.Duration // the aggregators' --avg-window; default theirs
 }
 
 // runningAggregator is one aggregator with its own NATS connection, so a
@@ -128,7 +129,7 @@ func (c *cluster) startAggregator() *runningAggregator {
 		c.t.Fatal(err)
 	}
 	agg, err := aggregator.New(aggregator.Config{
-		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1),
+		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1), AvgWindow: c.opts.avgWindow,
 		Leader: aggregator.LeaderConfig{TTL: c.opts.leaderTTL},
 	})
 	if err != nil {

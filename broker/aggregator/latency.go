@@ -95,7 +95,10 @@ func (m *Merger) recordLatency(in *instState, h *proto.Histogram, reset bool) {
 	case in.histKnown:
 		var ok bool
 		if d, ok = h.Delta(&in.hist, nil); !ok {
-			d = *h // only the histogram went down: it restarted
+			// Older than the baseline, with counters that did not go down:
+			// a report this merger applied before a restore rolled the
+			// sequence back (see keepLatency). Its requests are counted.
+			return
 		}
 	}
 	in.hist, in.histKnown = *h, true
@@ -105,4 +108,24 @@ func (m *Merger) recordLatency(in *instState, h *proto.Histogram, reset bool) {
 	in.lat.add(&d)
 	in.region.lat.add(&d)
 	m.cluster.lat.add(&d)
+}
+
+// keepLatency carries the latency state of old — the merger Restore
+// replaces — into m: the windows of the cluster and of every region, and of
+// every instance still in the same boot with its histogram baseline. A hot
+// follower that takes over has built them from the very reports the leader
+// merged, so its percentiles continue without a gap; the state written to
+// the key-value bucket carries none of this (see InstanceState).
+func (m *Merger) keepLatency(old *Merger) {
+	m.cluster.lat = old.cluster.lat
+	for name, rg := range m.regions {
+		if o, ok := old.regions[name]; ok {
+			rg.lat = o.lat
+		}
+	}
+	for name, in := range m.insts {
+		if o, ok := old.insts[name]; ok && o.boot == in.boot {
+			in.hist, in.histKnown, in.lat = o.hist, o.histKnown, o.lat
+		}
+	}
 }

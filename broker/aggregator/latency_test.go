@@ -237,3 +237,33 @@ func TestLatencyAfterRestoreStartsFromTheNextReport(t *testing.T) {
 	n.Apply(g.report(at(2)), at(2))
 	checkQuantiles(t, "second report", mustFind(t, n.Snapshots(at(2)), "cluster"), []time.Duration{3 * time.Millisecond})
 }
+
+// A hot follower that takes over restores the leader's (possibly older)
+// state but keeps the latency windows and baselines it built itself: the
+// percentiles continue without a gap, and reports replayed after the
+// restore count nothing twice.
+func TestLatencyHotFollowerKeepsItsWindows(t *testing.T) {
+	leader, follower := NewMerger(MergerConfig{}), NewMerger(MergerConfig{})
+	g := &latGW{inst: "gw-1", region: "eu", boot: "a"}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	var truth []time.Duration
+	var reports []proto.Report
+	for i, d := range []time.Duration{3 * time.Millisecond, 30 * time.Millisecond, 300 * time.Millisecond} {
+		g.serve(d, d)
+		truth = append(truth, d, d)
+		reports = append(reports, g.report(at(i+1)))
+	}
+	leader.Apply(reports[0], at(1))
+	leader.Snapshots(at(1))
+	st := leader.State() // the leader dies after persisting this
+	for i, r := range reports[:2] {
+		follower.Apply(r, at(i+1))
+		follower.Snapshots(at(i + 1))
+	}
+	if err := follower.Restore(st); err != nil {
+		t.Fatal(err)
+	}
+	follower.Apply(reports[1], at(2)) // replayed: newer than the restored state
+	follower.Apply(reports[2], at(3))
+	checkQuantiles(t, "after the takeover", mustFind(t, follower.Snapshots(at(3)), "cluster"), truth)
+}

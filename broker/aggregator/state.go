@@ -73,11 +73,11 @@ type InstanceState struct {
 	Window            []WindowSample `json:"window,omitempty"`
 	// The latency histograms are deliberately not kept: an instance's
 	// histogram is up to a few KB (against ~70 B gzipped for the rest), which
-	// would push a thousand instances' state past NATS' 1 MB payload. A
-	// successor's latency windows restart empty, and each instance's first
-	// report after the restore only sets its histogram baseline (see
-	// Merger.recordLatency): the percentiles miss at most that one report
-	// interval of requests per instance, the counters nothing.
+	// would push a thousand instances' state past NATS' 1 MB payload.
+	// Restore keeps the latency state the merger built from the reports it
+	// applied itself (a hot follower has it all); a merger without it starts
+	// empty windows, and each instance's first report only sets its
+	// histogram baseline (see Merger.recordLatency).
 }
 
 // State returns a deep copy of the merger's state.
@@ -171,6 +171,7 @@ func (m *Merger) Restore(s State) error {
 	slices.SortFunc(n.instsBy, func(a, b *instState) int { return cmp.Compare(a.name, b.name) })
 	n.invalid = m.invalid
 	n.tick = max(m.tick, s.Tick)
+	n.keepLatency(m)
 	*m = *n
 	return nil
 }
