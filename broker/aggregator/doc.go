@@ -11,7 +11,9 @@
 //     boot and sequence tracking, restart detection, counters that never
 //     decrease, staleness of gauges, and the sliding-window response-time
 //     mean, with its complete State as plain data. It is a pure value with no
-//     I/O and no locking.
+//     I/O and no locking. latency.go adds the latency percentiles: per-tick
+//     merges of the instances' high-resolution histograms over the same
+//     window (kept out of State for size; a restore keeps the merger's own).
 //   - Aggregator (aggregator.go, publish.go) is the node: it feeds a Merger
 //     from NATS, ticks on every wall-clock second, and, leading, publishes.
 //   - High availability (ha.go, replay.go, statekv.go, book.go): the lease
@@ -19,8 +21,9 @@
 //     makes failover exact, and the book of what was published.
 //   - Rollup (rollup.go) is the pure per-minute rollup computation;
 //     rollupstream.go keeps the stream that holds the rollups.
-//   - The gateway collector (exporter.go) relays each instance's raw counters
-//     to Prometheus at scrape time.
+//   - The gateway collector (exporter.go, exporter_native.go) relays each
+//     instance's raw counters to Prometheus at scrape time, its latency
+//     histogram as classic and native buckets.
 //
 // # Leadership and failover
 //
