@@ -83,7 +83,7 @@ func (w *latWindow) tick(t int64, width int64, scratch *proto.DenseHist, out *[p
 // counts in full. Without a known baseline (the instance's earlier reports
 // had no histogram) h only becomes the baseline: its requests were counted
 // over an unknown span and would distort the window.
-func (m *Merger) recordLatency(in *instState, h *proto.Histogram, reset bool) {
+func (m *Merger) recordLatency(in *instState, h *proto.Histogram, seq uint64, reset bool) {
 	if h == nil {
 		in.hist, in.histKnown = proto.Histogram{}, false
 		return
@@ -92,16 +92,21 @@ func (m *Merger) recordLatency(in *instState, h *proto.Histogram, reset bool) {
 	switch {
 	case reset:
 		d = *h
+	case in.histKnown && seq <= in.histSeq:
+		// Not newer than the baseline: a report this merger applied before
+		// a restore rolled the sequence back (see keepLatency). Its
+		// requests are counted already.
+		return
 	case in.histKnown:
 		var ok bool
 		if d, ok = h.Delta(&in.hist, nil); !ok {
-			// Older than the baseline, with counters that did not go down:
-			// a report this merger applied before a restore rolled the
-			// sequence back (see keepLatency). Its requests are counted.
-			return
+			// A newer report whose histogram went down while its counters
+			// did not: the histogram alone restarted (a collector resuming
+			// its counters from a checkpoint), so it counts in full.
+			d = *h
 		}
 	}
-	in.hist, in.histKnown = *h, true
+	in.hist, in.histKnown, in.histSeq = *h, true, seq
 	if len(d.Buckets) == 0 {
 		return
 	}
@@ -125,7 +130,7 @@ func (m *Merger) keepLatency(old *Merger) {
 	}
 	for name, in := range m.insts {
 		if o, ok := old.insts[name]; ok && o.boot == in.boot {
-			in.hist, in.histKnown, in.lat = o.hist, o.histKnown, o.lat
+			in.hist, in.histKnown, in.histSeq, in.lat = o.hist, o.histKnown, o.histSeq, o.lat
 		}
 	}
 }

@@ -267,3 +267,22 @@ func TestLatencyHotFollowerKeepsItsWindows(t *testing.T) {
 	follower.Apply(reports[2], at(3))
 	checkQuantiles(t, "after the takeover", mustFind(t, follower.Snapshots(at(3)), "cluster"), truth)
 }
+
+// A newer report whose histogram restarted while its counters went on (a
+// collector resuming its counters from a checkpoint) counts its histogram in
+// full; it never freezes the instance's percentiles.
+func TestLatencyHistogramRestartWithinABoot(t *testing.T) {
+	m := NewMerger(MergerConfig{})
+	g := &latGW{inst: "gw-1", region: "eu", boot: "a"}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	g.serve(time.Second, time.Second)
+	m.Apply(g.report(at(1)), at(1))
+	m.Snapshots(at(1))
+	g.hist.Reset() // the collector restarted and resumed its counters only
+	g.serve(4 * time.Millisecond)
+	if out := m.Apply(g.report(at(2)), at(2)); out != OutcomeApplied {
+		t.Fatalf("outcome %v", out)
+	}
+	checkQuantiles(t, "after the histogram restarted", mustFind(t, m.Snapshots(at(2)), "cluster"),
+		[]time.Duration{time.Second, time.Second, 4 * time.Millisecond})
+}

@@ -185,6 +185,7 @@ type instState struct {
 	// (a build before it) or before the first one.
 	hist      proto.Histogram
 	histKnown bool
+	histSeq   uint64 // the seq of the report hist came from
 	lat       latWindow
 	up        bool // scratch: live at the tick being computed
 }
@@ -263,7 +264,7 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 		in.region = m.region(r.Region)
 		in.region.members++
 		m.record(in, &r, raw, raw, now)
-		m.recordLatency(in, r.LatencyHistogram, true)
+		m.recordLatency(in, r.LatencyHistogram, r.Seq, true)
 		return OutcomeNewInstance
 	}
 
@@ -302,7 +303,7 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 		in.region.members++
 	}
 	m.record(in, &r, raw, delta, now)
-	m.recordLatency(in, r.LatencyHistogram, out != OutcomeApplied)
+	m.recordLatency(in, r.LatencyHistogram, r.Seq, out != OutcomeApplied)
 	return out
 }
 
