@@ -2,6 +2,8 @@ package history
 
 import (
 	"math"
+	"net/http"
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -63,5 +65,33 @@ func TestMetricInfoCoversEveryMetric(t *testing.T) {
 		if metricInfo[i].Name != name || metricInfo[i].Kind == "" || metricInfo[i].Unit == "" {
 			t.Errorf("metric %d %s: info %+v", i, name, metricInfo[i])
 		}
+	}
+}
+
+// The REST API serves a latency metric's history from the tick histograms
+// stored with the snapshots in JetStream.
+func TestAPILatencyHistory(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Minute).Add(-time.Minute)
+	srv, js := startAPI(t, now.Add(59*time.Second))
+	var all []time.Duration
+	for i := range 60 {
+		s := snap(0, uint64(i+1), 0, 0, 0, 0)
+		s.Time = now.Add(time.Duration(i) * time.Second)
+		ds := []time.Duration{time.Duration(i+1) * time.Millisecond, time.Duration(3*i+7) * time.Millisecond}
+		all = append(all, ds...)
+		s.LatencyHistogram = tickHist(ds)
+		publish(t, js, s)
+	}
+	var h historyResponse
+	q := url.Values{"metric": {"latency_p90_ms"}, "start": {now.Format(time.RFC3339)},
+		"end": {now.Add(59 * time.Second).Format(time.RFC3339)}, "step": {"60s"}}
+	getJSON(t, srv.URL+"/api/metrics/history?"+q.Encode(), http.StatusOK, &h)
+	if len(h.DataPoints) != 1 {
+		t.Fatalf("points %v, want one bucket of the minute", h.DataPoints)
+	}
+	slices.Sort(all)
+	exact := float64(all[proto.QuantileRank(0.9, uint64(len(all)))-1]) / 1e6
+	if got := h.DataPoints[0].Value; math.Abs(got-exact) > exact*proto.HistMaxRelativeError+0.0005 {
+		t.Fatalf("p90 of the minute %v ms, exact %v ms", got, exact)
 	}
 }
