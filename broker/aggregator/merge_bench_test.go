@@ -118,3 +118,43 @@ func BenchmarkApplyWithHistogram(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkSnapshotsWithHistograms is the per-second tick with 1000
+// instances over 10 regions, each reporting 100 requests a second with
+// their histogram (a log-normal spread): the tick merges every report's
+// delta into its instance, region and the cluster, and reads each scope's
+// quantiles over the window.
+func BenchmarkSnapshotsWithHistograms(b *testing.B) {
+	const insts = 1000
+	r := rand.New(rand.NewPCG(2, 2))
+	m := NewMerger(MergerConfig{})
+	gws := make([]*latGW, insts)
+	for i := range gws {
+		gws[i] = &latGW{inst: fmt.Sprintf("gw-%04d", i), region: fmt.Sprintf("region-%d", i%10), boot: "b"}
+	}
+	now := t0
+	tick := func() {
+		now = now.Add(time.Second)
+		for _, g := range gws {
+			for range 100 {
+				g.serve(time.Duration(math.Exp(math.Log(40e6) + 0.8*r.NormFloat64())))
+			}
+			m.Apply(g.report(now), now)
+		}
+	}
+	for range 12 { // fill the window
+		tick()
+		m.Snapshots(now)
+	}
+	var buf []proto.Snapshot
+	b.ReportAllocs()
+	for b.Loop() {
+		b.StopTimer()
+		tick()
+		b.StartTimer()
+		buf = m.AppendSnapshots(buf[:0], now)
+	}
+	if len(buf) != 1011 || buf[0].LatencyMs[3] == 0 {
+		b.Fatalf("%d snapshots, cluster p99 %v", len(buf), buf[0].LatencyMs[3])
+	}
+}
