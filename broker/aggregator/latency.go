@@ -41,19 +41,29 @@ func (w *latWindow) tick(t int64, width int64, scratch *proto.DenseHist, out *[p
 	if w.n > 0 && t < w.ring[w.head].t {
 		w.n = 0 // the clock stepped back: the ticks no longer describe the past
 	}
-	scratch.Reset()
 	same := w.n > 0 && w.ring[w.head].t == t
-	if same {
-		scratch.Add(&w.ring[w.head].h)
-	}
-	for _, d := range w.pend {
-		scratch.Add(d)
+	var cur latTick
+	switch {
+	case len(w.pend) == 0 && !same:
+		cur = latTick{t: t}
+	case len(w.pend) == 1 && !same:
+		// The common case of an instance: one report this tick. Deltas are
+		// never modified, so the tick can hold it as it is.
+		cur = latTick{t: t, h: *w.pend[0]}
+	default:
+		scratch.Reset()
+		if same {
+			scratch.Add(&w.ring[w.head].h)
+		}
+		for _, d := range w.pend {
+			scratch.Add(d)
+		}
+		// A new histogram every tick: the snapshot publishing it may still
+		// hold the previous one.
+		cur = latTick{t: t, h: scratch.AppendSparse(nil)}
 	}
 	clear(w.pend)
 	w.pend = w.pend[:0]
-	// A new histogram every tick: the snapshot publishing it may still hold
-	// the previous one.
-	cur := latTick{t: t, h: scratch.AppendSparse(nil)}
 	if !same {
 		w.head = (w.head + 1) % len(w.ring)
 		if w.n < len(w.ring) {
