@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -25,6 +26,7 @@ const (
 	DefaultNamespace       = "meridian"
 	DefaultUpstreamTimeout = 30 * time.Second
 	DefaultDrainTimeout    = 10 * time.Second
+	DefaultPublishInterval = collector.DefaultInterval
 )
 
 // forcedGrace is how long Shutdown waits, after its deadline has passed and
@@ -58,7 +60,8 @@ type Config struct {
 	// NATS is the connection reports are published on. Required; the Node
 	// does not close it.
 	NATS *nats.Conn
-	// PublishInterval is the time between reports. Default 1s.
+	// PublishInterval is the time between reports. Default
+	// DefaultPublishInterval (1s).
 	PublishInterval time.Duration
 	// Registerer receives the node's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
@@ -121,45 +124,60 @@ const (
 	stateClosed
 )
 
+// Validate reports the first value in cfg that no default repairs. (New
+// also checks that NATS is set.)
+func (c Config) Validate() error {
+	if c.Upstream == nil {
+		return errors.New("Upstream is required")
+	}
+	if c.Upstream.Scheme != "http" && c.Upstream.Scheme != "https" || c.Upstream.Host == "" {
+		return fmt.Errorf("upstream %q must be an absolute http or https URL", c.Upstream.Redacted())
+	}
+	return service.First(
+		proto.ValidateToken("region", c.Region),
+		proto.ValidateToken("instance", c.Instance),
+		service.NonNegative("PublishInterval", c.PublishInterval),
+		service.NonNegative("UpstreamTimeout", c.UpstreamTimeout),
+		service.NonNegative("DrainTimeout", c.DrainTimeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.PublishInterval == 0 {
+		c.PublishInterval = DefaultPublishInterval
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c
+}
+
 // New validates cfg and builds a Node; it does not listen yet. It registers
 // the node's metrics on cfg.Registerer.
 func New(cfg Config) (*Node, error) {
-	if cfg.Upstream == nil {
-		return nil, errors.New("new gateway: Upstream is required")
-	}
-	if cfg.Upstream.Scheme != "http" && cfg.Upstream.Scheme != "https" || cfg.Upstream.Host == "" {
-		return nil, fmt.Errorf("new gateway: upstream %q must be an absolute http or https URL", cfg.Upstream.Redacted())
-	}
-	if err := proto.ValidateToken("region", cfg.Region); err != nil {
-		return nil, fmt.Errorf("new gateway: %w", err)
-	}
-	if err := proto.ValidateToken("instance", cfg.Instance); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new gateway: %w", err)
 	}
 	if cfg.NATS == nil {
 		return nil, errors.New("new gateway: NATS connection is required")
 	}
-	if cfg.PublishInterval < 0 || cfg.UpstreamTimeout < 0 || cfg.DrainTimeout < 0 {
-		return nil, errors.New("new gateway: intervals and timeouts must not be negative")
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = DefaultNamespace
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.UpstreamTimeout == 0 {
-		cfg.UpstreamTimeout = DefaultUpstreamTimeout
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("component", "gateway", "region", cfg.Region, "instance", cfg.Instance)
 
 	n := &Node{

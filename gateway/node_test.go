@@ -685,7 +685,9 @@ func TestNewValidates(t *testing.T) {
 		{"no region", func(c *Config) { c.Region = "" }, "region is empty"},
 		{"bad instance", func(c *Config) { c.Instance = "gw.1" }, `instance "gw.1" has character '.'`},
 		{"no nats", func(c *Config) { c.NATS = nil }, "NATS connection is required"},
-		{"negative timeout", func(c *Config) { c.UpstreamTimeout = -1 }, "must not be negative"},
+		{"negative timeout", func(c *Config) { c.UpstreamTimeout = -1 }, "UpstreamTimeout -1ns must not be negative"},
+		{"negative interval", func(c *Config) { c.PublishInterval = -time.Second }, "PublishInterval -1s must not be negative"},
+		{"negative drain", func(c *Config) { c.DrainTimeout = -1 }, "DrainTimeout -1ns must not be negative"},
 		{"duplicate metrics", func(c *Config) {
 			reg := prometheus.NewRegistry()
 			if _, err := New(Config{Upstream: c.Upstream, Region: "eu", Instance: "gw-0", NATS: nc, Registerer: reg}); err != nil {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/edge"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/broker/wsclient"
@@ -126,7 +127,7 @@ func (c *cluster) startAggregator() *runningAggregator {
 	}
 	agg, err := aggregator.New(aggregator.Config{
 		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1),
-		Leader: aggregator.LeaderConfig{TTL: c.opts.leaderTTL},
+		Leader: leader.Config{TTL: c.opts.leaderTTL},
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/proto"
@@ -275,7 +276,7 @@ func TestAggregatorWithoutJetStreamKeepsPublishingLive(t *testing.T) {
 	})
 	w := watchSnapshots(t, nc)
 	// Without JetStream there is no lease: leadership is decided by hand.
-	a := startWith(t, Config{NATS: nc, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, false)
+	a := startWith(t, Config{NATS: nc, Logger: quiet, LeaderDisabled: true}, false)
 	// Cumulative reports are idempotent: re-send until the subscription sees one.
 	eventually(t, 10*time.Second, "a report to arrive", func() bool {
 		publishReport(t, nc, rp{inst: "gw-a", region: "eu", boot: "a", seq: 1, total: 9, errs: 1, durMs: 90})
@@ -323,7 +324,7 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	t.Parallel()
 	_, nc := natstest.StartTest(t)
 	reg := prometheus.NewRegistry()
-	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, true)
+	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, LeaderDisabled: true}, true)
 	leader := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -369,6 +370,21 @@ func TestNewAndShutdown(t *testing.T) {
 		t.Fatal("New without NATS succeeded")
 	}
 	_, nc := natstest.StartTest(t)
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{NATS: nc, ExportTTL: -time.Second}, "ExportTTL -1s must not be negative"},
+		{Config{NATS: nc, StateReplicas: -1}, "StateReplicas -1 must not be negative"},
+		{Config{NATS: nc, Merge: MergerConfig{AvgWindow: -time.Second}}, "AvgWindow -1s must not be negative"},
+		{Config{NATS: nc, History: history.StreamConfig{MaxAge: -time.Hour}}, "MaxAge -1h0m0s must not be negative"},
+		{Config{NATS: nc, Rollups: history.StreamConfig{Replicas: -3}}, "Replicas -3 must not be negative"},
+		{Config{NATS: nc, Leader: leader.Config{TTL: -time.Second}}, "TTL -1s must not be negative"},
+	} {
+		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
 	a, err := New(Config{NATS: nc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)

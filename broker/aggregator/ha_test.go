@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/proto"
@@ -55,7 +56,7 @@ func (c *cluster) start() *member {
 	c.n++
 	a, err := New(Config{
 		NATS: nc, Logger: quiet, Now: c.now, ID: fmt.Sprintf("agg-%d", c.n),
-		Leader: LeaderConfig{TTL: c.ttl},
+		Leader: leader.Config{TTL: c.ttl},
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -66,7 +67,8 @@ var (
 	ErrUnsupported = errors.New("edge requires Linux epoll")
 )
 
-// Config configures an Edge. Zero fields take the documented defaults.
+// Config configures an Edge. Zero fields take the documented defaults;
+// negative numbers are rejected by Validate (and so by New).
 // HeartbeatInterval, PingInterval, IdleTimeout and WriteTimeout are capped
 // at 100 years, which is how to switch one off in effect.
 type Config struct {
@@ -142,56 +144,81 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Validate reports the first value that no default can repair: a negative
+// number. Zero fields are valid; they take the defaults. (New also checks
+// that NATS is set.)
+func (c Config) Validate() error {
+	return service.First(
+		service.NonNegative("HistoryWindow", c.HistoryWindow),
+		service.NonNegative("HistoryPoints", c.HistoryPoints),
+		service.NonNegative("HistoryWorkers", c.HistoryWorkers),
+		service.NonNegative("HistoryTimeout", c.HistoryTimeout),
+		service.NonNegative("HistoryRequestInterval", c.HistoryRequestInterval),
+		service.NonNegative("HistoryRequestBurst", c.HistoryRequestBurst),
+		service.NonNegative("MaxReplaySnapshots", c.MaxReplaySnapshots),
+		service.NonNegative("MaxHistoryScopes", c.MaxHistoryScopes),
+		service.NonNegative("MaxHistoryPendingBytes", c.MaxHistoryPendingBytes),
+		service.NonNegative("MaxMessageBytes", c.MaxMessageBytes),
+		service.NonNegative("HeartbeatInterval", c.HeartbeatInterval),
+		service.NonNegative("PingInterval", c.PingInterval),
+		service.NonNegative("IdleTimeout", c.IdleTimeout),
+		service.NonNegative("HandshakeTimeout", c.HandshakeTimeout),
+		service.NonNegative("MaxPendingBytes", c.MaxPendingBytes),
+		service.NonNegative("WriteTimeout", c.WriteTimeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
 func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	if c.HistoryWindow <= 0 {
+	if c.HistoryWindow == 0 {
 		c.HistoryWindow = DefaultHistoryWindow
 	}
-	if c.HistoryPoints <= 0 {
+	if c.HistoryPoints == 0 {
 		c.HistoryPoints = DefaultHistoryPoints
 	}
-	if c.HistoryWorkers <= 0 {
+	if c.HistoryWorkers == 0 {
 		c.HistoryWorkers = DefaultHistoryWorkers
 	}
-	if c.HistoryTimeout <= 0 {
+	if c.HistoryTimeout == 0 {
 		c.HistoryTimeout = DefaultHistoryTimeout
 	}
-	if c.HistoryRequestInterval <= 0 {
+	if c.HistoryRequestInterval == 0 {
 		c.HistoryRequestInterval = DefaultHistoryRequestInterval
 	}
-	if c.HistoryRequestBurst <= 0 {
+	if c.HistoryRequestBurst == 0 {
 		c.HistoryRequestBurst = DefaultHistoryRequestBurst
 	}
-	if c.MaxReplaySnapshots <= 0 {
+	if c.MaxReplaySnapshots == 0 {
 		c.MaxReplaySnapshots = DefaultMaxReplaySnapshots
 	}
-	if c.MaxHistoryScopes <= 0 {
+	if c.MaxHistoryScopes == 0 {
 		c.MaxHistoryScopes = DefaultMaxHistoryScopes
 	}
-	if c.MaxHistoryPendingBytes <= 0 {
+	if c.MaxHistoryPendingBytes == 0 {
 		c.MaxHistoryPendingBytes = DefaultMaxHistoryPendingBytes
 	}
-	if c.MaxMessageBytes <= 0 {
+	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	if c.HeartbeatInterval <= 0 {
+	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	if c.PingInterval <= 0 {
+	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
-	if c.IdleTimeout <= 0 {
+	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
-	if c.HandshakeTimeout <= 0 {
+	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if c.MaxPendingBytes <= 0 {
+	if c.MaxPendingBytes == 0 {
 		c.MaxPendingBytes = DefaultMaxPendingBytes
 	}
-	if c.WriteTimeout <= 0 {
+	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	// Far beyond any useful setting ("never"), and safe from overflow in
@@ -266,6 +293,9 @@ type Edge struct {
 func New(cfg Config) (*Edge, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new edge: Config.NATS is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new edge: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	js, err := jetstream.New(cfg.NATS)

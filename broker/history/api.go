@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -31,17 +32,47 @@ type API struct {
 	mux *http.ServeMux
 }
 
+// Defaults for zero APIConfig fields.
+const (
+	// DefaultAPIMaxPoints is a day at 8 s, a week at 1 min.
+	DefaultAPIMaxPoints = 11000
+	DefaultAPITimeout   = 10 * time.Second
+)
+
 // APIConfig configures the API. Zero fields take defaults.
 type APIConfig struct {
 	// JetStream reads the history and rollup streams. Required.
 	JetStream jetstream.JetStream
-	// MaxPoints bounds the points of one answer. Default 11000 (a day at
-	// 8 s, a week at 1 min).
+	// MaxPoints bounds the points of one answer. Default
+	// DefaultAPIMaxPoints.
 	MaxPoints int
-	// Timeout bounds one request's stream reads. Default 10s.
+	// Timeout bounds one request's stream reads. Default DefaultAPITimeout.
 	Timeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Validate reports the first value in cfg that no default repairs. (NewAPI
+// also checks that JetStream is set.)
+func (c APIConfig) Validate() error {
+	return service.First(
+		service.NonNegative("MaxPoints", c.MaxPoints),
+		service.NonNegative("Timeout", c.Timeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c APIConfig) withDefaults() APIConfig {
+	if c.MaxPoints == 0 {
+		c.MaxPoints = DefaultAPIMaxPoints
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultAPITimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
 }
 
 // NewAPI returns the API handler.
@@ -49,15 +80,10 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if cfg.JetStream == nil {
 		return nil, errors.New("new history api: JetStream is required")
 	}
-	if cfg.MaxPoints <= 0 {
-		cfg.MaxPoints = 11000
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new history api: %w", err)
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /api/metrics/list", a.list)
 	a.mux.HandleFunc("GET /api/metrics/history", a.history)

@@ -15,6 +15,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Default admin addresses (/metrics, /healthz, /readyz) of the roles whose
+// main port serves something else. They differ so that one of each role
+// can share a host; a second process of the same role needs its own.
+const (
+	defaultGatewayAdminListen    = ":9101"
+	defaultAggregatorAdminListen = ":9102"
+	defaultNATSMetricsListen     = ":7777"
+)
+
 // newRegistry is a process's own registry: Go runtime and process figures
 // plus whatever the roles register. Nothing uses the global registry.
 func newRegistry() *prometheus.Registry {

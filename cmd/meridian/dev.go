@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ type devConfig struct {
 	DemoErrorRatio   float64
 	Namespace        string
 	HistoryRetention time.Duration
-	Edge             edgeConfig
+	Edge             edge.Config
 }
 
 func devCommand() *cli.Command {
@@ -51,13 +52,13 @@ func devCommand() *cli.Command {
 			"a light load (--demo-rps; 0 turns it off) so the numbers move. Every HTTP endpoint is on --listen:\n" +
 			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Ctrl-C stops it cleanly.",
 		Flags: bindEnv(append([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: ":5900", Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian", Usage: "where JetStream keeps history", Destination: &cfg.DataDir},
-			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
+			&cli.StringFlag{Name: "nats-listen", Value: net.JoinHostPort(natsnode.DefaultHost, strconv.Itoa(natsnode.DefaultPort)), Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
 			&cli.StringSliceFlag{Name: "gateways", Value: cli.NewStringSlice("eu=127.0.0.1:8081", "us=127.0.0.1:8082"), Usage: "gateways to run, as region=listen-address"},
 			&cli.Float64Flag{Name: "demo-rps", Value: 20, Usage: "demo requests per second across the gateways; 0 turns the demo load off", Destination: &cfg.DemoRPS},
 			&cli.Float64Flag{Name: "demo-error-ratio", Value: 0.05, Usage: "fraction of demo requests that ask the upstream for a 500", Destination: &cfg.DemoErrorRatio},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
 		}, edgeFlags(&cfg.Edge)...)),
 		Action: func(c *cli.Context) error {
@@ -170,10 +171,10 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	if err := mountHistoryAPI(mux, edgeNC); err != nil {
 		return err
 	}
-	e, err := edge.New(cfg.Edge.apply(edge.Config{
-		Listen: cfg.Listen, NATS: edgeNC, HTTP: mux,
-		Registerer: reg, Namespace: cfg.Namespace, Logger: log.With("role", "edge"),
-	}))
+	ecfg := cfg.Edge
+	ecfg.Listen, ecfg.NATS, ecfg.HTTP = cfg.Listen, edgeNC, mux
+	ecfg.Registerer, ecfg.Namespace, ecfg.Logger = reg, cfg.Namespace, log.With("role", "edge")
+	e, err := edge.New(ecfg)
 	if err != nil {
 		for _, g := range gatewaysLns {
 			g.ln.Close()

@@ -32,15 +32,15 @@ func natsCommand() *cli.Command {
 		Description: "Runs one NATS server with JetStream storing under --data-dir. With --cluster-name and\n" +
 			"--routes it joins a NATS cluster. SIGTERM/Ctrl-C shuts it down in lame-duck mode.",
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:4222", Usage: "client listen address", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:" + strconv.Itoa(natsnode.DefaultPort), Usage: "client listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian/nats", Usage: "JetStream store directory", Destination: &cfg.DataDir},
 			&cli.StringFlag{Name: "name", Usage: "server name, unique in the cluster (default: generated)", Destination: &cfg.Name},
 			&cli.StringFlag{Name: "cluster-name", Usage: "NATS cluster name; empty runs standalone", Destination: &cfg.ClusterName},
 			&cli.StringFlag{Name: "cluster-listen", Value: "0.0.0.0:6222", Usage: "cluster (route) listen address", Destination: &cfg.ClusterAddr},
 			&cli.StringSliceFlag{Name: "routes", Usage: "cluster routes, e.g. nats-route://nats-2:6222 (repeat or comma-separate)"},
 			&cli.IntFlag{Name: "monitor-port", Usage: "NATS HTTP monitoring port (/varz, /jsz); 0 disables", Destination: &cfg.MonitorPort},
-			&cli.StringFlag{Name: "metrics-listen", Value: ":7777", Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "metrics-listen", Value: defaultNATSMetricsListen, Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
+			&cli.StringFlag{Name: "namespace", Value: natsnode.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "lame-duck", Value: 5 * time.Second, Usage: "lame-duck period on shutdown, letting clients move to other nodes", Destination: &cfg.LameDuck},
 		}),
 		Action: func(c *cli.Context) error {
