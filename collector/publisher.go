@@ -65,7 +65,7 @@ const (
 )
 
 // ErrRunning is returned by Run when the Publisher is already running.
-var ErrRunning = errors.New("publisher is already running")
+var ErrRunning = service.ErrRunning
 
 // Config configures a Publisher. Zero fields take the documented defaults.
 type Config struct {

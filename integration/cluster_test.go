@@ -114,7 +114,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 
 	c.startGateway("eu", "gw-eu-1")
 	c.startGateway("us", "gw-us-1")
-	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { return e.Ready() })
+	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := e.Ready(); return ok })
 	return c
 }
 

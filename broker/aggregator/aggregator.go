@@ -48,10 +48,10 @@ const (
 )
 
 var (
-	// ErrClosed is returned by Run after Shutdown.
-	ErrClosed = errors.New("aggregator is shut down")
+	// ErrClosed is returned by Run after Shutdown or a first Run.
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by a second concurrent Run.
-	ErrRunning = errors.New("aggregator is already running")
+	ErrRunning = service.ErrRunning
 	// ErrElection is returned by SetLeader while leadership is elected.
 	ErrElection = errors.New("leadership is elected; SetLeader needs LeaderDisabled")
 )
@@ -142,14 +142,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-type runState uint8
-
-const (
-	stateNew runState = iota
-	stateRunning
-	stateClosed
-)
-
 // Aggregator merges gateway reports from NATS and publishes one snapshot per
 // scope every wall-clock second. Its methods are safe for concurrent use.
 type Aggregator struct {
@@ -189,10 +181,7 @@ type Aggregator struct {
 	publishLog logLimiter
 	stateLog   logLimiter
 
-	life   sync.Mutex // guards state and cancel
-	state  runState
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returns
+	life service.Lifecycle
 
 	snaps []proto.Snapshot // the tick goroutine's reused buffer
 }
@@ -219,7 +208,6 @@ func New(cfg Config) (*Aggregator, error) {
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
-		done:       make(chan struct{}),
 	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
@@ -320,26 +308,14 @@ func (a *Aggregator) Restore(s State) error {
 // bucket's TTL differs from Leader.TTL (leader.ErrTTLMismatch), or with
 // ErrClosed or ErrRunning.
 func (a *Aggregator) Run(ctx context.Context) error {
-	a.life.Lock()
-	switch a.state {
-	case stateClosed:
-		a.life.Unlock()
-		return ErrClosed
-	case stateRunning:
-		a.life.Unlock()
-		return ErrRunning
+	ctx, err := a.life.Start(ctx)
+	if err != nil {
+		return err
 	}
+	defer a.life.Exit()
+	// The election's failure ends the tick loop below.
 	ctx, cancel := context.WithCancel(ctx)
-	a.cancel = cancel
-	a.state = stateRunning
-	a.life.Unlock()
-	defer func() {
-		cancel()
-		a.life.Lock()
-		a.state = stateClosed
-		a.life.Unlock()
-		close(a.done)
-	}()
+	defer cancel()
 
 	var subs []*nats.Subscription
 	defer func() {
@@ -412,22 +388,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 // Shutdown stops Run and waits for it to return, or for ctx to end. It is
 // idempotent; after it, Run returns ErrClosed.
 func (a *Aggregator) Shutdown(ctx context.Context) error {
-	a.life.Lock()
-	started := a.cancel != nil // Run got as far as starting
-	a.state = stateClosed
-	if a.cancel != nil {
-		a.cancel()
-	}
-	a.life.Unlock()
-	if !started {
+	if !a.life.Stop() {
 		return nil
 	}
-	select {
-	case <-a.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down aggregator: %w", ctx.Err())
+	if err := a.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down aggregator: %w", err)
 	}
+	return nil
 }
 
 // onReport runs on the subscription's delivery goroutine. The report's body

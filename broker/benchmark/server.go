@@ -261,7 +261,10 @@ const edgeNamespace = "meridian"
 func (s *edgeSubject) run(ctx context.Context) error      { return s.e.Run(ctx) }
 func (s *edgeSubject) shutdown(ctx context.Context) error { return s.e.Shutdown(ctx) }
 func (s *edgeSubject) addr() string                       { return s.e.Addr().String() }
-func (s *edgeSubject) ready() bool                        { return s.e.Ready() }
+func (s *edgeSubject) ready() bool {
+	_, ok := s.e.Ready()
+	return ok
+}
 
 func (s *edgeSubject) counters() (counters, error) {
 	mfs, err := s.reg.Gather()

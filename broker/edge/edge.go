@@ -59,10 +59,10 @@ const (
 
 // Sentinel errors.
 var (
-	// ErrClosed is returned by Run after Shutdown.
-	ErrClosed = errors.New("edge closed")
+	// ErrClosed is returned by Run after Shutdown or a first Run.
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by a second Run call.
-	ErrRunning = errors.New("edge already running")
+	ErrRunning = service.ErrRunning
 	// ErrUnsupported is returned by Run on platforms without epoll.
 	ErrUnsupported = errors.New("edge requires Linux epoll")
 )
@@ -277,13 +277,10 @@ type Edge struct {
 	running   atomic.Bool           // serving and not shutting down
 	draining  atomic.Bool           // shutdown started: no new connections
 
-	mu          sync.Mutex
-	started     bool
-	stopping    bool
-	graceCtx    context.Context
-	stop        chan struct{} // closed by Shutdown
-	done        chan struct{} // closed when Run returns
-	lnClosed    chan struct{} // closed with the listener
+	life        service.Lifecycle
+	mu          sync.Mutex      // guards graceCtx
+	graceCtx    context.Context // the first Shutdown's
+	lnClosed    chan struct{}   // closed with the listener
 	closeLnOnce sync.Once
 }
 
@@ -311,8 +308,6 @@ func New(cfg Config) (*Edge, error) {
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, maxHandshakes),
 		hsConns:  make(map[net.Conn]struct{}),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 		lnClosed: make(chan struct{}),
 	}
 	e.hsCtx, e.hsCancel = context.WithCancel(context.Background())
@@ -346,14 +341,9 @@ func New(cfg Config) (*Edge, error) {
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
 // Ready reports whether the edge is serving, connected to NATS, and received
-// a cluster snapshot within the last 5 seconds.
-func (e *Edge) Ready() bool {
-	_, ok := e.readiness()
-	return ok
-}
-
-// readiness explains Ready for /readyz.
-func (e *Edge) readiness() (string, bool) {
+// a cluster snapshot within the last 5 seconds; if not, reason says why
+// (/readyz answers it).
+func (e *Edge) Ready() (reason string, ok bool) {
 	if !e.running.Load() {
 		return "edge is not serving", false
 	}
@@ -377,18 +367,11 @@ func (e *Edge) mono() int64 { return int64(time.Since(e.base)) }
 // connection gracefully (bounded by Shutdown's context, or 5 s when ctx
 // ended) and returns once every goroutine it started has exited.
 func (e *Edge) Run(ctx context.Context) error {
-	e.mu.Lock()
-	switch {
-	case e.stopping:
-		e.mu.Unlock()
-		return ErrClosed
-	case e.started:
-		e.mu.Unlock()
-		return ErrRunning
+	ctx, err := e.life.Start(ctx)
+	if err != nil {
+		return err
 	}
-	e.started = true
-	e.mu.Unlock()
-	defer close(e.done)
+	defer e.life.Exit()
 
 	p, err := newPoller(e)
 	if err != nil {
@@ -441,10 +424,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.running.Store(true)
 	e.log.Info("edge serving", "addr", e.Addr().String(), "shards", len(e.shards))
 
-	select {
-	case <-ctx.Done():
-	case <-e.stop:
-	}
+	<-ctx.Done() // ctx or Shutdown
 	grace, cancelGrace := e.graceContext()
 	defer cancelGrace()
 	e.running.Store(false)
@@ -491,23 +471,18 @@ func (e *Edge) graceContext() (context.Context, context.CancelFunc) {
 // without Run, to release the listener.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
-	if !e.stopping {
-		e.stopping = true
+	if e.graceCtx == nil {
 		e.graceCtx = ctx
-		close(e.stop)
 	}
-	started := e.started
 	e.mu.Unlock()
-	if !started {
+	if !e.life.Stop() {
 		e.closeListener()
 		return nil
 	}
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down edge: %w", ctx.Err())
+	if err := e.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down edge: %w", err)
 	}
+	return nil
 }
 
 func (e *Edge) closeListener() {

@@ -80,8 +80,10 @@ func TestShutdownBoundedByContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_ = te.Shutdown(ctx) // may report the deadline; Run finishes regardless
-	<-te.done
+	_ = te.Shutdown(ctx)                                       // may report the deadline; Run finishes regardless
+	if err := te.life.Wait(context.Background()); err != nil { // Run returns regardless
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("shutdown took %s with a 300ms context", d)
 	}
@@ -235,11 +237,11 @@ func TestReadyz(t *testing.T) {
 	rs := snap(time.Now(), 1)
 	rs.Scope = proto.RegionScope("eu")
 	te.publishWait(rs)
-	if te.Ready() {
+	if ready(te.Edge) {
 		t.Errorf("ready with only a region snapshot")
 	}
 	te.publishWait(snap(time.Now(), 1))
-	if code, body := readyz(); code != 200 || body != "ready" || !te.Ready() {
+	if code, body := readyz(); code != 200 || body != "ready" || !ready(te.Edge) {
 		t.Errorf("with data: %d %q", code, body)
 	}
 	skew.Store(int64(6 * time.Second))

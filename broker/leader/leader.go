@@ -39,10 +39,11 @@ var (
 	// Config.TTL. Electors that disagree on the TTL cannot fence each other,
 	// so Run refuses to campaign; delete the bucket to change the TTL.
 	ErrTTLMismatch = errors.New("lease bucket TTL differs from the configured TTL")
-	// ErrRunning is returned by a second concurrent Run.
-	ErrRunning = errors.New("elector is already running")
+	// ErrRunning is returned by a second concurrent Run. (An Elector, unlike
+	// the roles, may Run again after a Run returned, until Resign.)
+	ErrRunning = service.ErrRunning
 	// ErrClosed is returned by Run after Resign.
-	ErrClosed = errors.New("elector has resigned")
+	ErrClosed = service.ErrClosed
 )
 
 // Config configures an Elector. Zero fields take the documented defaults.

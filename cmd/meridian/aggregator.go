@@ -21,7 +21,8 @@ func aggregatorCommand() *cli.Command {
 			"MERIDIAN_ROLLUPS (--rollup-retention). Run any number: one leads (a lease in the KV bucket\n" +
 			"MERIDIAN_LEADER), the others follow hot and take over with the persisted merge state\n" +
 			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
-			"instance and region labels; the leader only), /healthz and /readyz.",
+			"instance and region labels; the leader only), /healthz and /readyz.\n" +
+			portsNote("--listen (default "+defaultAggregatorAdminListen+")"),
 		Flags: bindEnv([]cli.Flag{
 			natsURLFlag(&natsURL),
 			&cli.StringFlag{Name: "listen", Value: defaultAggregatorAdminListen, Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &admin},
@@ -46,6 +47,11 @@ func aggregatorCommand() *cli.Command {
 				return err
 			}
 			log = log.With("role", "aggregator")
+			adminLn, err := listenFlag("listen", admin)
+			if err != nil {
+				return err
+			}
+			defer adminLn.Close()
 			nc, err := connectNATS(natsURL, "meridian-aggregator", log)
 			if err != nil {
 				return err
@@ -62,7 +68,7 @@ func aggregatorCommand() *cli.Command {
 			mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
-			g.Go(func() error { return serveHTTP(ctx, admin, mux, log) })
+			g.Go(func() error { return serveListener(ctx, adminLn, mux, log) })
 			log.Info("aggregator running", "id", agg.ID(), "nats", natsURL, "listen", admin)
 			return g.Wait()
 		},

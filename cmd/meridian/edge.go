@@ -54,7 +54,8 @@ func edgeCommand() *cli.Command {
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
 		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
-			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
+			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.\n" +
+			portsNote("--listen (default "+edge.DefaultListen+")"),
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
 			natsURLFlag(&natsURL),
@@ -76,19 +77,12 @@ func edgeCommand() *cli.Command {
 			defer nc.Close()
 			reg := newRegistry()
 			registerNATSClient(reg, cfg.Namespace, "edge", nc)
-			var e *edge.Edge
-			ready := func() (string, bool) {
-				if e != nil && e.Ready() {
-					return "", true
-				}
-				return "no live snapshots (is an aggregator running?)", false
-			}
-			mux := adminMux(reg, allReady(natsReady(nc), ready))
+			mux := metricsMux(reg)
 			if err := mountHistoryAPI(mux, nc); err != nil {
 				return err
 			}
 			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, mux
-			e, err = edge.New(cfg)
+			e, err := edge.New(cfg)
 			if err != nil {
 				return err
 			}

@@ -24,7 +24,8 @@ func gatewayCommand() *cli.Command {
 		Description: "Proxies every request on --listen to --upstream and counts it (status < 400 success, >= 400\n" +
 			"error; 502/504 for upstream failures, 499 for clients that went away). Publishes a cumulative\n" +
 			"report on meridian.report.<region>.<instance> every --publish-interval, and a final one on\n" +
-			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.",
+			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.\n" +
+			portsNote("--listen (default "+gateway.DefaultListen+") and --admin-listen (default "+defaultGatewayAdminListen+")"),
 		Flags: bindEnv([]cli.Flag{
 			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &upstream},
 			&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, Usage: "proxy listen address", Destination: &cfg.Listen},
@@ -62,6 +63,11 @@ func gatewayCommand() *cli.Command {
 				return usageError("%v", err)
 			}
 			log = log.With("role", "gateway")
+			adminLn, err := listenFlag("admin-listen", admin)
+			if err != nil {
+				return err
+			}
+			defer adminLn.Close()
 			nc, err := connectNATS(natsURL, "meridian-gateway-"+cfg.Instance, log)
 			if err != nil {
 				return err
@@ -83,7 +89,7 @@ func gatewayCommand() *cli.Command {
 			}, func() float64 { return 1 }))
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return node.Run(ctx) })
-			g.Go(func() error { return serveHTTP(ctx, admin, adminMux(reg, natsReady(nc)), log) })
+			g.Go(func() error { return serveListener(ctx, adminLn, adminMux(reg, node.Ready), log) })
 			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", natsURL)
 			err = g.Wait()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -99,7 +99,15 @@ func TestExitCodes(t *testing.T) {
 		{"negative aggregator ttl", []string{"meridian", "aggregator", "--export-ttl", "-1s", "--nats-url", noNATS}, 2, "ExportTTL -1s must not be negative"},
 		{"negative gateway interval", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
 			"--publish-interval", "-1s", "--nats-url", noNATS}, 2, "PublishInterval -1s must not be negative"},
+		{"negative lame duck", []string{"meridian", "nats", "--lame-duck", "-1s", "--data-dir", t.TempDir()}, 2, "LameDuck -1s must not be negative"},
 		{"edge port taken", []string{"meridian", "edge", "--listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "address already in use"},
+		{"gateway admin port taken", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
+			"--listen", "127.0.0.1:0", "--admin-listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "--admin-listen"},
+		{"gateway proxy port taken", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
+			"--listen", taken.Addr().String(), "--admin-listen", "127.0.0.1:0", "--nats-url", noNATS}, 1, "address already in use"},
+		{"aggregator admin port taken", []string{"meridian", "aggregator", "--listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "address already in use"},
+		{"nats metrics port taken", []string{"meridian", "nats", "--listen", "127.0.0.1:0", "--metrics-listen", taken.Addr().String(),
+			"--data-dir", t.TempDir()}, 1, "--metrics-listen"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
