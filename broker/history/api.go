@@ -100,14 +100,24 @@ type MetricInfo struct {
 	Description string `json:"description"`
 }
 
-var metricInfo = [proto.NumMetrics]MetricInfo{
-	{"requests_total", "counter", "requests", "Requests served by the scope's gateways since the cluster started; never decreases."},
-	{"requests_success", "counter", "requests", "Requests answered with a status below 400."},
-	{"requests_error", "counter", "requests", "Requests answered with 400 or above, upstream failures (502/504) and cancelled requests (499)."},
-	{"active_connections", "gauge", "requests", "Requests in flight on live gateway instances."},
-	{"avg_response_time", "ratio", "milliseconds", "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history)."},
-	{"success_rate", "ratio", "percent", "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests."},
+// metricDescriptions explain each metric in /api/metrics/list; names,
+// kinds and units come from proto.
+var metricDescriptions = [proto.NumMetrics]string{
+	proto.RequestsTotal:     "Requests served by the scope's gateways since the cluster started; never decreases.",
+	proto.RequestsSuccess:   "Requests answered with a status below 400.",
+	proto.RequestsError:     "Requests answered with 400 or above, upstream failures (502/504) and cancelled requests (499).",
+	proto.ActiveConnections: "Requests in flight on live gateway instances.",
+	proto.AvgResponseTime:   "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history).",
+	proto.SuccessRate:       "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests.",
 }
+
+var metricInfo = func() []MetricInfo {
+	out := make([]MetricInfo, proto.NumMetrics)
+	for m := range proto.Metric(proto.NumMetrics) {
+		out[m] = MetricInfo{Name: m.String(), Kind: m.Kind().String(), Unit: m.Unit(), Description: metricDescriptions[m]}
+	}
+	return out
+}()
 
 type listResponse struct {
 	Metrics []MetricInfo      `json:"metrics"`
@@ -127,7 +137,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
 	defer cancel()
 	resp := listResponse{
-		Metrics: metricInfo[:],
+		Metrics: metricInfo,
 		Aliases: map[string]string{"response_time_avg": "avg_response_time"},
 		Scopes:  []string{"cluster"},
 		History: historyInfo{ResolutionSeconds: 1, RollupResolutionSeconds: 60},
