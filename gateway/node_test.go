@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/gateway/demo"
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -87,7 +88,7 @@ func startNodeOn(t *testing.T, nc *nats.Conn, upstream string, modify func(*Conf
 		client:  &http.Client{Transport: &http.Transport{}},
 	}
 	go func() { tn.runErr <- n.Run(context.Background()) }()
-	eventually(t, 10*time.Second, "the node to be ready", func() bool {
+	wait.For(t, 10*time.Second, "the node to be ready", func() bool {
 		select {
 		case err := <-tn.runErr:
 			t.Fatalf("run gateway: %v", err)
@@ -162,7 +163,7 @@ func (tn *testNode) shutdown(t *testing.T) {
 func (tn *testNode) waitRecorded(t *testing.T, n uint64) proto.Counters {
 	t.Helper()
 	var c proto.Counters
-	eventually(t, 5*time.Second, "requests to be recorded", func() bool {
+	wait.For(t, 5*time.Second, "requests to be recorded", func() bool {
 		c = tn.Counters()
 		return c.RequestsTotal >= n && c.ActiveConnections == 0
 	})
@@ -438,7 +439,7 @@ func TestNodeShutdownDrainsInFlight(t *testing.T) {
 		shut <- tn.Shutdown(ctx)
 	}()
 	// Shutdown is waiting for the request; new connections are refused.
-	eventually(t, 5*time.Second, "the listener to close", func() bool {
+	wait.For(t, 5*time.Second, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", strings.TrimPrefix(tn.url, "http://"))
 		if err == nil {
 			c.Close()
@@ -615,7 +616,7 @@ func TestNodeRunCancelShutsDownGracefully(t *testing.T) {
 		t.Errorf("Ready before Run = %q, %v", reason, ok)
 	}
 	go func() { runErr <- n.Run(ctx) }()
-	eventually(t, 10*time.Second, "Ready", func() bool { _, ok := n.Ready(); return ok })
+	wait.For(t, 10*time.Second, "Ready", func() bool { _, ok := n.Ready(); return ok })
 	if n.Addr().String() != ln.Addr().String() {
 		t.Errorf("Addr %v, want %v", n.Addr(), ln.Addr())
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/gateway/demo"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -114,7 +115,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 
 	c.startGateway("eu", "gw-eu-1")
 	c.startGateway("us", "gw-us-1")
-	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := e.Ready(); return ok })
+	wait.For(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := e.Ready(); return ok })
 	return c
 }
 
@@ -268,18 +269,6 @@ func (c *cluster) dial(ctx context.Context) *wsclient.Client {
 	}
 	c.t.Cleanup(func() { ws.Close() })
 	return ws
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of a condition wait, not synchronisation
-	}
 }
 
 // snapshotWhere reads Snapshot events until one satisfies cond.

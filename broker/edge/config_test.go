@@ -6,13 +6,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 )
 
 // A negative setting is a mistake New reports, not a silent default: an
 // edge told "-1s" for a timeout must not run with 75s.
 func TestNewRejectsNegativeSettings(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	tests := []struct {
 		name   string
 		modify func(*Config)

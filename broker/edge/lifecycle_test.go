@@ -17,6 +17,8 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -47,7 +49,7 @@ func TestShutdownSends1001AndWaitsForClients(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "3 connections", func() bool { return te.Edge.reg.len() == 3 })
+	wait.For(t, 10*time.Second, "3 connections", func() bool { return te.Edge.reg.len() == 3 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -76,7 +78,7 @@ func TestShutdownBoundedByContext(t *testing.T) {
 	t.Parallel()
 	te := startEdge(t, Config{})
 	c := dial(t, te.url) // never answers the close frame
-	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })
+	wait.For(t, 10*time.Second, "registered", func() bool { return te.Edge.reg.len() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -107,7 +109,7 @@ func TestRunTwiceAndShutdownWithoutRun(t *testing.T) {
 		t.Errorf("second Run = %v, want ErrRunning", err)
 	}
 
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	e, err := New(Config{NATS: nc, Listen: "127.0.0.1:0", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func TestRunTwiceAndShutdownWithoutRun(t *testing.T) {
 
 func TestRunStopsWithContext(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	e, err := New(Config{NATS: nc, Listen: "127.0.0.1:0", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +136,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	waitFor(t, "serving", e.running.Load)
+	wait.For(t, 10*time.Second, "serving", e.running.Load)
 	cancel()
 	select {
 	case err := <-done:
@@ -253,11 +255,11 @@ func TestReadyz(t *testing.T) {
 	}
 	// An older snapshot of a scope already held is not applied.
 	te.publish(snap(time.Now().Add(-time.Hour), 1))
-	waitFor(t, "stale counted", func() bool { return testutil.ToFloat64(te.m.snapshotsStale) == 1 })
+	wait.For(t, 10*time.Second, "stale counted", func() bool { return testutil.ToFloat64(te.m.snapshotsStale) == 1 })
 	if err := te.nc.Publish(proto.SnapshotSubject(proto.ClusterScope()), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "invalid counted", func() bool { return testutil.ToFloat64(te.m.snapshotsInvalid) == 1 })
+	wait.For(t, 10*time.Second, "invalid counted", func() bool { return testutil.ToFloat64(te.m.snapshotsInvalid) == 1 })
 }
 
 func TestMetricsLintAndState(t *testing.T) {
@@ -268,7 +270,7 @@ func TestMetricsLintAndState(t *testing.T) {
 	a.expectEvent(proto.EventSnapshot, 2*time.Second)
 	b.expectEvent(proto.EventSnapshot, 2*time.Second)
 	b.sendText(`{"interval_seconds":7}`)
-	waitFor(t, "subscription applied", func() bool {
+	wait.For(t, 10*time.Second, "subscription applied", func() bool {
 		n := 0
 		te.Edge.reg.each(func(c *conn) {
 			if c.interval.Load() == 7 {
@@ -307,7 +309,7 @@ test_edge_connections_opened_total 2
 		t.Errorf("messages received = %v, want 1", got)
 	}
 	a.conn.Close()
-	waitFor(t, "gauge follows a vanished client", func() bool {
+	wait.For(t, 10*time.Second, "gauge follows a vanished client", func() bool {
 		return connectionsGauge(te) == 1
 	})
 }

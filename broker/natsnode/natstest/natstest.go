@@ -1,4 +1,6 @@
-// Package natstest starts embedded NATS servers for tests.
+// Package natstest starts the embedded NATS servers of every test: one
+// helper per kind of server, each shut down when the test ends. Tests wait
+// for effects with integration/wait.
 package natstest
 
 import (
@@ -32,6 +34,38 @@ func StartTest(t testing.TB) (*natsnode.Node, *nats.Conn) {
 		t.Fatalf("start nats node: %v", err)
 	}
 	nc, err := nats.Connect(n.ClientURL())
+	if err != nil {
+		n.Shutdown(context.Background())
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	return n, nc
+}
+
+// StartCore starts a core NATS node without JetStream that serves
+// in-process clients only, and shuts it down when the test ends. It is
+// cheap enough for every test to have its own; JetStream users get an
+// error from every JetStream call, as in production without JetStream. It
+// returns the node and an in-process client connection (closed at cleanup).
+func StartCore(t testing.TB) (*natsnode.Node, *nats.Conn) {
+	t.Helper()
+	n, err := natsnode.New(natsnode.Config{
+		DontListen: true, DisableJetStream: true, Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatalf("new nats node: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatalf("start nats node: %v", err)
+	}
+	nc, err := n.Connect()
 	if err != nil {
 		n.Shutdown(context.Background())
 		t.Fatalf("connect: %v", err)
