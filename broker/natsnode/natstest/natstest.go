@@ -5,7 +5,6 @@ package natstest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -20,31 +19,9 @@ import (
 // the node and a client connection (closed at cleanup too).
 func StartTest(t testing.TB) (*natsnode.Node, *nats.Conn) {
 	t.Helper()
-	n, err := natsnode.New(natsnode.Config{
-		Port:     -1,
-		StoreDir: t.TempDir(),
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return start(t, natsnode.Config{Port: -1, StoreDir: t.TempDir()}, func(n *natsnode.Node) (*nats.Conn, error) {
+		return nats.Connect(n.ClientURL())
 	})
-	if err != nil {
-		t.Fatalf("new nats node: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatalf("start nats node: %v", err)
-	}
-	nc, err := nats.Connect(n.ClientURL())
-	if err != nil {
-		n.Shutdown(context.Background())
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	return n, nc
 }
 
 // StartCore starts a core NATS node without JetStream that serves
@@ -54,9 +31,15 @@ func StartTest(t testing.TB) (*natsnode.Node, *nats.Conn) {
 // returns the node and an in-process client connection (closed at cleanup).
 func StartCore(t testing.TB) (*natsnode.Node, *nats.Conn) {
 	t.Helper()
-	n, err := natsnode.New(natsnode.Config{
-		DontListen: true, DisableJetStream: true, Logger: slog.New(slog.DiscardHandler),
+	return start(t, natsnode.Config{DontListen: true, DisableJetStream: true}, func(n *natsnode.Node) (*nats.Conn, error) {
+		return n.Connect()
 	})
+}
+
+func start(t testing.TB, cfg natsnode.Config, connect func(*natsnode.Node) (*nats.Conn, error)) (*natsnode.Node, *nats.Conn) {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := natsnode.New(cfg)
 	if err != nil {
 		t.Fatalf("new nats node: %v", err)
 	}
@@ -65,7 +48,7 @@ func StartCore(t testing.TB) (*natsnode.Node, *nats.Conn) {
 	if err := n.Start(ctx); err != nil {
 		t.Fatalf("start nats node: %v", err)
 	}
-	nc, err := n.Connect()
+	nc, err := connect(n)
 	if err != nil {
 		n.Shutdown(context.Background())
 		t.Fatalf("connect: %v", err)
