@@ -108,13 +108,15 @@ func parseDevGateways(specs []string) (gws []devGateway, err error) {
 // so that the gateways' final reports reach the aggregator and clients get
 // close frames before NATS goes away.
 func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger) error {
+	// The gateways' ports first: a taken one fails before anything starts.
+	gws, err := parseDevGateways(cfg.Gateways)
+	if err != nil {
+		return err
+	}
 	d := &devCluster{cfg: cfg, log: log, failed: make(chan error, 8)}
 	defer d.stops.run(log)
 	if err := d.startNATS(ctx); err != nil {
-		return err
-	}
-	gws, err := parseDevGateways(cfg.Gateways)
-	if err != nil {
+		closeDevGateways(gws)
 		return err
 	}
 	e, err := d.startBroker()
