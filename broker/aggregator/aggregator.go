@@ -107,11 +107,11 @@ type Config struct {
 // also checks that NATS is set.)
 func (c Config) Validate() error {
 	return service.First(
-		c.History.Validate(),
-		c.Merge.Validate(),
+		service.In("History", c.History.Validate()),
+		service.In("Merge", c.Merge.Validate()),
 		service.NonNegative("ExportTTL", c.ExportTTL),
 		service.NonNegative("StateReplicas", c.StateReplicas),
-		c.Rollups.Validate(),
+		service.In("Rollups", c.Rollups.Validate()),
 	)
 }
 

@@ -365,9 +365,9 @@ func TestNewAndShutdown(t *testing.T) {
 	}{
 		{Config{NATS: nc, ExportTTL: -time.Second}, "ExportTTL -1s must not be negative"},
 		{Config{NATS: nc, StateReplicas: -1}, "StateReplicas -1 must not be negative"},
-		{Config{NATS: nc, Merge: MergerConfig{AvgWindow: -time.Second}}, "AvgWindow -1s must not be negative"},
-		{Config{NATS: nc, History: history.StreamConfig{MaxAge: -time.Hour}}, "MaxAge -1h0m0s must not be negative"},
-		{Config{NATS: nc, Rollups: history.StreamConfig{Replicas: -3}}, "Replicas -3 must not be negative"},
+		{Config{NATS: nc, Merge: MergerConfig{AvgWindow: -time.Second}}, "Merge: AvgWindow -1s must not be negative"},
+		{Config{NATS: nc, History: history.StreamConfig{MaxAge: -time.Hour}}, "History: MaxAge -1h0m0s must not be negative"},
+		{Config{NATS: nc, Rollups: history.StreamConfig{Replicas: -3}}, "Rollups: Replicas -3 must not be negative"},
 		{Config{NATS: nc, Leader: leader.Config{TTL: -time.Second}}, "TTL -1s must not be negative"},
 	} {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -22,3 +22,12 @@ func First(errs ...error) error {
 	}
 	return nil
 }
+
+// In names the Config field whose own Validate returned err ("Rollups:
+// MaxAge -1s must not be negative"), or returns nil.
+func In(field string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", field, err)
+}

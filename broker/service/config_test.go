@@ -43,3 +43,14 @@ func TestFirst(t *testing.T) {
 		t.Errorf("First(nil, nil) = %v, want nil", err)
 	}
 }
+
+func TestIn(t *testing.T) {
+	if err := service.In("Rollups", nil); err != nil {
+		t.Errorf("In(nil) = %v", err)
+	}
+	inner := service.NonNegative("MaxAge", -time.Second)
+	err := service.In("Rollups", inner)
+	if err.Error() != "Rollups: MaxAge -1s must not be negative" || !errors.Is(err, inner) {
+		t.Errorf("In = %v", err)
+	}
+}
