@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -128,7 +129,7 @@ func TestLatencyPercentilesEndToEnd(t *testing.T) {
 		sentTo["eu"] += resEU.Sent
 		sentTo["us"] += resUS.Sent
 		// A gateway records a request just after its response went out.
-		waitFor(t, 10*time.Second, "every request recorded", func() bool { return tr.count() == resEU.Sent+resUS.Sent })
+		wait.For(t, 10*time.Second, "every request recorded", func() bool { return tr.count() == resEU.Sent+resUS.Sent })
 		want := tr.take()
 
 		// The cluster over the WebSocket, once every request is reported.
