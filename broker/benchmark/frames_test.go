@@ -104,7 +104,7 @@ func TestParseFramesRejects(t *testing.T) {
 
 func TestEventFields(t *testing.T) {
 	s := stubSnapshot(time.Date(2025, 6, 1, 12, 0, 7, 0, time.UTC), 3)
-	edgeEvent := proto.AppendSnapshotEvent(nil, &s, proto.AllMetrics)
+	edgeEvent := proto.AppendSnapshotEvent(nil, &s, proto.GuideMetrics)
 	tests := []struct {
 		payload string
 		kind    eventKind
@@ -143,7 +143,7 @@ func TestClientFrameIsMaskedAndReadable(t *testing.T) {
 		t.Fatalf("header %+v, body %q", h, body)
 	}
 	sub, err := proto.ParseSubscription(body)
-	if err != nil || sub.IntervalSeconds != 7 || sub.Metrics != proto.AllMetrics {
+	if err != nil || sub.IntervalSeconds != 7 || sub.Metrics != proto.GuideMetrics {
 		t.Errorf("subscription %+v, %v", sub, err)
 	}
 }

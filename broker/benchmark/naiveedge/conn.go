@@ -125,7 +125,7 @@ func (c *wsConn) writeLoop() {
 	defer close(c.writerDone)
 	s := c.s
 	sub := proto.DefaultSubscription()
-	if snap := s.latest.Load(); snap != nil && !c.deliver(snap, proto.AllMetrics) {
+	if snap := s.latest.Load(); snap != nil && !c.deliver(snap, proto.GuideMetrics) {
 		return
 	}
 	last := time.Now() // t0, the phase of this connection's ticks

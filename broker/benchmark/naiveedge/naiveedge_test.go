@@ -140,7 +140,11 @@ func TestProtocol(t *testing.T) {
 	c := dial(t, ts.url)
 
 	first, t0 := next(t, c, 2*time.Second)
-	if got, want := keys(first), "type,timestamp,"+strings.Join(proto.MetricNames(), ","); got != want {
+	var guide []string
+	for _, m := range proto.GuideMetrics.Metrics() {
+		guide = append(guide, m.String())
+	}
+	if got, want := keys(first), "type,timestamp,"+strings.Join(guide, ","); got != want {
 		t.Fatalf("first message has %s, want %s", got, want)
 	}
 	if string(first["type"]) != `"Snapshot"` || string(first["requests_total"]) != "1000" {
