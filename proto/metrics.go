@@ -5,10 +5,13 @@ import (
 	"strings"
 )
 
-// Metric is one of the Kairos snapshot metrics.
+// Metric is one of the snapshot metrics: the Kairos guide's six, then
+// Meridian's additions.
 type Metric uint8
 
 // The metrics in wire order: a Snapshot event lists its fields in this order.
+// The guide's six come first; metrics Meridian adds go after SuccessRate (see
+// GuideMetrics).
 const (
 	RequestsTotal Metric = iota
 	RequestsSuccess
