@@ -213,18 +213,7 @@ func TestLatencyAfterRestoreStartsFromTheNextReport(t *testing.T) {
 	g.serve(time.Second, time.Second, time.Second)
 	m.Apply(g.report(t0), t0)
 	m.Snapshots(t0)
-	data, err := json.Marshal(m.State())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st State
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
-	n := NewMerger(MergerConfig{})
-	if err := n.Restore(st); err != nil {
-		t.Fatal(err)
-	}
+	n := restoredFromJSON(t, m)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	g.serve(7 * time.Millisecond)
 	n.Apply(g.report(at(1)), at(1))
@@ -285,4 +274,23 @@ func TestLatencyHistogramRestartWithinABoot(t *testing.T) {
 	}
 	checkQuantiles(t, "after the histogram restarted", mustFind(t, m.Snapshots(at(2)), "cluster"),
 		[]time.Duration{time.Second, time.Second, 4 * time.Millisecond})
+}
+
+// restoredFromJSON is a new merger restored from src's state, through JSON
+// as the state travels between aggregators.
+func restoredFromJSON(t testing.TB, src *Merger) *Merger {
+	t.Helper()
+	data, err := json.Marshal(src.State())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st State
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	n := NewMerger(src.cfg)
+	if err := n.Restore(st); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	return n
 }

@@ -489,14 +489,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var st State
-	if err := json.Unmarshal(data, &st); err != nil {
-		t.Fatal(err)
-	}
-	dst := NewMerger(MergerConfig{})
-	if err := dst.Restore(st); err != nil {
-		t.Fatal(err)
-	}
+	dst := restoredFromJSON(t, src)
 	again, _ := json.Marshal(dst.State())
 	if string(again) != string(data) {
 		t.Fatalf("state changed in the round trip:\n%s\n%s", data, again)
