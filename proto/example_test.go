@@ -30,26 +30,3 @@ func ExampleAppendSnapshotEvent() {
 	// {"type":"Snapshot","timestamp":"2024-11-07T10:30:02Z","requests_total":1550,"requests_success":1523,"requests_error":27,"active_connections":16,"avg_response_time":44.8,"success_rate":98.258}
 	// {"type":"Snapshot","timestamp":"2024-11-07T10:30:02Z","requests_total":1550}
 }
-
-// Two gateways' histograms merge exactly by adding their buckets; the
-// quantiles of the merge are those of all their requests, within 0.55 %.
-func ExampleDenseHist() {
-	record := func(ds ...time.Duration) proto.Histogram {
-		var d proto.DenseHist
-		for _, v := range ds {
-			d.Observe(v)
-		}
-		return d.AppendSparse(nil)
-	}
-	eu := record(10*time.Millisecond, 12*time.Millisecond, 250*time.Millisecond)
-	us := record(8*time.Millisecond, 9*time.Millisecond, 11*time.Millisecond, 900*time.Millisecond)
-
-	var cluster proto.DenseHist
-	cluster.Add(&eu)
-	cluster.Add(&us)
-	var q [proto.NumLatencyQuantiles]float64
-	cluster.Quantiles(proto.LatencyQuantiles[:], q[:])
-	fmt.Printf("n=%d p50=%.2fms p99=%.1fms max=%.1fms\n", cluster.Count(), q[0], q[3], q[4])
-	// Output:
-	// n=7 p50=10.99ms p99=902.2ms max=902.2ms
-}
