@@ -50,6 +50,11 @@ func watchCommand() *cli.Command {
 			}
 			cfg.Metrics = c.StringSlice("metrics")
 			if cfg.Latency {
+				if len(cfg.Metrics) == 0 { // the default columns, plus the latency ones
+					for _, m := range proto.GuideMetrics.Metrics() {
+						cfg.Metrics = append(cfg.Metrics, m.String())
+					}
+				}
 				for m := proto.LatencyP50; m <= proto.LatencyMax; m++ {
 					cfg.Metrics = append(cfg.Metrics, m.String())
 				}
