@@ -58,8 +58,7 @@ func (w *latWindow) tick(t int64, width int64, scratch *proto.DenseHist, out *[p
 		for _, d := range w.pend {
 			scratch.Add(d)
 		}
-		// A new histogram every tick: the snapshot publishing it may still
-		// hold the previous one.
+		// New buckets every tick: snapshots hold them beyond the tick.
 		cur = latTick{t: t, h: scratch.AppendSparse(nil)}
 	}
 	clear(w.pend)
@@ -84,7 +83,10 @@ func (w *latWindow) tick(t int64, width int64, scratch *proto.DenseHist, out *[p
 	if len(cur.h.Buckets) == 0 {
 		return nil
 	}
-	return &w.ring[w.head].h
+	// A copy, not the ring's slot, which a later tick overwrites: the
+	// snapshot may outlive it. The buckets themselves are never modified.
+	h := cur.h
+	return &h
 }
 
 // recordLatency takes the instance's new cumulative histogram h (nil when
