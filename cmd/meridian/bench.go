@@ -88,7 +88,7 @@ func benchCommand() *cli.Command {
 			}
 			return rep.WriteTable(c.App.Writer)
 		},
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{benchScaleCommand(), {
 			Name:   "child",
 			Usage:  "a benchmark child process (started by meridian bench; speaks JSON lines on stdin/stdout)",
 			Hidden: true,
