@@ -20,7 +20,7 @@ type observer struct {
 	mu      sync.Mutex
 	last    map[string]proto.Snapshot // per scope, the newest snapshot seen
 	delays  map[string][]time.Duration
-	window  [2]int64 // unix seconds [from, to) whose delays are kept
+	window  [2]int64  // unix seconds [from, to) whose delays are kept
 	arrived []arrival // cluster snapshots, in order of receipt
 	faults  []string
 	bad     int // undecodable snapshots

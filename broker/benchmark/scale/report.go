@@ -242,4 +242,3 @@ func (r Report) WriteTable(w io.Writer) error {
 	p("contract violations", "%d %v", len(r.Faults), r.Faults)
 	return tw.Flush()
 }
-
