@@ -88,6 +88,10 @@ type Config struct {
 	StateReplicas int
 	// Rollups configures the stream of 1-minute rollups.
 	Rollups RollupConfig
+	// InstanceSnapshots says which instance scopes are published every
+	// second: by default (InstanceSnapshotsOnDemand) only those an edge
+	// follows; see interest.go.
+	InstanceSnapshots InstanceSnapshots
 }
 
 type runState uint8
@@ -123,6 +127,9 @@ type Aggregator struct {
 	active  atomic.Bool
 	replay  *replayBuffer
 	book    *book // what was published, by anyone; has its own lock
+
+	interest    *interestTable // instances the edges follow; has its own lock
+	interestBad prometheus.Counter
 
 	// Owned by the goroutine running Run (the tick loop, then the hand-over).
 	stateKV  jetstream.KeyValue
@@ -174,6 +181,7 @@ func New(cfg Config) (*Aggregator, error) {
 		nudge:      make(chan struct{}, 1),
 		replay:     newReplayBuffer(),
 		book:       newBook(),
+		interest:   newInterestTable(),
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
@@ -320,6 +328,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		// others published before this aggregator can lead.
 		{proto.SnapshotSubjectAll, a.onSnapshot},
 		{proto.RollupSubjectAll, a.onRollup},
+		{proto.InterestSubject, a.onInterest},
 		{proto.ReportSubjectAll, a.onReport},
 	} {
 		sub, err := a.cfg.NATS.Subscribe(s.subject, s.cb)

@@ -60,7 +60,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		return
 	}
 	start := time.Now()
-	a.publish(a.snaps)
+	a.publish(a.snaps, a.instanceFilter(now))
 	if a.elector != nil {
 		a.writeState(ctx, &st)
 	}
@@ -88,13 +88,18 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 // would deliver the snapshot to live subscribers twice. When acks back up,
 // the rest of the tick goes out as plain NATS messages (the stream still
 // captures and dedupes them, but unacknowledged) so live data never waits
-// for history.
-func (a *Aggregator) publish(snaps []proto.Snapshot) {
+// for history. Instance snapshots go out only where publishInstance says
+// so; the others still count towards their scope's rollup.
+func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name string) bool) {
 	backedUp := false
 	for i := range snaps {
 		s := &snaps[i]
 		if !a.mayPublish() {
 			return
+		}
+		if s.Scope.Kind == proto.ScopeInstance && !publishInstance(s.Scope.Name) {
+			a.book.claim(s)
+			continue
 		}
 		claimed, held := a.book.claim(s)
 		if !claimed {

@@ -230,6 +230,7 @@ type Edge struct {
 	beat       heartbeatCache
 	scopes     *scopeTable
 	histScopes historyScopes
+	interest   interestAnnouncer
 
 	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
 
@@ -278,6 +279,7 @@ func New(cfg Config) (*Edge, error) {
 		base:     time.Now(),
 		js:       js,
 		scopes:   newScopeTable(),
+		interest: newInterestAnnouncer(),
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, maxHandshakes),
 		hsConns:  make(map[net.Conn]struct{}),
@@ -388,6 +390,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	// loads is caught by the subscription and deduplicated by the Ring.
 	goJoin(func() { e.intake(msgs, workersStop) })
 	goJoin(func() { e.hist.loadLoop(histCtx) })
+	goJoin(func() { e.announceLoop(workersStop) })
 	for range e.cfg.HistoryWorkers {
 		goJoin(func() { e.pool.run(histCtx, workersStop) })
 	}

@@ -23,6 +23,7 @@ type aggregatorConfig struct {
 	StateReplicas    int
 	RollupRetention  time.Duration
 	RollupReplicas   int
+	InstanceSnaps    string
 }
 
 func aggregatorCommand() *cli.Command {
@@ -49,6 +50,7 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "state-replicas", Value: 1, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
 			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
+			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &cfg.InstanceSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}),
 		Action: func(c *cli.Context) error {
@@ -57,6 +59,10 @@ func aggregatorCommand() *cli.Command {
 				return err
 			}
 			log = log.With("role", "aggregator")
+			instSnaps, err := aggregator.ParseInstanceSnapshots(cfg.InstanceSnaps)
+			if err != nil {
+				return usageError("--instance-snapshots: %v", err)
+			}
 			nc, err := connectNATS(cfg.NATSURL, "meridian-aggregator", log)
 			if err != nil {
 				return err
@@ -69,7 +75,7 @@ func aggregatorCommand() *cli.Command {
 				StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ExportTTL: cfg.ExportTTL,
 				ID: cfg.ID, Leader: aggregator.LeaderConfig{TTL: cfg.LeaderTTL}, StateReplicas: cfg.StateReplicas,
 				Rollups:    aggregator.RollupConfig{Replicas: cfg.RollupReplicas, MaxAge: cfg.RollupRetention},
-				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
+				Registerer: reg, Namespace: cfg.Namespace, Logger: log, InstanceSnapshots: instSnaps,
 			})
 			if err != nil {
 				return usageError("%v", err)

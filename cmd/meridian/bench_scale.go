@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/benchmark/scale"
 )
 
@@ -31,6 +32,7 @@ func benchScaleCommand() *cli.Command {
 			&cli.DurationFlag{Name: "warmup", Value: scale.DefaultWarmup, Usage: "load before the measurement window", Destination: &cfg.Warmup},
 			&cli.DurationFlag{Name: "duration", Value: scale.DefaultDuration, Usage: "measurement window (at least 3s)", Destination: &cfg.Duration},
 			&cli.IntFlag{Name: "aggregators", Value: scale.DefaultAggregators, Usage: "aggregator processes: 1, or 2 to measure a failover", Destination: &cfg.Aggregators},
+			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "the aggregators' --instance-snapshots: on-demand, or all (every instance every second: the design before on-demand, for comparison)", Destination: &cfg.InstanceSnapshots},
 			&cli.IntFlag{Name: "publishers", Value: scale.DefaultPublishers, Usage: "goroutines publishing the simulated reports", Destination: &cfg.Publishers},
 			&cli.DurationFlag{Name: "settle", Value: scale.DefaultSettle, Usage: "longest wait for the failover's first snapshot and for exact totals", Destination: &cfg.Settle},
 			&cli.StringFlag{Name: "dir", Usage: "NATS store directory (default: a temporary one, removed after)", Destination: &cfg.Dir},

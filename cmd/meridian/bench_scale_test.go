@@ -40,8 +40,8 @@ func TestBenchScaleSmall(t *testing.T) {
 	if rep.Failover == nil || rep.Follower == nil {
 		t.Fatalf("two aggregators but no failover or follower figures: %+v", rep)
 	}
-	if rep.DuePerS != 1+3+300 {
-		t.Fatalf("due snapshots %.0f/s, want %d", rep.DuePerS, 1+3+300)
+	if rep.DuePerS != 1+3 || rep.InstanceSnaps != "on-demand" {
+		t.Fatalf("due snapshots %.0f/s (instance snapshots %q), want %d: nobody follows an instance", rep.DuePerS, rep.InstanceSnaps, 1+3)
 	}
 }
 
@@ -51,6 +51,7 @@ func TestBenchScaleRejectsBadFlags(t *testing.T) {
 		{"--aggregators", "3"},
 		{"--duration", "1s"},
 		{"--regions", "0", "--instances", "1"},
+		{"--instance-snapshots", "some"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), append([]string{"meridian", "bench", "scale"}, args...), &out, &errOut)

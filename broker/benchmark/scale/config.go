@@ -44,6 +44,10 @@ type Config struct {
 	// Aggregators is how many aggregator processes run (1 or 2). With two,
 	// the leader is killed after the window and the failover measured.
 	Aggregators int
+	// InstanceSnapshots is passed to the aggregators' --instance-snapshots:
+	// "on-demand" (their default) or "all" (every instance every second,
+	// the design before on-demand). Empty means their default.
+	InstanceSnapshots string
 	// Publishers is how many goroutines of the harness publish the reports.
 	Publishers int
 	// Settle bounds the wait for the totals to become exact after the load
@@ -100,6 +104,8 @@ func (c Config) Validate() error {
 		return bad("publishers %d: want 1 to 64", c.Publishers)
 	case c.Duration < 3*time.Second:
 		return bad("duration %s: want at least 3s", c.Duration)
+	case c.InstanceSnapshots != "" && c.InstanceSnapshots != "on-demand" && c.InstanceSnapshots != "all":
+		return bad("instance snapshots %q: want on-demand or all", c.InstanceSnapshots)
 	case c.Warmup < 0 || c.Settle < 0 || c.ReadyWait < 0:
 		return bad("warmup, settle and ready wait must not be negative")
 	}

@@ -29,8 +29,10 @@ type Report struct {
 	AggregatorCPUPerReportUs float64 `json:"aggregator_cpu_per_report_us"`
 
 	// SnapshotsPerS is what the leader published; DuePerS is one per scope
-	// (cluster, regions, instances) and second.
+	// and second: the cluster and regions, and every instance with
+	// InstanceSnaps "all" (with "on-demand" nobody follows an instance here).
 	SnapshotsPerS float64 `json:"snapshots_per_s"`
+	InstanceSnaps string  `json:"instance_snapshots"`
 	DuePerS       float64 `json:"snapshots_due_per_s"`
 	// ClusterDelay and RegionDelay are receipt minus the snapshot's second,
 	// as a core NATS subscriber sees them; ClusterSeconds counts the
@@ -110,7 +112,8 @@ func newReport(cfg Config, idle usages, a, b sample, obs *observer) Report {
 		ReportFailures:  b.Sim.Failed,
 		NATS:            role("nats"),
 		Edge:            role("edge"),
-		DuePerS:         float64(1 + cfg.Regions + cfg.Instances),
+		DuePerS:         float64(1 + cfg.Regions),
+		InstanceSnaps:   cfg.InstanceSnapshots,
 
 		NATSInMsgsPerS:   per(float64(a.Varz.InMsgs), float64(b.Varz.InMsgs)),
 		NATSInBytesPerS:  per(float64(a.Varz.InBytes), float64(b.Varz.InBytes)),
@@ -119,6 +122,11 @@ func newReport(cfg Config, idle usages, a, b sample, obs *observer) Report {
 		NATSSlowConsumer: b.Varz.SlowCons,
 		HistoryMsgsPerS:  per(float64(a.StreamMsgs), float64(b.StreamMsgs)),
 		HistoryBytesPerS: per(float64(a.StreamBytes), float64(b.StreamBytes)),
+	}
+	if cfg.InstanceSnapshots == "all" {
+		r.DuePerS += n
+	} else {
+		r.InstanceSnaps = "on-demand"
 	}
 	r.HistoryBytesPerDayPerInstance = r.HistoryBytesPerS * 86400 / n
 	if d := b.Machine.Total - a.Machine.Total; d > 0 {
@@ -227,7 +235,7 @@ func (r Report) WriteTable(w io.Writer) error {
 		p(label, "CPU %.3f cores, RSS %.1f MB, %.0f B per instance", ro.CPU, ro.RSSMB, ro.RSSPerInstance)
 	}
 	p("aggregator CPU per report", "%.2f µs", r.AggregatorCPUPerReportUs)
-	p("snapshots published", "%.0f/s of %.0f/s due (one per scope)", r.SnapshotsPerS, r.DuePerS)
+	p("snapshots published", "%.0f/s of %.0f/s due (instance snapshots: %s)", r.SnapshotsPerS, r.DuePerS, r.InstanceSnaps)
 	p("cluster delay after the second", "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d seconds)", r.ClusterDelay.P50, r.ClusterDelay.P99, r.ClusterDelay.Max, r.ClusterSeconds)
 	p("region delay after the second", "p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d snapshots)", r.RegionDelay.P50, r.RegionDelay.P99, r.RegionDelay.Max, r.RegionDelay.N)
 	p("NATS in", "%.0f msgs/s, %.0f B/s", r.NATSInMsgsPerS, r.NATSInBytesPerS)

@@ -186,7 +186,11 @@ func (c *cluster) start(ctx context.Context, cfg Config, dir string) error {
 	}
 	for i := range cfg.Aggregators {
 		name := "aggregator-" + strconv.Itoa(i+1)
-		p, err := startProc(name, cfg.Command("aggregator", "--nats-url", c.url, "--listen", addrs[4+i], "--id", "scale-"+name), addrs[4+i], cfg.Output)
+		args := []string{"aggregator", "--nats-url", c.url, "--listen", addrs[4+i], "--id", "scale-" + name}
+		if cfg.InstanceSnapshots != "" {
+			args = append(args, "--instance-snapshots", cfg.InstanceSnapshots)
+		}
+		p, err := startProc(name, cfg.Command(args...), addrs[4+i], cfg.Output)
 		if err != nil {
 			return err
 		}
