@@ -131,10 +131,17 @@ type Aggregator struct {
 	interest    *interestTable // instances the edges follow; has its own lock
 	interestBad prometheus.Counter
 
-	// Owned by the goroutine running Run (the tick loop, then the hand-over).
-	stateKV  jetstream.KeyValue
-	stateRev uint64 // revision of the state this leader last read or wrote
-	rolls    []proto.Snapshot
+	// The persisted state: stateMu guards stateKV and stateRev between the
+	// take-over and the hand-over (Run's goroutine) and stateLoop; see
+	// statewriter.go.
+	stateMu   sync.Mutex
+	stateKV   jetstream.KeyValue
+	stateRev  uint64     // revision of the state this leader last read or wrote
+	stateQ    chan State // capacity 1: the tick's state copy for stateLoop
+	stateBusy atomic.Bool
+
+	// Owned by the goroutine running Run.
+	rolls []proto.Snapshot
 
 	// Read at scrape time.
 	stateSize    atomic.Int64 // bytes of the last state written
@@ -182,6 +189,7 @@ func New(cfg Config) (*Aggregator, error) {
 		replay:     newReplayBuffer(),
 		book:       newBook(),
 		interest:   newInterestTable(),
+		stateQ:     make(chan State, 1),
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
@@ -352,7 +360,12 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			}
 		})
 	}
+	var writer sync.WaitGroup
+	if a.elector != nil {
+		writer.Go(func() { a.stateLoop(ctx) })
+	}
 	a.tickLoop(ctx)
+	writer.Wait() // tickLoop returned: ctx ended, so has stateLoop
 
 	// Stop intake, so that the last state holds every report applied.
 	for _, sub := range subs {

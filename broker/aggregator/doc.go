@@ -33,9 +33,11 @@
 // (scope@second) make the history stream store a second once even so.
 //
 // The leader persists its merge State (per-instance boots, sequence numbers,
-// raw counters and reset offsets, windows) in StateBucket every second,
-// compare-and-set on the revision it last read or wrote, gzipped when large,
-// and once more when it stops. A new leader, or the first after every
+// raw counters and reset offsets, windows) in StateBucket every second, or
+// as often as writing allows when that takes longer (the write runs beside
+// the tick, never delaying a second's snapshots), compare-and-set on the
+// revision it last read or wrote, gzipped when large, and once more when it
+// stops. A new leader, or the first after every
 // aggregator restarted, restores that state and replays what it buffered
 // since: for every instance the last report of its current boot and of the
 // boot before. Reports are cumulative and carry sequence numbers, so

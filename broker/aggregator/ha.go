@@ -65,6 +65,8 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	// on in the server after Run returned. The timeout bounds it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeOverTimeout)
 	defer cancel()
+	a.stateMu.Lock() // after a state write of an earlier leadership, if any
+	defer a.stateMu.Unlock()
 	if a.stateKV == nil {
 		kv, err := openStateBucket(ctx, a.js, a.cfg.StateReplicas)
 		if err != nil {
@@ -150,6 +152,8 @@ func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		a.active.Store(false)
 		a.stateWriteFailed(fmt.Errorf("another aggregator wrote the merge state; taking over again: %w", err))
+	case ctx.Err() != nil:
+		// Stopping: the hand-over writes the final state.
 	default:
 		a.stateWriteFailed(fmt.Errorf("write merge state: %w", err))
 	}
@@ -174,7 +178,9 @@ func (a *Aggregator) handOver() {
 		a.mu.Lock()
 		st := a.merger.State()
 		a.mu.Unlock()
+		a.stateMu.Lock()
 		a.writeState(ctx, &st)
+		a.stateMu.Unlock()
 	}
 	a.active.Store(false)
 	if err := a.elector.Resign(ctx); err != nil {

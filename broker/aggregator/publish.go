@@ -45,12 +45,14 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		}
 	}
 	var st State
+	persist := false
 	a.mu.Lock()
 	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
 	if a.elector != nil {
 		a.replay.prune(now, a.merger.cfg.ForgetAfter)
-		if leading {
+		if leading && a.queueState() {
 			st = a.merger.State() // the state these snapshots show
+			persist = true
 		}
 	}
 	a.mu.Unlock()
@@ -61,8 +63,8 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	}
 	start := time.Now()
 	a.publish(a.snaps, a.instanceFilter(now))
-	if a.elector != nil {
-		a.writeState(ctx, &st)
+	if persist {
+		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
 	a.book.close(now)
 	a.rolls = a.book.appendPending(a.rolls[:0])
