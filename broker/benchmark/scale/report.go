@@ -81,6 +81,8 @@ type Failover struct {
 	// GapMs is from the kill to the first cluster snapshot of a later second.
 	GapMs          float64 `json:"gap_ms"`
 	SecondsSkipped int     `json:"seconds_skipped"`
+	// Error says why there is no gap, if there is none.
+	Error string `json:"error,omitempty"`
 }
 
 // Exactness compares the final cluster snapshot with what the simulated
@@ -199,8 +201,8 @@ func (r Report) Check() error {
 	if r.ClusterSeconds > int(r.WindowS+0.5) {
 		bad("%d cluster snapshots timed in a %.1f s window", r.ClusterSeconds, r.WindowS)
 	}
-	if r.Failover != nil && r.Failover.GapMs <= 0 {
-		bad("failover gap %.1f ms", r.Failover.GapMs)
+	if r.Failover != nil && (r.Failover.GapMs <= 0 || r.Failover.Error != "") {
+		bad("failover gap %.1f ms %s", r.Failover.GapMs, r.Failover.Error)
 	}
 	if !r.Exact.Exact {
 		bad("totals not exact: cluster %d (errors %d), gateways published %d (errors %d)",
@@ -244,7 +246,11 @@ func (r Report) WriteTable(w io.Writer) error {
 		r.HistoryMsgsPerS, r.HistoryBytesPerS, r.HistoryBytesPerDayPerInstance, r.HistoryBytesPerDayPerInstance*1000/1e9)
 	p("merge state", "%.0f B, %.0f write errors in the window", r.StateBytes, r.StateWriteErrors)
 	if f := r.Failover; f != nil {
-		p("failover (leader killed)", "%s: next cluster snapshot after %.0f ms, %d seconds skipped", f.Killed, f.GapMs, f.SecondsSkipped)
+		if f.Error != "" {
+			p("failover (leader killed)", "%s: %s", f.Killed, f.Error)
+		} else {
+			p("failover (leader killed)", "%s: next cluster snapshot after %.0f ms, %d seconds skipped", f.Killed, f.GapMs, f.SecondsSkipped)
+		}
 	}
 	p("exact after the load stopped", "%t (cluster %d, gateways %d)", r.Exact.Exact, r.Exact.GotTotal, r.Exact.WantTotal)
 	p("contract violations", "%d %v", len(r.Faults), r.Faults)

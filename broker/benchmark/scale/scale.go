@@ -2,7 +2,6 @@ package scale
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -104,11 +103,13 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	sim := NewSimulator(simConn, cfg.Instances, regions, cfg.Publishers, "scale-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	simCtx, stopSim := context.WithCancel(ctx)
-	defer stopSim()
 	var simWG sync.WaitGroup
 	var simErr error
 	simWG.Go(func() { simErr = sim.Run(simCtx) })
-	defer simWG.Wait()
+	defer func() {
+		stopSim()
+		simWG.Wait()
+	}()
 	log.Info("load started", "instances", cfg.Instances, "regions", cfg.Regions, "warmup", cfg.Warmup)
 
 	// The window is whole seconds, so every second in it is due once.
@@ -276,7 +277,7 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer) (Fail
 		}
 	}
 	if leader < 0 {
-		return Failover{}, errors.New("failover: no aggregator says it leads")
+		return Failover{Error: "no aggregator said it leads"}, nil
 	}
 	last, _ := obs.cluster()
 	killed := time.Now()
@@ -293,8 +294,12 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer) (Fail
 		}
 		return false
 	})
+	if ctx.Err() != nil {
+		return Failover{}, ctx.Err()
+	}
 	if err != nil {
-		return Failover{}, fmt.Errorf("failover: no cluster snapshot after killing %s: %w", c.aggs[leader].name, err)
+		// A figure, not a harness failure: the survivor did not publish.
+		return Failover{Killed: c.aggs[leader].name, Error: fmt.Sprintf("no cluster snapshot within %s of the kill", cfg.Settle)}, nil
 	}
 	// Let the new leader run under load for a few seconds.
 	if err := sleepUntil(ctx, time.Now().Add(3*time.Second)); err != nil {

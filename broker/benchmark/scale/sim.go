@@ -112,7 +112,7 @@ func (w *simWorker) run(ctx context.Context, nc *nats.Conn) {
 		now := time.Now()
 		// Catch up on every slot that came due, so that an overloaded
 		// worker publishes late rather than skipping instances.
-		for !next.After(now) {
+		for !next.After(now) && ctx.Err() == nil {
 			slot := int(next.UnixNano()/int64(slotLen)) % slots
 			for _, j := range bySlot[slot] {
 				w.publish(nc, &w.insts[j], now)
