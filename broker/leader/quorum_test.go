@@ -1,0 +1,178 @@
+package leader
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-metrics/meridian/broker/natsnode"
+)
+
+// logBuffer collects log lines for counting, safely for the logger's
+// goroutines and the test.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), substr)
+}
+
+// natsCluster is three embedded NATS servers with JetStream in one cluster,
+// each restartable with its name, ports and store.
+type natsCluster struct {
+	t      *testing.T
+	names  []string
+	client []int
+	route  []int
+	dirs   []string
+	nodes  []*natsnode.Node
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startNATSCluster(t *testing.T) *natsCluster {
+	t.Helper()
+	c := &natsCluster{t: t, nodes: make([]*natsnode.Node, 3)}
+	for i := range 3 {
+		c.names = append(c.names, fmt.Sprintf("n%d", i+1))
+		c.client = append(c.client, freePort(t))
+		c.route = append(c.route, freePort(t))
+		c.dirs = append(c.dirs, t.TempDir())
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 3)
+	for i := range 3 {
+		wg.Go(func() { errs[i] = c.start(i) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			c.stop(i)
+		}
+	})
+	return c
+}
+
+func (c *natsCluster) start(i int) error {
+	var routes []string
+	for j := range 3 {
+		if j != i {
+			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", c.route[j]))
+		}
+	}
+	n, err := natsnode.New(natsnode.Config{
+		Name: c.names[i], Port: c.client[i], StoreDir: c.dirs[i],
+		ClusterName: "lease-test", ClusterPort: c.route[i], Routes: routes,
+		Logger: quiet,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	c.nodes[i] = n
+	return nil
+}
+
+func (c *natsCluster) stop(i int) {
+	if c.nodes[i] == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = c.nodes[i].Shutdown(ctx)
+	c.nodes[i] = nil
+}
+
+// TestQuorumLossLoggedOnce: with JetStream quorum gone (two of three nodes
+// down) the surviving node may still answer lease reads while every write
+// fails. The elector says once that the lease store is unavailable, not
+// once per poll, and once that it recovered when quorum returns.
+func TestQuorumLossLoggedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a three-node JetStream cluster")
+	}
+	c := startNATSCluster(t)
+	var logs logBuffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.client[0]), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{JS: js, ID: "a", TTL: testTTL, Replicas: 3, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+	}()
+	eventually(t, 60*time.Second, "leading on the three-node cluster", e.Leading)
+
+	c.stop(1)
+	c.stop(2)
+	eventually(t, 30*time.Second, "the unavailable line", func() bool { return logs.count("lease store unavailable") > 0 })
+	eventually(t, 30*time.Second, "stepping down", func() bool { return !e.Leading() })
+	// Many polls (every 100 ms) and lease expiries later: still one line
+	// each way, none saying it recovered.
+	polls := time.Now().Add(5 * time.Second)
+	eventually(t, 10*time.Second, "five seconds of polls without quorum", func() bool { return time.Now().After(polls) })
+	if n, r := logs.count("lease store unavailable"), logs.count("lease store recovered"); n != 1 || r != 0 {
+		t.Fatalf("without quorum: %d unavailable and %d recovered lines, want 1 and 0:\n%s", n, r, logs.b.String())
+	}
+
+	for _, i := range []int{1, 2} {
+		if err := c.start(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 90*time.Second, "leading again with quorum back", e.Leading)
+	if n, r := logs.count("lease store unavailable"), logs.count("lease store recovered"); n != 1 || r != 1 {
+		t.Fatalf("after quorum returned: %d unavailable and %d recovered lines, want 1 and 1", n, r)
+	}
+}
