@@ -30,6 +30,9 @@ const (
 	DefaultHistoryPoints     = proto.MaxHistoryPoints
 	DefaultMaxMessageBytes   = 4096
 	DefaultHeartbeatInterval = 30 * time.Second
+	// DefaultStaleAfter: snapshots come every second, so this is two
+	// missed seconds and some delivery delay.
+	DefaultStaleAfter = 3 * time.Second
 	DefaultPingInterval      = 30 * time.Second
 	DefaultIdleTimeout       = 75 * time.Second
 	DefaultHandshakeTimeout  = 5 * time.Second
@@ -113,6 +116,10 @@ type Config struct {
 	MaxMessageBytes int
 	// HeartbeatInterval is the period of Heartbeat events. Default 30s.
 	HeartbeatInterval time.Duration
+	// StaleAfter is how old a scope's newest snapshot may be before its
+	// subscribers are told, once per stall, that the data is stale (see
+	// stale.go). Default DefaultStaleAfter.
+	StaleAfter time.Duration
 	// PingInterval is the period of WebSocket pings. Default 30s.
 	PingInterval time.Duration
 	// IdleTimeout closes a connection from which no frame of any kind
@@ -179,6 +186,9 @@ func (c Config) withDefaults() Config {
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
+	if c.StaleAfter <= 0 {
+		c.StaleAfter = DefaultStaleAfter
+	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = DefaultPingInterval
 	}
@@ -196,7 +206,7 @@ func (c Config) withDefaults() Config {
 	}
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
-	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval} {
+	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
 		*d = min(*d, maxInterval)
 	}
 	if c.Namespace == "" {
@@ -337,7 +347,11 @@ func (e *Edge) readiness() (string, bool) {
 		return "no cluster snapshot received yet", false
 	}
 	if age := e.cfg.Now().Sub(time.Unix(0, last)); age > readyFreshness {
-		return fmt.Sprintf("last cluster snapshot arrived %s ago", age.Round(time.Millisecond)), false
+		since := ""
+		if sf := e.scopes.cluster.latest.Load(); sf != nil {
+			since = "; data stale since " + sf.snap.Time.UTC().Format(time.RFC3339)
+		}
+		return fmt.Sprintf("last cluster snapshot arrived %s ago%s", age.Round(time.Millisecond), since), false
 	}
 	return "ready", true
 }

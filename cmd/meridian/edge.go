@@ -28,6 +28,7 @@ type edgeConfig struct {
 	MaxReplay         int
 	HistoryRate       time.Duration
 	HistoryBurst      int
+	StaleAfter        time.Duration
 }
 
 func edgeFlags(cfg *edgeConfig) []cli.Flag {
@@ -40,6 +41,7 @@ func edgeFlags(cfg *edgeConfig) []cli.Flag {
 		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplay},
 		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRate},
 		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryBurst},
+		&cli.DurationFlag{Name: "stale-after", Value: edge.DefaultStaleAfter, Usage: "tell a client once, with an Error event, when its scope's newest snapshot is older than this", Destination: &cfg.StaleAfter},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
 	}
 }
@@ -48,6 +50,7 @@ func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
 	c.HistoryWindow, c.HistoryPoints = cfg.HistoryWindow, cfg.HistoryPoints
 	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
 	c.MaxMessageBytes = cfg.MaxMessageBytes
+	c.StaleAfter = cfg.StaleAfter
 	c.MaxReplaySnapshots, c.HistoryRequestInterval, c.HistoryRequestBurst = cfg.MaxReplay, cfg.HistoryRate, cfg.HistoryBurst
 	return c
 }
