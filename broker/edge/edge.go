@@ -32,13 +32,13 @@ const (
 	DefaultHeartbeatInterval = 30 * time.Second
 	// DefaultStaleAfter: snapshots come every second, so this is two
 	// missed seconds and some delivery delay.
-	DefaultStaleAfter = 3 * time.Second
-	DefaultPingInterval      = 30 * time.Second
-	DefaultIdleTimeout       = 75 * time.Second
-	DefaultHandshakeTimeout  = 5 * time.Second
-	DefaultMaxPendingBytes   = 1 << 20
-	DefaultWriteTimeout      = 10 * time.Second
-	DefaultNamespace         = "meridian"
+	DefaultStaleAfter       = 3 * time.Second
+	DefaultPingInterval     = 30 * time.Second
+	DefaultIdleTimeout      = 75 * time.Second
+	DefaultHandshakeTimeout = 5 * time.Second
+	DefaultMaxPendingBytes  = 1 << 20
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultNamespace        = "meridian"
 
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
