@@ -30,15 +30,12 @@ const (
 	DefaultHistoryPoints     = proto.MaxHistoryPoints
 	DefaultMaxMessageBytes   = 4096
 	DefaultHeartbeatInterval = 30 * time.Second
-	// DefaultStaleAfter: snapshots come every second, so this is two
-	// missed seconds and some delivery delay.
-	DefaultStaleAfter       = 3 * time.Second
-	DefaultPingInterval     = 30 * time.Second
-	DefaultIdleTimeout      = 75 * time.Second
-	DefaultHandshakeTimeout = 5 * time.Second
-	DefaultMaxPendingBytes  = 1 << 20
-	DefaultWriteTimeout     = 10 * time.Second
-	DefaultNamespace        = "meridian"
+	DefaultPingInterval      = 30 * time.Second
+	DefaultIdleTimeout       = 75 * time.Second
+	DefaultHandshakeTimeout  = 5 * time.Second
+	DefaultMaxPendingBytes   = 1 << 20
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultNamespace         = "meridian"
 
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second

@@ -14,6 +14,10 @@ import (
 // by nature and says so with its timestamps. When snapshots resume, the
 // next stall is told again.
 
+// DefaultStaleAfter is Config.StaleAfter's default: snapshots come every
+// second, so this is two missed seconds and some delivery delay.
+const DefaultStaleAfter = 3 * time.Second
+
 // staleMark values in conn.staleMark: staleUnarmed until the connection
 // delivers a fresh snapshot of its scope, staleArmed from then on, else the
 // Unix second of the snapshot the connection was told is stale.
