@@ -137,6 +137,7 @@ type Aggregator struct {
 	stateMu   sync.Mutex
 	stateKV   jetstream.KeyValue
 	stateRev  uint64     // revision of the state this leader last read or wrote
+	stateGen  string     // the chunk set that state names; see statechunks.go
 	stateQ    chan State // capacity 1: the tick's state copy for stateLoop
 	stateBusy atomic.Bool
 

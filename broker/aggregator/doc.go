@@ -36,8 +36,9 @@
 // raw counters and reset offsets, windows) in StateBucket every second, or
 // as often as writing allows when that takes longer (the write runs beside
 // the tick, never delaying a second's snapshots), compare-and-set on the
-// revision it last read or wrote, gzipped when large, and once more when it
-// stops. A new leader, or the first after every
+// revision it last read or wrote, gzipped when large, in chunks behind a
+// manifest when larger than one NATS message (statechunks.go), and once
+// more when it stops. A new leader, or the first after every
 // aggregator restarted, restores that state and replays what it buffered
 // since: for every instance the last report of its current boot and of the
 // boot before. Reports are cumulative and carry sequence numbers, so

@@ -76,17 +76,17 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	}
 	var (
 		st      *State
-		rev     uint64
 		corrupt error
 	)
-	entry, err := a.stateKV.Get(ctx, StateKey)
+	data, rev, gen, err := getState(ctx, a.stateKV)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, errNoState):
+	case errors.Is(err, ErrInvalidState):
+		corrupt = err
 	case err != nil:
-		return fmt.Errorf("read merge state: %w", err)
+		return err
 	default:
-		rev = entry.Revision()
-		s, err := DecodeState(entry.Value())
+		s, err := DecodeState(data)
 		if err != nil {
 			corrupt = err
 		} else {
@@ -107,7 +107,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	instances := a.merger.Len()
 	a.mu.Unlock()
 
-	a.stateRev = rev
+	a.stateRev, a.stateGen = rev, gen
 	if st != nil && corrupt == nil && st.Tick != 0 {
 		a.book.publishedThrough(st.Tick)
 	}
@@ -117,7 +117,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	}
 	attrs := []any{"instances", instances, "took", time.Since(start).Round(time.Microsecond)}
 	if st != nil && corrupt == nil {
-		attrs = append(attrs, "state_revision", rev, "state_written", entry.Created(),
+		attrs = append(attrs, "state_revision", rev, "state_bytes", len(data),
 			"replayed", rs.reports, "replay_applied", rs.applied, "replay_stale", rs.stale)
 	}
 	a.log.Info("took over as leader", attrs...)
@@ -131,9 +131,6 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 // that newer state on the next tick.
 func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	data, err := EncodeState(st)
-	if err == nil && int64(len(data)) > a.cfg.NATS.MaxPayload()-4096 { // room for headers
-		err = fmt.Errorf("%d bytes compressed, %d instances: %w", len(data), len(st.Instances), ErrStateTooLarge)
-	}
 	if err != nil {
 		a.stateWriteFailed(err)
 		return
@@ -143,10 +140,10 @@ func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, stateWriteTimeout)
 	defer cancel()
-	rev, err := a.stateKV.Update(ctx, StateKey, data, a.stateRev)
+	rev, gen, err := putState(ctx, a.stateKV, data, a.stateRev, chunkSizeFor(a.cfg.NATS.MaxPayload()), stateWriter(a.cfg.ID), a.stateGen)
 	switch {
 	case err == nil:
-		a.stateRev = rev
+		a.stateRev, a.stateGen = rev, gen
 		a.stateSize.Store(int64(len(data)))
 		a.stateWritten.Store(a.cfg.Now().UnixNano())
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
