@@ -144,16 +144,12 @@ func getState(ctx context.Context, kv jetstream.KeyValue) (data []byte, rev uint
 		return nil, 0, "", fmt.Errorf("read merge state: %w", err)
 	}
 	rev = entry.Revision()
-	value, ok := bytes.CutPrefix(entry.Value(), chunkMagic)
-	if !ok {
+	m, chunked, err := parseManifest(entry.Value())
+	if err != nil {
+		return nil, rev, "", err
+	}
+	if !chunked {
 		return entry.Value(), rev, "", nil
-	}
-	var m stateManifest
-	if err := json.Unmarshal(value, &m); err != nil {
-		return nil, rev, "", fmt.Errorf("decode merge state manifest: %v: %w", err, ErrInvalidState)
-	}
-	if m.Gen == "" || m.Chunks < 1 || m.Chunks > maxChunks || m.Size < 1 || m.Size > maxChunks*maxChunkSize {
-		return nil, rev, "", fmt.Errorf("merge state manifest %+v is out of range: %w", m, ErrInvalidState)
 	}
 	data = make([]byte, 0, m.Size)
 	for i := range m.Chunks {
@@ -174,4 +170,20 @@ func getState(ctx context.Context, kv jetstream.KeyValue) (data []byte, rev uint
 		return nil, rev, m.Gen, fmt.Errorf("merge state chunks do not match the manifest (%d of %d bytes): %w", len(data), m.Size, ErrInvalidState)
 	}
 	return data, rev, m.Gen, nil
+}
+
+// parseManifest reads StateKey's value: a manifest (chunked true), or the
+// state itself (false). A malformed manifest is ErrInvalidState.
+func parseManifest(value []byte) (m stateManifest, chunked bool, err error) {
+	rest, ok := bytes.CutPrefix(value, chunkMagic)
+	if !ok {
+		return m, false, nil
+	}
+	if err := json.Unmarshal(rest, &m); err != nil {
+		return m, true, fmt.Errorf("decode merge state manifest: %v: %w", err, ErrInvalidState)
+	}
+	if m.Gen == "" || len(m.Gen) > 64 || m.Chunks < 1 || m.Chunks > maxChunks || m.Size < m.Chunks || m.Size > maxChunks*maxChunkSize || len(m.SHA256) != 2*sha256.Size {
+		return m, true, fmt.Errorf("merge state manifest %+v is out of range: %w", m, ErrInvalidState)
+	}
+	return m, true, nil
 }

@@ -252,3 +252,22 @@ func TestDurationSumWrapIsNotAReset(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`MSTC{"gen":"abc.a","chunks":2,"size":10,"sha256":"` + strings.Repeat("0", 64) + `"}`))
+	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`MSTC{"chunks":-1}`))
+	f.Add([]byte(`MSTC`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		m, chunked, err := parseManifest(value)
+		if err != nil {
+			if !chunked || !errors.Is(err, ErrInvalidState) {
+				t.Fatalf("error %v (chunked %v) is not ErrInvalidState", err, chunked)
+			}
+			return
+		}
+		if chunked && (m.Chunks < 1 || m.Chunks > maxChunks || m.Size < m.Chunks || m.Gen == "") {
+			t.Fatalf("accepted manifest %+v", m)
+		}
+	})
+}
