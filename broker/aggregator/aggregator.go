@@ -128,6 +128,10 @@ type Aggregator struct {
 	replay  *replayBuffer
 	book    *book // what was published, by anyone; has its own lock
 
+	// liveOnly and yieldUntil (Unix ns): see liveonly.go.
+	liveOnly   atomic.Bool
+	yieldUntil atomic.Int64
+
 	interest    *interestTable // instances the edges follow; has its own lock
 	interestBad prometheus.Counter
 

@@ -135,7 +135,7 @@ func (a *Aggregator) writeState(ctx context.Context, st *State) {
 		a.stateWriteFailed(err)
 		return
 	}
-	if !a.mayPublish() {
+	if !a.elected() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, stateWriteTimeout)

@@ -96,6 +96,9 @@ type Elector struct {
 	log   *slog.Logger
 
 	cur atomic.Pointer[lease] // nil while not leading
+	// storeDown is set while the lease store counts as unavailable (see
+	// campaign.settle).
+	storeDown atomic.Bool
 
 	resignCh chan struct{} // closed by Resign: Run returns between two lease operations
 
@@ -203,6 +206,12 @@ func (e *Elector) Leading() bool {
 }
 
 // setLease records a lease until until, unless the elector has resigned.
+// StoreUnavailable reports whether the lease store has been failing: the
+// last round of lease operations failed, and no write (ours or another's)
+// has succeeded since. Nobody can be elected then; a caller may decide what
+// to do without a leader (see the aggregator's live-only publishing).
+func (e *Elector) StoreUnavailable() bool { return e.storeDown.Load() }
+
 func (e *Elector) setLease(until time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -558,8 +567,8 @@ func (c *campaign) acquire(ctx context.Context, rev uint64) {
 		c.ok()
 		c.lead(newRev, sent)
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		// Someone else was faster (it wrote): follow them.
-		c.ok()
+		// Someone else was faster; follow them. Not evidence that the
+		// store takes writes now: the revision read may have been stale.
 	case ctx.Err() == nil:
 		c.fail("acquire lease", err)
 	}
@@ -588,6 +597,7 @@ func (c *campaign) settle() {
 		c.failing = false
 		c.e.log.Info("lease store recovered")
 	}
+	c.e.storeDown.Store(c.failing)
 }
 
 // holderID is the ID part of a lease value.

@@ -3,9 +3,7 @@ package leader
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 )
 
 // logBuffer collects log lines for counting, safely for the logger's
@@ -36,89 +34,6 @@ func (l *logBuffer) count(substr string) int {
 	return strings.Count(l.b.String(), substr)
 }
 
-// natsCluster is three embedded NATS servers with JetStream in one cluster,
-// each restartable with its name, ports and store.
-type natsCluster struct {
-	t      *testing.T
-	names  []string
-	client []int
-	route  []int
-	dirs   []string
-	nodes  []*natsnode.Node
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func startNATSCluster(t *testing.T) *natsCluster {
-	t.Helper()
-	c := &natsCluster{t: t, nodes: make([]*natsnode.Node, 3)}
-	for i := range 3 {
-		c.names = append(c.names, fmt.Sprintf("n%d", i+1))
-		c.client = append(c.client, freePort(t))
-		c.route = append(c.route, freePort(t))
-		c.dirs = append(c.dirs, t.TempDir())
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, 3)
-	for i := range 3 {
-		wg.Go(func() { errs[i] = c.start(i) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		for i := range c.nodes {
-			c.stop(i)
-		}
-	})
-	return c
-}
-
-func (c *natsCluster) start(i int) error {
-	var routes []string
-	for j := range 3 {
-		if j != i {
-			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", c.route[j]))
-		}
-	}
-	n, err := natsnode.New(natsnode.Config{
-		Name: c.names[i], Port: c.client[i], StoreDir: c.dirs[i],
-		ClusterName: "lease-test", ClusterPort: c.route[i], Routes: routes,
-		Logger: quiet,
-	})
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		return err
-	}
-	c.nodes[i] = n
-	return nil
-}
-
-func (c *natsCluster) stop(i int) {
-	if c.nodes[i] == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = c.nodes[i].Shutdown(ctx)
-	c.nodes[i] = nil
-}
-
 // TestQuorumLossLoggedOnce: with JetStream quorum gone (two of three nodes
 // down) the surviving node may still answer lease reads while every write
 // fails. The elector says once that the lease store is unavailable, not
@@ -127,10 +42,10 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a three-node JetStream cluster")
 	}
-	c := startNATSCluster(t)
+	c := natstest.StartCluster(t, 3)
 	var logs logBuffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	nc, err := nats.Connect(fmt.Sprintf("nats://127.0.0.1:%d", c.client[0]), nats.MaxReconnects(-1))
+	nc, err := nats.Connect(c.URL(0), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,8 +69,8 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 	}()
 	eventually(t, 60*time.Second, "leading on the three-node cluster", e.Leading)
 
-	c.stop(1)
-	c.stop(2)
+	c.Stop(1)
+	c.Stop(2)
 	eventually(t, 30*time.Second, "the unavailable line", func() bool { return logs.count("lease store unavailable") > 0 })
 	eventually(t, 30*time.Second, "stepping down", func() bool { return !e.Leading() })
 	// Many polls (every 100 ms) and lease expiries later: still one line
@@ -167,7 +82,7 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 	}
 
 	for _, i := range []int{1, 2} {
-		if err := c.start(i); err != nil {
+		if err := c.Start(i); err != nil {
 			t.Fatal(err)
 		}
 	}
