@@ -51,6 +51,11 @@
 // published seconds (and the last published second stored in the state) keeps
 // it from publishing a second that was already published.
 //
+// Without JetStream quorum nobody can hold the lease; the aggregator that
+// led then publishes live snapshots on core NATS until the store recovers
+// (live-only, see liveonly.go), so subscribers keep a live view while the
+// history has a gap.
+//
 // # Exactness contract
 //
 // Cluster and region requests_total, requests_success and requests_error
