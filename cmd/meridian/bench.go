@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"time"
@@ -78,15 +79,7 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			log.Info("bench done", "took", time.Since(start).Round(time.Second))
-			if asJSON {
-				b, err := json.Marshal(rep)
-				if err != nil {
-					return fmt.Errorf("encode report: %w", err)
-				}
-				_, err = fmt.Fprintln(c.App.Writer, string(b))
-				return err
-			}
-			return rep.WriteTable(c.App.Writer)
+			return writeReport(c.App.Writer, asJSON, rep, rep.WriteTable)
 		},
 		Subcommands: []*cli.Command{benchScaleCommand(), {
 			Name:   "child",
@@ -97,4 +90,17 @@ func benchCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// writeReport prints a benchmark report as one JSON object or as its table.
+func writeReport(w io.Writer, asJSON bool, rep any, table func(io.Writer) error) error {
+	if !asJSON {
+		return table(w)
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -63,15 +62,7 @@ func benchScaleCommand() *cli.Command {
 				return err
 			}
 			log.Info("bench scale done", "took", time.Since(start).Round(time.Second))
-			if asJSON {
-				b, err := json.Marshal(rep)
-				if err != nil {
-					return fmt.Errorf("encode report: %w", err)
-				}
-				if _, err := fmt.Fprintln(c.App.Writer, string(b)); err != nil {
-					return err
-				}
-			} else if err := rep.WriteTable(c.App.Writer); err != nil {
+			if err := writeReport(c.App.Writer, asJSON, rep, rep.WriteTable); err != nil {
 				return err
 			}
 			if check {

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meridian-metrics/meridian/broker/benchmark/internal/tail"
 )
 
 // ErrProcess is returned when a child process fails to start, exits early or
@@ -28,7 +30,7 @@ type proc struct {
 	name  string
 	cmd   *exec.Cmd
 	admin string // host:port of its /readyz and /metrics
-	tail  *tailBuffer
+	tail  *tail.Buffer
 	done  chan struct{} // closed when it exited and was reaped
 	err   error         // its exit status, once done
 	once  sync.Once
@@ -52,7 +54,7 @@ func startProc(name string, cmd *exec.Cmd, admin string, out io.Writer) (*proc, 
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	tail := &tailBuffer{max: 8 << 10}
+	tail := tail.New(8 << 10)
 	var w io.Writer = tail
 	if out != nil {
 		w = io.MultiWriter(tail, out)
@@ -215,27 +217,4 @@ func freeAddr() (string, error) {
 		return "", fmt.Errorf("find a free port: %w", err)
 	}
 	return addr, nil
-}
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (w *tailBuffer) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if over := len(w.b) - w.max; over > 0 {
-		w.b = append(w.b[:0], w.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailBuffer) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.b)
 }
