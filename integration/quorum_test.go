@@ -12,6 +12,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -75,7 +76,7 @@ func TestLiveViewThroughQuorumLoss(t *testing.T) {
 		nc := connect0()
 		agg, err := aggregator.New(aggregator.Config{
 			NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", i+1), StateReplicas: 3,
-			History: history.StreamConfig{Replicas: 3}, Rollups: aggregator.RollupConfig{Replicas: 3},
+			History: history.StreamConfig{Replicas: 3}, Rollups: history.StreamConfig{Replicas: 3},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -128,7 +129,7 @@ func TestLiveViewThroughQuorumLoss(t *testing.T) {
 		stopLoad()
 		load.Wait()
 	}()
-	waitFor(t, 60*time.Second, "cluster snapshots with reports", func() bool {
+	wait.For(t, 60*time.Second, "cluster snapshots with reports", func() bool {
 		watch.mu.Lock()
 		defer watch.mu.Unlock()
 		return watch.last.RequestsTotal > 0
@@ -140,7 +141,7 @@ func TestLiveViewThroughQuorumLoss(t *testing.T) {
 	// After the lease lapses (2 s TTL), the last leader goes on live-only.
 	from := lost.Add(4 * time.Second).Truncate(time.Second)
 	to := from.Add(6 * time.Second)
-	waitFor(t, 20*time.Second, "six seconds without quorum", func() bool { return time.Now().After(to.Add(time.Second)) })
+	wait.For(t, 20*time.Second, "six seconds without quorum", func() bool { return time.Now().After(to.Add(time.Second)) })
 	if n := watch.seconds(from, to); n < 5 {
 		t.Errorf("without quorum: cluster snapshots for %d of the 6 seconds from %s, want them flowing", n, from.Format(time.TimeOnly))
 	}
@@ -151,10 +152,10 @@ func TestLiveViewThroughQuorumLoss(t *testing.T) {
 		}
 	}
 	back := time.Now().Add(20 * time.Second).Truncate(time.Second)
-	waitFor(t, 60*time.Second, "snapshots after quorum returned", func() bool { return watch.seconds(back, back.Add(3*time.Second)) >= 2 })
+	wait.For(t, 60*time.Second, "snapshots after quorum returned", func() bool { return watch.seconds(back, back.Add(3*time.Second)) >= 2 })
 	stopLoad()
 	load.Wait()
-	waitFor(t, 30*time.Second, "exact totals", func() bool {
+	wait.For(t, 30*time.Second, "exact totals", func() bool {
 		watch.mu.Lock()
 		defer watch.mu.Unlock()
 		return watch.last.RequestsTotal == sent

@@ -37,6 +37,13 @@ func (m InstanceSnapshots) String() string {
 	return fmt.Sprintf("InstanceSnapshots(%d)", uint8(m))
 }
 
+func (m InstanceSnapshots) validate() error {
+	if m > InstanceSnapshotsAll {
+		return fmt.Errorf("InstanceSnapshots %d: want InstanceSnapshotsOnDemand or InstanceSnapshotsAll", uint8(m))
+	}
+	return nil
+}
+
 // ParseInstanceSnapshots parses "on-demand" or "all".
 func ParseInstanceSnapshots(s string) (InstanceSnapshots, error) {
 	for _, m := range []InstanceSnapshots{InstanceSnapshotsOnDemand, InstanceSnapshotsAll} {

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -64,7 +65,7 @@ func TestInstanceSnapshotsOnDemand(t *testing.T) {
 	}
 
 	// The interest lapses 2 s after the announcement: gw-a stops.
-	eventually(t, 10*time.Second, "interest expired", func() bool { return a.interest.len() == 0 })
+	wait.For(t, 10*time.Second, "interest expired", func() bool { return a.interest.len() == 0 })
 	w.waitFor(t, "cluster", func(s proto.Snapshot) bool { return true })
 	last := w.latest["cluster"].Time
 	w.waitFor(t, "cluster", func(s proto.Snapshot) bool { return s.Time.After(last.Add(time.Second)) })

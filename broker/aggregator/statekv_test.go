@@ -150,7 +150,7 @@ func TestLargeStateIsChunked(t *testing.T) {
 
 	var logs bytes.Buffer
 	// Without the election, so that writeState may write without a lease.
-	a, err := New(Config{NATS: nc, ID: "agg-1", Logger: slog.New(slog.NewTextHandler(&logs, nil)), Leader: LeaderConfig{Disabled: true}})
+	a, err := New(Config{NATS: nc, ID: "agg-1", Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderDisabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}

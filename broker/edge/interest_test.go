@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -16,7 +17,7 @@ import (
 // demand) on nc until the test ends.
 func startAggregator(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	a, err := aggregator.New(aggregator.Config{NATS: nc, Logger: testLogger(t), Leader: aggregator.LeaderConfig{Disabled: true}})
+	a, err := aggregator.New(aggregator.Config{NATS: nc, Logger: testLogger(t), LeaderDisabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,11 +65,11 @@ func TestInstanceFollowedOnDemand(t *testing.T) {
 	te := start(Config{})
 	startAggregator(t, te.nc)
 	// Its first snapshot says it is subscribed to the reports.
-	waitFor(t, "the aggregator's first snapshot", func() bool {
+	wait.For(t, 10*time.Second, "the aggregator's first snapshot", func() bool {
 		return te.scopes.get(proto.ClusterScope()).latest.Load() != nil
 	})
 	publishGatewayReport(t, te.nc, "gw-a", 1, 42)
-	waitFor(t, "the cluster snapshot with the report", func() bool {
+	wait.For(t, 10*time.Second, "the cluster snapshot with the report", func() bool {
 		sf := te.scopes.get(proto.ClusterScope()).latest.Load()
 		return sf != nil && sf.snap.RequestsTotal == 42
 	})

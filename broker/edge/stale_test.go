@@ -46,7 +46,7 @@ func TestStaleDataToldOncePerStall(t *testing.T) {
 		}
 	}
 	stall(first)
-	if reason, ok := te.Edge.readiness(); ok || !strings.Contains(reason, "data stale since "+first.Format(time.RFC3339)) {
+	if reason, ok := te.Edge.Ready(); ok || !strings.Contains(reason, "data stale since "+first.Format(time.RFC3339)) {
 		t.Fatalf("readiness %v %q, want not ready and stale since %s", ok, reason, first.Format(time.RFC3339))
 	}
 

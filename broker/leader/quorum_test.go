@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // logBuffer collects log lines for counting, safely for the logger's
@@ -67,16 +68,16 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 			t.Errorf("run: %v", err)
 		}
 	}()
-	eventually(t, 60*time.Second, "leading on the three-node cluster", e.Leading)
+	wait.For(t, 60*time.Second, "leading on the three-node cluster", e.Leading)
 
 	c.Stop(1)
 	c.Stop(2)
-	eventually(t, 30*time.Second, "the unavailable line", func() bool { return logs.count("lease store unavailable") > 0 })
-	eventually(t, 30*time.Second, "stepping down", func() bool { return !e.Leading() })
+	wait.For(t, 30*time.Second, "the unavailable line", func() bool { return logs.count("lease store unavailable") > 0 })
+	wait.For(t, 30*time.Second, "stepping down", func() bool { return !e.Leading() })
 	// Many polls (every 100 ms) and lease expiries later: still one line
 	// each way, none saying it recovered.
 	polls := time.Now().Add(5 * time.Second)
-	eventually(t, 10*time.Second, "five seconds of polls without quorum", func() bool { return time.Now().After(polls) })
+	wait.For(t, 10*time.Second, "five seconds of polls without quorum", func() bool { return time.Now().After(polls) })
 	if n, r := logs.count("lease store unavailable"), logs.count("lease store recovered"); n != 1 || r != 0 {
 		t.Fatalf("without quorum: %d unavailable and %d recovered lines, want 1 and 0:\n%s", n, r, logs.b.String())
 	}
@@ -86,7 +87,7 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 90*time.Second, "leading again with quorum back", e.Leading)
+	wait.For(t, 90*time.Second, "leading again with quorum back", e.Leading)
 	if n, r := logs.count("lease store unavailable"), logs.count("lease store recovered"); n != 1 || r != 1 {
 		t.Fatalf("after quorum returned: %d unavailable and %d recovered lines, want 1 and 1", n, r)
 	}
