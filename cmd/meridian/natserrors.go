@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -64,4 +65,20 @@ func (l *natsErrorLog) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
 	l.mu.Unlock()
 	l.log.Warn("nats slow consumer: messages dropped", "subject", sub.Subject,
 		"episodes", episodes, "dropped", since, "dropped_total", dropped, "next_report_after", slowConsumerLogEvery)
+}
+
+// countSlowConsumers wraps nc's error handler to count slow-consumer
+// episodes, and returns the count for a metric read at scrape time.
+func countSlowConsumers(nc *nats.Conn) func() float64 {
+	var n atomic.Int64
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			n.Add(1)
+		}
+		if prev != nil {
+			prev(c, sub, err)
+		}
+	})
+	return func() float64 { return float64(n.Load()) }
 }

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // syncBuffer is a bytes.Buffer safe for the logger and the test at once.
@@ -57,6 +59,8 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	reg := prometheus.NewRegistry()
+	registerNATSClient(reg, "meridian", "edge", nc)
 	gate := make(chan struct{})
 	sub, err := nc.Subscribe("slow.subject", func(*nats.Msg) { <-gate })
 	if err != nil {
@@ -82,7 +86,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 		if err := pub.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "messages dropped", func() bool { d, _ := sub.Dropped(); return d > before })
+		wait.For(t, 15*time.Second, "messages dropped", func() bool { d, _ := sub.Dropped(); return d > before })
 		// Drain: the handler returns, the subscription catches up, and the
 		// next overflow is a new episode.
 		for {
@@ -99,7 +103,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	for range 4 {
 		episode()
 	}
-	waitUntil(t, "the first slow-consumer line", func() bool { return lines() >= 1 })
+	wait.For(t, 15*time.Second, "the first slow-consumer line", func() bool { return lines() >= 1 })
 	if n := lines(); n != 1 {
 		t.Fatalf("%d slow-consumer lines for 4 episodes within a minute, want 1", n)
 	}
@@ -112,22 +116,32 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	clock = clock.Add(slowConsumerLogEvery)
 	clockMu.Unlock()
 	episode()
-	waitUntil(t, "the summary line", func() bool { return lines() == 2 })
+	wait.For(t, 15*time.Second, "the summary line", func() bool { return lines() == 2 })
 	second := buf.lines("slow consumer")[1]
 	if eps, _ := second["episodes"].(float64); eps < 2 {
 		t.Fatalf("second line %v should summarise the suppressed episodes", second)
+	}
+	// Every episode is counted, logged or not (a burst may make more than
+	// one).
+	if got := counterValue(t, reg, "meridian_nats_client_slow_consumer_events_total"); got < 5 {
+		t.Fatalf("slow_consumer_events_total = %v, want at least the 5 episodes", got)
 	}
 	close(gate)
 	_ = sub.Unsubscribe()
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
+// counterValue reads the registered counter name.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
 	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
