@@ -1,0 +1,88 @@
+package auth
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// ScopesClaim is the JWT claim restricting the scopes a token may read.
+const ScopesClaim = "scopes"
+
+// AllScopes in the scopes claim grants every scope.
+const AllScopes = "*"
+
+// Claims are the JWT claims Meridian reads: the registered ones and scopes.
+type Claims struct {
+	// Scopes lists the readable scopes (cluster, region.<r>, instance.<i>,
+	// or *). Nil (claim absent) means all; an empty list means none.
+	Scopes []string `json:"scopes,omitempty"`
+	jwt.RegisteredClaims
+}
+
+// Grant is what a verified token allows. The zero Grant allows nothing and
+// never expires; Anonymous allows everything.
+type Grant struct {
+	all     bool
+	scopes  []proto.Scope
+	expires time.Time
+	subject string
+}
+
+// Anonymous is the grant of a server that does not require tokens.
+var Anonymous = Grant{all: true}
+
+// grantOf validates the scopes claim and builds the grant.
+func grantOf(c *Claims) (Grant, error) {
+	g := Grant{all: c.Scopes == nil, subject: c.Subject}
+	if c.ExpiresAt != nil {
+		g.expires = c.ExpiresAt.Time
+	}
+	for _, s := range c.Scopes {
+		if s == AllScopes {
+			g.all = true
+			continue
+		}
+		sc, err := proto.ParseScope(s)
+		if err != nil {
+			return Grant{}, fmt.Errorf("%w: scopes claim: %q is not cluster, region.<name>, instance.<name> or *", ErrInvalidToken, s)
+		}
+		g.scopes = append(g.scopes, sc)
+	}
+	return g, nil
+}
+
+// Allows reports whether the grant covers scope. A region grant does not
+// cover that region's instances: scopes match exactly.
+func (g Grant) Allows(scope proto.Scope) bool {
+	return g.all || slices.Contains(g.scopes, scope)
+}
+
+// All reports whether the grant covers every scope.
+func (g Grant) All() bool { return g.all }
+
+// Expires is the token's expiry; zero for Anonymous.
+func (g Grant) Expires() time.Time { return g.expires }
+
+// Subject is the token's sub claim, for logs.
+func (g Grant) Subject() string { return g.subject }
+
+// String lists the granted scopes, for error messages.
+func (g Grant) String() string {
+	if g.all {
+		return AllScopes
+	}
+	if len(g.scopes) == 0 {
+		return "no scopes"
+	}
+	names := make([]string, len(g.scopes))
+	for i, s := range g.scopes {
+		names[i] = s.String()
+	}
+	return strings.Join(names, ", ")
+}
