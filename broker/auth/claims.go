@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,4 +86,21 @@ func (g Grant) String() string {
 		names[i] = s.String()
 	}
 	return strings.Join(names, ", ")
+}
+
+type grantKey struct{}
+
+// WithGrant returns ctx carrying g, for handlers behind an authenticating
+// server.
+func WithGrant(ctx context.Context, g Grant) context.Context {
+	return context.WithValue(ctx, grantKey{}, g)
+}
+
+// GrantFrom is the grant in ctx; without one (a server that does not
+// authenticate), Anonymous.
+func GrantFrom(ctx context.Context) Grant {
+	if g, ok := ctx.Value(grantKey{}).(Grant); ok {
+		return g
+	}
+	return Anonymous
 }

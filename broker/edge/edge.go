@@ -37,6 +37,17 @@ const (
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultNamespace         = "meridian"
 
+	// Admission limits (see Config).
+	DefaultMaxConns              = 100_000
+	DefaultMaxConnsPerAddr       = 1_000
+	DefaultUpgradesPerSecond     = 20.0
+	DefaultUpgradeBurst          = 50
+	DefaultRESTRequestsPerSecond = 10.0
+	DefaultRESTBurst             = 20
+	DefaultLookupsPerSecond      = 1.0
+	DefaultLookupBurst           = 5
+	DefaultMaxHandshakes         = 1024
+
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
 	DefaultHistoryRequestInterval = 12 * time.Second // 5 per minute
@@ -55,6 +66,10 @@ const (
 	// ends without a Shutdown call (which would bring its own deadline).
 	defaultShutdownGrace = 5 * time.Second
 )
+
+// CloseTokenExpired is the close code of a connection whose token expired
+// (reason "token expired"); 4401 mirrors HTTP 401 in the private range.
+const CloseTokenExpired ws.StatusCode = 4401
 
 // Sentinel errors.
 var (
@@ -129,8 +144,43 @@ type Config struct {
 	// for this long. Default 10s.
 	WriteTimeout time.Duration
 	// HTTP serves every non-WebSocket request other than /healthz and
-	// /readyz. Default: 404.
+	// /readyz. Default: 404. With Auth set, its requests need a token too
+	// (Authorization: Bearer or ?token=), and auth.GrantFrom(r.Context())
+	// says which scopes it may read; they are rate limited per address.
 	HTTP http.Handler
+
+	// Auth verifies client tokens (*auth.Verifier). Nil serves anonymous
+	// clients: the library default; the meridian edge command refuses it
+	// unless --anonymous is given.
+	Auth Verifier
+	// AllowedOrigins lists the browser origins that may connect: exact
+	// ("https://app.example.com:8443", "null") or patterns ("*.example.com"
+	// with any scheme and port, "https://*.example.com"). Empty: only
+	// same-origin pages. Requests without Origin always pass.
+	AllowedOrigins []string
+	// AnyOrigin accepts every Origin (meridian dev, on loopback).
+	AnyOrigin bool
+	// MaxConns caps the sockets open on the edge (WebSocket, HTTP and in
+	// handshake); beyond it new ones get 503. Default 100000.
+	MaxConns int
+	// MaxConnsPerAddr caps the sockets of one client IP address; beyond it
+	// new ones get 429 (and /healthz still answers). Default 1000.
+	MaxConnsPerAddr int
+	// UpgradesPerSecond and UpgradeBurst rate-limit WebSocket upgrades per
+	// client address (429 with Retry-After). Defaults 20/s and 50.
+	UpgradesPerSecond float64
+	UpgradeBurst      int
+	// RESTRequestsPerSecond and RESTBurst rate-limit Config.HTTP requests
+	// per client address. Defaults 10/s and 20.
+	RESTRequestsPerSecond float64
+	RESTBurst             int
+	// LookupsPerSecond and LookupBurst rate-limit, per client address, the
+	// JetStream lookups of scopes not held in memory. Defaults 1/s and 5.
+	LookupsPerSecond float64
+	LookupBurst      int
+	// MaxHandshakes caps the connections in their handshake at once;
+	// beyond it new ones get 503. Default 1024.
+	MaxHandshakes int
 	// Registerer receives the edge's metrics; nil means don't register.
 	Registerer prometheus.Registerer
 	// Namespace prefixes metric names. Default "meridian".
@@ -194,6 +244,15 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	setDefault(&c.UpgradesPerSecond, DefaultUpgradesPerSecond)
+	setDefault(&c.UpgradeBurst, DefaultUpgradeBurst)
+	setDefault(&c.RESTRequestsPerSecond, DefaultRESTRequestsPerSecond)
+	setDefault(&c.RESTBurst, DefaultRESTBurst)
+	setDefault(&c.LookupsPerSecond, DefaultLookupsPerSecond)
+	setDefault(&c.LookupBurst, DefaultLookupBurst)
+	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval} {
@@ -209,6 +268,30 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
+}
+
+func setDefault[T int | float64](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
+}
+
+// Validate reports settings that cannot work: negative limits and
+// malformed allowed origins.
+func (c Config) Validate() error {
+	for name, v := range map[string]float64{
+		"MaxConns": float64(c.MaxConns), "MaxConnsPerAddr": float64(c.MaxConnsPerAddr),
+		"UpgradesPerSecond": c.UpgradesPerSecond, "UpgradeBurst": float64(c.UpgradeBurst),
+		"RESTRequestsPerSecond": c.RESTRequestsPerSecond, "RESTBurst": float64(c.RESTBurst),
+		"LookupsPerSecond": c.LookupsPerSecond, "LookupBurst": float64(c.LookupBurst),
+		"MaxHandshakes": float64(c.MaxHandshakes),
+	} {
+		if v < 0 {
+			return fmt.Errorf("%s is negative", name)
+		}
+	}
+	_, err := newOriginPolicy(c.AllowedOrigins, c.AnyOrigin)
+	return err
 }
 
 // Edge is a /ws/metrics server. Build it with New, serve with Run, stop with
@@ -230,6 +313,8 @@ type Edge struct {
 	beat       heartbeatCache
 	scopes     *scopeTable
 	histScopes historyScopes
+	limits     *limits
+	origins    originPolicy
 
 	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
 
@@ -267,7 +352,11 @@ func New(cfg Config) (*Edge, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new edge: Config.NATS is required")
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new edge: %w", err)
+	}
 	cfg = cfg.withDefaults()
+	origins, _ := newOriginPolicy(cfg.AllowedOrigins, cfg.AnyOrigin) // validated
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("new edge: create JetStream context: %w", err)
@@ -279,12 +368,15 @@ func New(cfg Config) (*Edge, error) {
 		js:       js,
 		scopes:   newScopeTable(),
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
-		hsSem:    make(chan struct{}, maxHandshakes),
+		hsSem:    make(chan struct{}, cfg.MaxHandshakes),
+		origins:  origins,
+		upgrader: ws.Upgrader{Protocol: isBearerProtocol},
 		hsConns:  make(map[net.Conn]struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		lnClosed: make(chan struct{}),
 	}
+	e.limits = newLimits(&e.cfg)
 	e.hsCtx, e.hsCancel = context.WithCancel(context.Background())
 	e.frameTooBig = closeFrame(ws.StatusMessageTooBig, fmt.Sprintf("message larger than %d bytes", cfg.MaxMessageBytes))
 	e.pool = newWorkPool(e, cfg.HistoryWorkers)
