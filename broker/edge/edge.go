@@ -47,6 +47,7 @@ const (
 	DefaultLookupsPerSecond      = 1.0
 	DefaultLookupBurst           = 5
 	DefaultMaxHandshakes         = 1024
+	DefaultMaxHandshakesPerAddr  = 64
 
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
@@ -181,6 +182,9 @@ type Config struct {
 	// MaxHandshakes caps the connections in their handshake at once;
 	// beyond it new ones get 503. Default 1024.
 	MaxHandshakes int
+	// MaxHandshakesPerAddr caps one client address's connections in their
+	// handshake (slowloris); beyond it new ones get 429. Default 64.
+	MaxHandshakesPerAddr int
 	// Registerer receives the edge's metrics; nil means don't register.
 	Registerer prometheus.Registerer
 	// Namespace prefixes metric names. Default "meridian".
@@ -253,6 +257,7 @@ func (c Config) withDefaults() Config {
 	setDefault(&c.LookupsPerSecond, DefaultLookupsPerSecond)
 	setDefault(&c.LookupBurst, DefaultLookupBurst)
 	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval} {
@@ -284,7 +289,7 @@ func (c Config) Validate() error {
 		"UpgradesPerSecond": c.UpgradesPerSecond, "UpgradeBurst": float64(c.UpgradeBurst),
 		"RESTRequestsPerSecond": c.RESTRequestsPerSecond, "RESTBurst": float64(c.RESTBurst),
 		"LookupsPerSecond": c.LookupsPerSecond, "LookupBurst": float64(c.LookupBurst),
-		"MaxHandshakes": float64(c.MaxHandshakes),
+		"MaxHandshakes": float64(c.MaxHandshakes), "MaxHandshakesPerAddr": float64(c.MaxHandshakesPerAddr),
 	} {
 		if v < 0 {
 			return fmt.Errorf("%s is negative", name)

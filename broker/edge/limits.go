@@ -35,6 +35,7 @@ const maxRefusing = 4
 type addrEntry struct {
 	addr     netip.Addr
 	conns    int
+	shaking  int // admitted sockets still in their handshake
 	refusing int
 	upgrades *rate.Limiter
 	rest     *rate.Limiter
@@ -78,7 +79,7 @@ func (l *limits) open(addr netip.Addr) (*addrEntry, admitVerdict) {
 	en := l.entryLocked(addr)
 	v := admitOK
 	switch {
-	case en.conns >= l.cfg.MaxConnsPerAddr:
+	case en.conns >= l.cfg.MaxConnsPerAddr, en.shaking >= l.cfg.MaxHandshakesPerAddr:
 		v = admitAddrFull
 	case l.total >= l.cfg.MaxConns:
 		v = admitEdgeFull
@@ -91,8 +92,17 @@ func (l *limits) open(addr netip.Addr) (*addrEntry, admitVerdict) {
 		return en, v
 	}
 	en.conns++
+	en.shaking++
 	l.total++
 	return en, admitOK
+}
+
+// handshakeDone ends an admitted socket's handshake (it stays counted in
+// conns until close).
+func (l *limits) handshakeDone(en *addrEntry) {
+	l.mu.Lock()
+	en.shaking--
+	l.mu.Unlock()
 }
 
 func (l *limits) entryLocked(addr netip.Addr) *addrEntry {

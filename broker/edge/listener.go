@@ -133,6 +133,9 @@ func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
 	}()
 	handedOff := false
 	defer func() {
+		if v == admitOK {
+			e.limits.handshakeDone(en)
+		}
 		if !handedOff {
 			e.releaseAdmission(en, v)
 		}
