@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -149,6 +150,11 @@ type Config struct {
 	// (Authorization: Bearer or ?token=), and auth.GrantFrom(r.Context())
 	// says which scopes it may read; they are rate limited per address.
 	HTTP http.Handler
+
+	// TLS, when set, makes the port serve only https and wss (plain HTTP
+	// gets 400). Use certfile.Reloader's ServerConfig for certificates
+	// reloaded on rotation. TLS connections cost more memory (see tls.go).
+	TLS *tls.Config
 
 	// Auth verifies client tokens (*auth.Verifier). Nil serves anonymous
 	// clients: the library default; the meridian edge command refuses it
@@ -335,6 +341,7 @@ type Edge struct {
 	hsSem     chan struct{}      // bounds concurrent handshakes
 	hsWG      sync.WaitGroup
 	upgradeWG sync.WaitGroup // WebSocket upgrades through the HTTP server
+	relays    sync.WaitGroup // TLS relay goroutines
 	hsMu      sync.Mutex
 	hsConns   map[net.Conn]struct{} // handshakes in flight, closed on shutdown
 	running   atomic.Bool           // serving and not shutting down
@@ -529,6 +536,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.upgradeWG.Wait()
 	// 2. Close every WebSocket: 1001 first, then wait for the clients.
 	e.drain(grace)
+	e.relays.Wait() // bounded: each ends within lingerTimeout of its close
 	// 3. Stop the workers.
 	cancelHist()
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {

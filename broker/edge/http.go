@@ -118,9 +118,17 @@ func (e *Edge) serveUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 		init.lim = pc.takeAdmission() // released by the conn from now on
 	}
 	_ = nc.SetDeadline(time.Time{})
-	if !e.attach(nc, leftover, init) {
+	pollable, err := e.pollable(nc)
+	if err != nil {
+		e.log.Error("serve TLS connection", "err", err)
+		init.st.release()
 		e.limits.close(init.lim)
 		_ = nc.Close()
+		return
+	}
+	if !e.attach(pollable, leftover, init) {
+		e.limits.close(init.lim)
+		_ = pollable.Close()
 	}
 }
 

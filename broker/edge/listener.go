@@ -126,7 +126,11 @@ func (e *Edge) acquireHandshake() bool {
 // handshake routes one new connection admitted with verdict v: a refused
 // one is answered (429/503, or /healthz) and closed; an admitted one's
 // entry passes to whatever takes the socket over.
-func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
+//
+// With Config.TLS, the TLS handshake happens here first, within
+// HandshakeTimeout, and nc is the TLS connection over raw.
+func (e *Edge) handshake(raw net.Conn, en *addrEntry, v admitVerdict) {
+	nc := raw
 	defer func() {
 		<-e.hsSem
 		e.hsWG.Done()
@@ -140,16 +144,23 @@ func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
 			e.releaseAdmission(en, v)
 		}
 	}()
-	if !e.trackHandshake(nc) {
-		_ = nc.Close()
+	if !e.trackHandshake(raw) {
+		_ = raw.Close()
 		return
 	}
 	defer func() {
-		if !handedOff && e.untrackHandshake(nc) {
-			_ = nc.Close()
+		if !handedOff && e.untrackHandshake(raw) {
+			_ = raw.Close()
 		}
 	}()
-	_ = nc.SetDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
+	_ = raw.SetDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
+	if e.cfg.TLS != nil {
+		tc, err := e.serverTLS(e.hsCtx, raw)
+		if err != nil {
+			return
+		}
+		nc = tc
+	}
 	bp := headPool.Get().(*[]byte)
 	defer headPool.Put(bp)
 	buf := (*bp)[:0]
@@ -172,7 +183,7 @@ func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
 	toHTTP := func() {
 		_ = nc.SetDeadline(time.Time{})
 		handedOff = true
-		if !e.untrackHandshake(nc) {
+		if !e.untrackHandshake(raw) {
 			e.limits.close(en)
 			return // closed by shutdown
 		}
@@ -198,7 +209,7 @@ func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
 		toHTTP()
 		return
 	}
-	if _, ok := nc.(syscall.Conn); !ok {
+	if _, ok := raw.(syscall.Conn); !ok {
 		// Only a socket can join epoll (a Config.Listener wrapping conns).
 		e.log.Error("accepted connection has no file descriptor; cannot serve WebSocket", "type", fmt.Sprintf("%T", nc))
 		_, _ = nc.Write(respUnavailable)
@@ -222,16 +233,24 @@ func (e *Edge) handshake(nc net.Conn, en *addrEntry, v admitVerdict) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	leftover := bytes.Clone(buf[headEnd:]) // frames the client sent right behind its request
-	if !e.untrackHandshake(nc) {
+	if !e.untrackHandshake(raw) {
 		init.st.release()
 		handedOff = true
 		e.limits.close(en)
 		return
 	}
 	handedOff = true
-	if !e.attach(nc, leftover, init) {
+	pc, err := e.pollable(nc)
+	if err != nil {
+		e.log.Error("serve TLS connection", "err", err)
+		init.st.release()
 		e.limits.close(en)
 		_ = nc.Close()
+		return
+	}
+	if !e.attach(pc, leftover, init) {
+		e.limits.close(en)
+		_ = pc.Close()
 	}
 }
 
