@@ -115,3 +115,11 @@ func serveListener(ctx context.Context, ln net.Listener, h http.Handler, log *sl
 	}
 	return nil
 }
+
+// Admin endpoints (/metrics, /healthz, /readyz) listen on loopback unless
+// configured otherwise: metrics reveal traffic and topology, so exposing
+// them is a deliberate choice (containers pass ":<port>").
+const (
+	DefaultGatewayAdminListen = "127.0.0.1:9101"
+	DefaultAggregatorListen   = "127.0.0.1:9102"
+)

@@ -38,7 +38,7 @@ func aggregatorCommand() *cli.Command {
 			"instance and region labels; the leader only), /healthz and /readyz.",
 		Flags: bindEnv([]cli.Flag{
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
-			&cli.StringFlag{Name: "listen", Value: ":9102", Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: DefaultAggregatorListen, Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
 			&cli.IntFlag{Name: "history-replicas", Value: 1, Usage: "replicas of the history stream (3 in a NATS cluster)", Destination: &cfg.HistoryReplicas},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -15,8 +16,14 @@ import (
 	"github.com/meridian-metrics/meridian/broker/history"
 )
 
+// DefaultEdgeAdminListen is where meridian edge serves /metrics, /healthz
+// and /readyz: loopback unless configured otherwise.
+const DefaultEdgeAdminListen = "127.0.0.1:9103"
+
 type edgeConfig struct {
 	Listen            string
+	AdminListen       string
+	Security          edgeSecurity
 	NATSURL           string
 	Namespace         string
 	HistoryWindow     time.Duration
@@ -52,7 +59,8 @@ func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
 	return c
 }
 
-// mountHistoryAPI serves /api/metrics/list and /api/metrics/history.
+// mountHistoryAPI serves /api/metrics/list and /api/metrics/history (behind
+// an edge, which authenticates and rate-limits the requests).
 func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -71,19 +79,30 @@ func edgeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
-		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
-			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
-		Flags: bindEnv(append([]cli.Flag{
+		Description: "Serves ws://<listen>/ws/metrics (wss:// with --tls-cert) and the REST history API from the live\n" +
+			"snapshots on NATS, /healthz and /readyz on the same port, and /metrics, /healthz, /readyz on\n" +
+			"--admin-listen (loopback by default; empty: /metrics on the public port, behind the token check).\n" +
+			"Clients need a JWT (see `meridian token`) unless --anonymous. Shuts down with close code 1001\n" +
+			"so clients reconnect elsewhere.",
+		Flags: bindEnv(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "admin-listen", Value: DefaultEdgeAdminListen, Usage: "address for /metrics, /healthz, /readyz; empty: on --listen", Destination: &cfg.AdminListen},
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}, edgeFlags(&cfg)...)),
+		}, edgeFlags(&cfg)...), edgeSecurityFlags(&cfg.Security)...)),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "edge")
+			ecfg, verifier, err := cfg.Security.apply(c.Context, edge.Config{}, log)
+			if err != nil {
+				return err
+			}
+			if verifier != nil {
+				defer verifier.Close()
+			}
 			nc, err := connectNATS(cfg.NATSURL, "meridian-edge", log)
 			if err != nil {
 				return err
@@ -98,22 +117,39 @@ func edgeCommand() *cli.Command {
 				}
 				return "no live snapshots (is an aggregator running?)", false
 			}
-			mux := adminMux(reg, allReady(natsReady(nc), ready))
-			if err := mountHistoryAPI(mux, nc); err != nil {
+			admin := adminMux(reg, allReady(natsReady(nc), ready))
+			public := admin
+			if cfg.AdminListen != "" {
+				public = http.NewServeMux()
+			}
+			if err := mountHistoryAPI(public, nc); err != nil {
 				return err
 			}
-			e, err = edge.New(cfg.apply(edge.Config{
-				Listen: cfg.Listen, NATS: nc, Registerer: reg, Namespace: cfg.Namespace, Logger: log, HTTP: mux,
-			}))
+			ecfg.Listen, ecfg.NATS, ecfg.Registerer, ecfg.Namespace, ecfg.Logger, ecfg.HTTP =
+				cfg.Listen, nc, reg, cfg.Namespace, log, public
+			e, err = edge.New(cfg.apply(ecfg))
 			if err != nil {
 				return usageError("%v", err)
 			}
-			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics")
-			err = e.Run(c.Context)
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = e.Shutdown(sctx)
-			return err
+			log.Info("edge listening", "url", schemeOf(ecfg.TLS, "ws://", "wss://")+e.Addr().String()+"/ws/metrics",
+				"auth", verifier != nil)
+			g, ctx := newGroup(c.Context)
+			if cfg.AdminListen != "" {
+				ln, err := net.Listen("tcp", cfg.AdminListen)
+				if err != nil {
+					_ = e.Shutdown(context.Background())
+					return fmt.Errorf("listen on --admin-listen %s: %w", cfg.AdminListen, err)
+				}
+				g.Go(func() error { return serveListener(ctx, ln, admin, log) })
+			}
+			g.Go(func() error {
+				err := e.Run(ctx)
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = e.Shutdown(sctx)
+				return err
+			})
+			return g.Wait()
 		},
 	}
 }

@@ -42,7 +42,7 @@ func gatewayCommand() *cli.Command {
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.DurationFlag{Name: "publish-interval", Value: time.Second, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: gateway.DefaultUpstreamTimeout, Usage: "upstream connect + response-header timeout (504 beyond)", Destination: &cfg.UpstreamTimeout},
-			&cli.StringFlag{Name: "admin-listen", Value: ":9101", Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
+			&cli.StringFlag{Name: "admin-listen", Value: DefaultGatewayAdminListen, Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
 		}),
 		Action: func(c *cli.Context) error {

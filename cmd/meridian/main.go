@@ -62,6 +62,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			upstreamCommand(),
 			healthcheckCommand(),
 			benchCommand(),
+			tokenCommand(),
 		},
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},

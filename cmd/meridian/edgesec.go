@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/auth"
+	"github.com/meridian-metrics/meridian/broker/certfile"
+	"github.com/meridian-metrics/meridian/broker/edge"
+)
+
+// edgeSecurity is the edge's TLS, authentication, origin and limit
+// settings (meridian edge).
+type edgeSecurity struct {
+	TLSCert, TLSKey    string
+	HMACSecretFile     string
+	PublicKeyFiles     cli.StringSlice
+	JWKSURL            string
+	Audience, Issuer   string
+	Anonymous          bool
+	AllowedOrigins     cli.StringSlice
+	MaxConns           int
+	MaxConnsPerAddr    int
+	UpgradesPerSecond  float64
+	UpgradeBurst       int
+	RESTPerSecond      float64
+	RESTBurst          int
+	LookupsPerSecond   float64
+	LookupBurst        int
+	MaxHandshakes      int
+	MaxHandshakesPerIP int
+}
+
+func edgeSecurityFlags(s *edgeSecurity) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "tls-cert", Usage: "PEM certificate (chain) for https/wss; reloaded when the file changes", Destination: &s.TLSCert},
+		&cli.StringFlag{Name: "tls-key", Usage: "PEM private key for --tls-cert; reloaded when the file changes", Destination: &s.TLSKey},
+		&cli.StringFlag{Name: "auth-hmac-secret-file", Usage: "file holding the HS256/384/512 token secret (at least 32 bytes; never a flag value)", Destination: &s.HMACSecretFile},
+		&cli.StringSliceFlag{Name: "auth-public-key-file", Usage: "PEM file of RSA/ECDSA/Ed25519 public keys or certificates verifying tokens (repeatable)", Destination: &s.PublicKeyFiles},
+		&cli.StringFlag{Name: "auth-jwks-url", Usage: "JWKS URL of token signing keys, refreshed every 5m and on unknown kid", Destination: &s.JWKSURL},
+		&cli.StringFlag{Name: "auth-audience", Usage: "required token aud", Destination: &s.Audience},
+		&cli.StringFlag{Name: "auth-issuer", Usage: "required token iss", Destination: &s.Issuer},
+		&cli.BoolFlag{Name: "anonymous", Usage: "serve clients without tokens (refused by default when no --auth-* is set)", Destination: &s.Anonymous},
+		&cli.StringSliceFlag{Name: "allowed-origins", Usage: "browser origins allowed: https://app.example.com, *.example.com; none: same-origin only", Destination: &s.AllowedOrigins},
+		&cli.IntFlag{Name: "max-conns", Value: edge.DefaultMaxConns, Usage: "most open sockets on the edge (503 beyond)", Destination: &s.MaxConns},
+		&cli.IntFlag{Name: "max-conns-per-addr", Value: edge.DefaultMaxConnsPerAddr, Usage: "most open sockets per client IP (429 beyond)", Destination: &s.MaxConnsPerAddr},
+		&cli.Float64Flag{Name: "upgrades-per-second", Value: edge.DefaultUpgradesPerSecond, Usage: "WebSocket upgrades per second per client IP", Destination: &s.UpgradesPerSecond},
+		&cli.IntFlag{Name: "upgrade-burst", Value: edge.DefaultUpgradeBurst, Usage: "WebSocket upgrades a client IP may make at once", Destination: &s.UpgradeBurst},
+		&cli.Float64Flag{Name: "rest-requests-per-second", Value: edge.DefaultRESTRequestsPerSecond, Usage: "REST requests per second per client IP", Destination: &s.RESTPerSecond},
+		&cli.IntFlag{Name: "rest-burst", Value: edge.DefaultRESTBurst, Usage: "REST requests a client IP may make at once", Destination: &s.RESTBurst},
+		&cli.Float64Flag{Name: "lookups-per-second", Value: edge.DefaultLookupsPerSecond, Usage: "JetStream lookups of scopes not seen live, per second per client IP", Destination: &s.LookupsPerSecond},
+		&cli.IntFlag{Name: "lookup-burst", Value: edge.DefaultLookupBurst, Usage: "scope lookups a client IP may make at once", Destination: &s.LookupBurst},
+		&cli.IntFlag{Name: "max-handshakes", Value: edge.DefaultMaxHandshakes, Usage: "connections in their handshake at once (503 beyond)", Destination: &s.MaxHandshakes},
+		&cli.IntFlag{Name: "max-handshakes-per-addr", Value: edge.DefaultMaxHandshakesPerAddr, Usage: "connections of one client IP in their handshake at once (429 beyond)", Destination: &s.MaxHandshakesPerIP},
+	}
+}
+
+// errNoAuth: meridian edge without a token setting and without --anonymous.
+var errNoAuth = errors.New("no client authentication configured: set --auth-hmac-secret-file, --auth-public-key-file or --auth-jwks-url, or --anonymous to serve anyone")
+
+// apply builds the edge's TLS config and token verifier into c. The
+// verifier, when any, must be closed by the caller.
+func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logger) (edge.Config, *auth.Verifier, error) {
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return c, nil, usageError("--tls-cert and --tls-key go together")
+	}
+	if s.TLSCert != "" {
+		r, err := certfile.New(s.TLSCert, s.TLSKey, log)
+		if err != nil {
+			return c, nil, usageError("%v", err)
+		}
+		c.TLS = r.ServerConfig()
+	}
+	c.AllowedOrigins = s.AllowedOrigins.Value()
+	c.MaxConns, c.MaxConnsPerAddr = s.MaxConns, s.MaxConnsPerAddr
+	c.UpgradesPerSecond, c.UpgradeBurst = s.UpgradesPerSecond, s.UpgradeBurst
+	c.RESTRequestsPerSecond, c.RESTBurst = s.RESTPerSecond, s.RESTBurst
+	c.LookupsPerSecond, c.LookupBurst = s.LookupsPerSecond, s.LookupBurst
+	c.MaxHandshakes, c.MaxHandshakesPerAddr = s.MaxHandshakes, s.MaxHandshakesPerIP
+	if err := c.Validate(); err != nil {
+		return c, nil, usageError("%v", err)
+	}
+	ac := auth.Config{JWKSURL: s.JWKSURL, Audience: s.Audience, Issuer: s.Issuer}
+	if s.HMACSecretFile != "" {
+		b, err := os.ReadFile(s.HMACSecretFile)
+		if err != nil {
+			return c, nil, usageError("--auth-hmac-secret-file: %v", err)
+		}
+		ac.HMACSecret = []byte(strings.TrimRight(string(b), "\r\n"))
+	}
+	for _, f := range s.PublicKeyFiles.Value() {
+		keys, err := readPublicKeys(f)
+		if err != nil {
+			return c, nil, usageError("--auth-public-key-file %s: %v", f, err)
+		}
+		ac.PublicKeys = append(ac.PublicKeys, keys...)
+	}
+	if ac.HMACSecret == nil && ac.PublicKeys == nil && ac.JWKSURL == "" {
+		if !s.Anonymous {
+			return c, nil, usageError("%v", errNoAuth)
+		}
+		log.Warn("serving anonymous clients: every client may read every scope (--anonymous)")
+		return c, nil, nil
+	}
+	if s.Anonymous {
+		return c, nil, usageError("--anonymous contradicts the --auth-* settings")
+	}
+	v, err := auth.NewVerifier(ctx, ac)
+	if err != nil {
+		if ac.JWKSURL != "" && ac.Validate() == nil {
+			return c, nil, fmt.Errorf("start edge: %w", err) // unreachable JWKS: a runtime failure
+		}
+		return c, nil, usageError("%v", err)
+	}
+	c.Auth = v
+	return c, v, nil
+}
+
+func readPublicKeys(file string) ([]crypto.PublicKey, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return auth.ParsePublicKeysPEM(b)
+}
+
+// serverTLS reports whether c serves TLS, for URLs in logs.
+func schemeOf(c *tls.Config, plain, secure string) string {
+	if c != nil {
+		return secure
+	}
+	return plain
+}
