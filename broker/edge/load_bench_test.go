@@ -42,8 +42,8 @@ const (
 
 // benchLimits lifts admission limits for load from one address.
 func benchLimits(c Config) Config {
-	c.MaxConnsPerAddr, c.MaxHandshakesPerAddr = 1 << 30, 1 << 30
-	c.UpgradesPerSecond, c.UpgradeBurst = 1e9, 1 << 30
+	c.MaxConnsPerAddr, c.MaxHandshakesPerAddr = 1<<30, 1<<30
+	c.UpgradesPerSecond, c.UpgradeBurst = 1e9, 1<<30
 	return c
 }
 
