@@ -49,13 +49,22 @@ func grantOf(c *Claims) (Grant, error) {
 			g.all = true
 			continue
 		}
-		sc, err := proto.ParseScope(s)
+		sc, err := parseScope(s)
 		if err != nil {
-			return Grant{}, fmt.Errorf("%w: scopes claim: %q is not cluster, region.<name>, instance.<name> or *", ErrInvalidToken, s)
+			return Grant{}, fmt.Errorf("%w: scopes claim: %v", ErrInvalidToken, err)
 		}
 		g.scopes = append(g.scopes, sc)
 	}
 	return g, nil
+}
+
+// parseScope parses one entry of the scopes claim other than *.
+func parseScope(s string) (proto.Scope, error) {
+	sc, err := proto.ParseScope(s)
+	if err != nil {
+		return proto.Scope{}, fmt.Errorf("%q is not cluster, region.<name>, instance.<name> or %s", s, AllScopes)
+	}
+	return sc, nil
 }
 
 // Allows reports whether the grant covers scope. A region grant does not

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-
-	"github.com/meridian-metrics/meridian/proto"
 )
 
 // MintOptions describe a token to mint.
@@ -71,8 +69,8 @@ func mint(m jwt.SigningMethod, key any, o MintOptions) (string, error) {
 		if s == AllScopes {
 			continue
 		}
-		if _, err := proto.ParseScope(s); err != nil {
-			return "", fmt.Errorf("mint token: scope %q is not cluster, region.<name>, instance.<name> or *", s)
+		if _, err := parseScope(s); err != nil {
+			return "", fmt.Errorf("mint token: scope %v", err)
 		}
 	}
 	now := time.Now

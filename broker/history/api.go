@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -116,7 +115,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > MaxListScopes {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: want a whole number from 1 to %d", truncate(l, 20), MaxListScopes))
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want a whole number from 1 to %d", MaxListScopes))
 			return
 		}
 		limit = n
@@ -328,16 +327,6 @@ func parseTime(s string) (time.Time, error) {
 
 // maxUnixSeconds is 9999-12-31T23:59:59Z, the last time JSON can carry.
 const maxUnixSeconds = 253402300799
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
-}
 
 // parseStep accepts a Go duration ("5s", "1m") or whole seconds ("5").
 func parseStep(s string) (time.Duration, error) {

@@ -90,11 +90,11 @@ func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logge
 	}
 	ac := auth.Config{JWKSURL: s.JWKSURL, Audience: s.Audience, Issuer: s.Issuer}
 	if s.HMACSecretFile != "" {
-		b, err := os.ReadFile(s.HMACSecretFile)
+		secret, err := readSecretFile("auth-hmac-secret-file", s.HMACSecretFile)
 		if err != nil {
-			return c, nil, usageError("--auth-hmac-secret-file: %v", err)
+			return c, nil, err
 		}
-		ac.HMACSecret = []byte(strings.TrimRight(string(b), "\r\n"))
+		ac.HMACSecret = secret
 	}
 	for _, f := range s.PublicKeyFiles.Value() {
 		keys, err := readPublicKeys(f)
@@ -124,6 +124,16 @@ func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logge
 	return c, v, nil
 }
 
+// readSecretFile reads an HMAC secret file (a trailing newline is not
+// part of the secret).
+func readSecretFile(flag, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError("--%s: %v", flag, err)
+	}
+	return []byte(strings.TrimRight(string(b), "\r\n")), nil
+}
+
 func readPublicKeys(file string) ([]crypto.PublicKey, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -132,7 +142,7 @@ func readPublicKeys(file string) ([]crypto.PublicKey, error) {
 	return auth.ParsePublicKeysPEM(b)
 }
 
-// serverTLS reports whether c serves TLS, for URLs in logs.
+// schemeOf picks the URL scheme for logs.
 func schemeOf(c *tls.Config, plain, secure string) string {
 	if c != nil {
 		return secure

@@ -61,11 +61,11 @@ func tokenCommand() *cli.Command {
 				err error
 			)
 			if cfg.HMACSecretFile != "" {
-				b, rerr := os.ReadFile(cfg.HMACSecretFile)
+				secret, rerr := readSecretFile("hmac-secret-file", cfg.HMACSecretFile)
 				if rerr != nil {
-					return usageError("--hmac-secret-file: %v", rerr)
+					return rerr
 				}
-				tok, err = auth.MintHMAC([]byte(strings.TrimRight(string(b), "\r\n")), o)
+				tok, err = auth.MintHMAC(secret, o)
 			} else {
 				b, rerr := os.ReadFile(cfg.PrivateKeyFile)
 				if rerr != nil {
