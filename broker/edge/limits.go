@@ -24,8 +24,18 @@ const (
 	admitOK       admitVerdict = iota
 	admitAddrFull              // MaxConnsPerAddr reached: 429
 	admitEdgeFull              // MaxConns reached: 503
-	admitDrop                  // over a limit and already answering enough refusals: close unread
+	admitAddrDrop              // admitAddrFull with enough refusals being answered: close unread
+	admitEdgeDrop              // admitEdgeFull likewise
 )
+
+// dropped reports whether v closes the socket unread, and the refusal it
+// stands for.
+func (v admitVerdict) dropped() (admitVerdict, bool) {
+	if v >= admitAddrDrop {
+		return v - (admitAddrDrop - admitAddrFull), true
+	}
+	return v, false
+}
 
 // maxRefusing bounds the over-limit sockets of one address being answered
 // (429 or /healthz) at a time; beyond it they are closed unread.
@@ -57,17 +67,22 @@ func newLimits(cfg *Config) *limits {
 	return &limits{cfg: cfg, m: map[netip.Addr]*addrEntry{}, sweepAt: 1024}
 }
 
-// addrOf is the client address of a connection (IPv4-mapped IPv6 folded).
+// addrOf is the client a connection is counted against: its IPv4 address,
+// or its IPv6 /64 (one subscriber's allocation: a client changing the low
+// 64 bits is still one client).
 func addrOf(a net.Addr) netip.Addr {
+	var ip netip.Addr
 	if ta, ok := a.(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(ta.IP)
-		return ip.Unmap()
+		ip, _ = netip.AddrFromSlice(ta.IP)
+	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		ip = ap.Addr()
 	}
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Addr{}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		ip = p.Addr()
 	}
-	return ap.Addr().Unmap()
+	return ip
 }
 
 // open admits a new socket from addr. The entry is returned in every case;
@@ -86,7 +101,7 @@ func (l *limits) open(addr netip.Addr) (*addrEntry, admitVerdict) {
 	}
 	if v != admitOK {
 		if en.refusing >= maxRefusing {
-			return en, admitDrop
+			return en, v + (admitAddrDrop - admitAddrFull)
 		}
 		en.refusing++
 		return en, v

@@ -4,6 +4,7 @@ package edge
 
 import (
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -170,4 +171,22 @@ func FuzzParseHead(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestAddrOfGroupsIPv6By64(t *testing.T) {
+	for _, tc := range []struct{ a, b string }{
+		{"[2001:db8:1:2:aaaa::1]:5000", "[2001:db8:1:2:bbbb::9]:6000"},
+		{"[::ffff:10.0.0.1]:1", "10.0.0.1:2"},
+	} {
+		a, _ := net.ResolveTCPAddr("tcp", tc.a)
+		b, _ := net.ResolveTCPAddr("tcp", tc.b)
+		if addrOf(a) != addrOf(b) {
+			t.Errorf("%s and %s count as different clients: %v, %v", tc.a, tc.b, addrOf(a), addrOf(b))
+		}
+	}
+	a, _ := net.ResolveTCPAddr("tcp", "[2001:db8:1:2::1]:1")
+	b, _ := net.ResolveTCPAddr("tcp", "[2001:db8:1:3::1]:1")
+	if addrOf(a) == addrOf(b) {
+		t.Error("different /64s count as one client")
+	}
 }

@@ -68,8 +68,8 @@ func (e *Edge) acceptLoop() {
 		}
 		backoff = 0
 		en, v := e.limits.open(addrOf(nc.RemoteAddr()))
-		if v == admitDrop {
-			e.m.rejected(e.verdictRejection(admitAddrFull).reason)
+		if full, drop := v.dropped(); drop {
+			e.m.rejected(e.verdictRejection(full).reason)
 			_ = nc.Close()
 			continue
 		}
