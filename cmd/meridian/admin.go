@@ -122,4 +122,5 @@ func serveListener(ctx context.Context, ln net.Listener, h http.Handler, log *sl
 const (
 	DefaultGatewayAdminListen = "127.0.0.1:9101"
 	DefaultAggregatorListen   = "127.0.0.1:9102"
+	DefaultNATSMetricsListen  = "127.0.0.1:7777"
 )

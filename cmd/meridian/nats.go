@@ -39,7 +39,7 @@ func natsCommand() *cli.Command {
 			&cli.StringFlag{Name: "cluster-listen", Value: "0.0.0.0:6222", Usage: "cluster (route) listen address", Destination: &cfg.ClusterAddr},
 			&cli.StringSliceFlag{Name: "routes", Usage: "cluster routes, e.g. nats-route://nats-2:6222 (repeat or comma-separate)"},
 			&cli.IntFlag{Name: "monitor-port", Usage: "NATS HTTP monitoring port (/varz, /jsz); 0 disables", Destination: &cfg.MonitorPort},
-			&cli.StringFlag{Name: "metrics-listen", Value: ":7777", Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
+			&cli.StringFlag{Name: "metrics-listen", Value: DefaultNATSMetricsListen, Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "lame-duck", Value: 5 * time.Second, Usage: "lame-duck period on shutdown, letting clients move to other nodes", Destination: &cfg.LameDuck},
 		}),
