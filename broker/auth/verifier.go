@@ -129,7 +129,9 @@ var (
 )
 
 // NewVerifier validates cfg and, with a JWKS URL, fetches it once (an
-// unreachable URL is an error) and starts refreshing it until Close.
+// unreachable URL is an error, after at most JWKSTimeout) and starts
+// refreshing it until Close; ctx's values reach those fetches, but its end
+// does not stop the refresh (Close does).
 func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new token verifier: %w", err)
@@ -158,7 +160,7 @@ func NewVerifier(ctx context.Context, cfg Config) (*Verifier, error) {
 	}
 	if cfg.JWKSURL != "" {
 		// A JWKS holds asymmetric keys only: HS* stays tied to the secret.
-		rctx, cancel := context.WithCancel(context.Background())
+		rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		noErr := false
 		k, err := keyfunc.NewDefaultOverrideCtx(rctx, []string{cfg.JWKSURL}, keyfunc.Override{
 			Client: cfg.HTTPClient, HTTPTimeout: cfg.JWKSTimeout, RefreshInterval: cfg.JWKSRefresh,
