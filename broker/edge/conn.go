@@ -103,6 +103,7 @@ type conn struct {
 	// the address's limits entry (released on close), what the token
 	// grants (nil: everything) and when it expires (mono ns; 0: never).
 	lim     *addrEntry
+	rate    *addrEntry
 	grant   *auth.Grant
 	expires int64
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -188,6 +189,12 @@ type Config struct {
 	// MaxHandshakes caps the connections in their handshake at once;
 	// beyond it new ones get 503. Default 1024.
 	MaxHandshakes int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// edge: their sockets are exempt from the per-address limits, and the
+	// rate limits apply to the client in X-Forwarded-For (rightmost address
+	// not in this list) or X-Real-IP instead. Headers from anyone else are
+	// ignored.
+	TrustedProxies []netip.Prefix
 	// MaxHandshakesPerAddr caps one client address's connections in their
 	// handshake (slowloris); beyond it new ones get 429. Default 64.
 	MaxHandshakesPerAddr int

@@ -13,6 +13,8 @@ type upgradeHead struct {
 	origins       []string
 	authorization []string
 	protocols     []string
+	forwardedFor  []string // X-Forwarded-For values
+	realIP        string   // X-Real-IP
 }
 
 var errBadHead = errors.New("malformed request head")
@@ -55,6 +57,10 @@ func parseHead(head []byte) (upgradeHead, error) {
 			h.authorization = append(h.authorization, string(value))
 		case bytes.EqualFold(name, []byte("Sec-WebSocket-Protocol")):
 			h.protocols = append(h.protocols, string(value))
+		case bytes.EqualFold(name, []byte("X-Forwarded-For")):
+			h.forwardedFor = append(h.forwardedFor, string(value))
+		case bytes.EqualFold(name, []byte("X-Real-IP")):
+			h.realIP = string(value)
 		}
 	}
 	return h, nil

@@ -159,7 +159,8 @@ func (e *Edge) writeRejection(w http.ResponseWriter, r *upgradeRejection) {
 func (e *Edge) guardHTTP(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if en := connOf(r).admission(); en != nil {
-			if wait := e.limits.take(en, bucketREST); wait > 0 {
+			client := e.limits.client(en, r.Header.Values("X-Forwarded-For"), r.Header.Get("X-Real-IP"))
+			if wait := e.limits.take(client, bucketREST); wait > 0 {
 				e.writeRejection(w, rateRejection(rejectRESTRate,
 					fmt.Sprintf("an address may make %g requests per second", e.cfg.RESTRequestsPerSecond), wait))
 				return

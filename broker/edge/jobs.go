@@ -263,7 +263,7 @@ func (e *Edge) runJob(base context.Context, c *conn, j *subJob) {
 	ctx, cancel := context.WithTimeout(base, e.cfg.HistoryTimeout)
 	defer cancel()
 	if j.st == nil {
-		st, err := e.resolveScope(ctx, j.sub.Scope, c.lim)
+		st, err := e.resolveScope(ctx, j.sub.Scope, c.rate)
 		if err != nil {
 			if errors.Is(err, errLookupRateLimited) {
 				e.m.rejected(rejectLookupRate)

@@ -4,6 +4,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,7 @@ const maxRefusing = 4
 // addrEntry is one client address's state, guarded by limits.mu.
 type addrEntry struct {
 	addr     netip.Addr
+	proxy    bool // a trusted proxy: no per-address socket limits
 	conns    int
 	shaking  int // admitted sockets still in their handshake
 	refusing int
@@ -77,6 +79,10 @@ func addrOf(a net.Addr) netip.Addr {
 	} else if ap, err := netip.ParseAddrPort(a.String()); err == nil {
 		ip = ap.Addr()
 	}
+	return clientKey(ip)
+}
+
+func clientKey(ip netip.Addr) netip.Addr {
 	ip = ip.Unmap()
 	if ip.Is6() {
 		p, _ := ip.Prefix(64)
@@ -94,6 +100,10 @@ func (l *limits) open(addr netip.Addr) (*addrEntry, admitVerdict) {
 	en := l.entryLocked(addr)
 	v := admitOK
 	switch {
+	case en.proxy:
+		if l.total >= l.cfg.MaxConns {
+			v = admitEdgeFull
+		}
 	case en.conns >= l.cfg.MaxConnsPerAddr, en.shaking >= l.cfg.MaxHandshakesPerAddr:
 		v = admitAddrFull
 	case l.total >= l.cfg.MaxConns:
@@ -127,10 +137,51 @@ func (l *limits) entryLocked(addr netip.Addr) *addrEntry {
 		if len(l.m) >= l.sweepAt {
 			l.sweepLocked(now)
 		}
-		en = &addrEntry{addr: addr}
+		en = &addrEntry{addr: addr, proxy: l.trusted(addr)}
 		l.m[addr] = en
 	}
 	en.lastUse = now
+	return en
+}
+
+// trusted reports whether addr is a trusted proxy's.
+func (l *limits) trusted(addr netip.Addr) bool {
+	for _, p := range l.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// client is the entry whose rate limits a request spends: for a trusted
+// proxy, the client it forwards for (the rightmost X-Forwarded-For address
+// that is not a trusted proxy, else X-Real-IP); otherwise en itself. A
+// client cannot spoof its way out: only a trusted proxy's headers count.
+func (l *limits) client(en *addrEntry, forwardedFor []string, realIP string) *addrEntry {
+	if en == nil || !en.proxy {
+		return en
+	}
+	var hops []string
+	for _, v := range forwardedFor {
+		hops = append(hops, strings.Split(v, ",")...)
+	}
+	if realIP != "" {
+		hops = append([]string{realIP}, hops...) // the last resort
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			return en // a malformed chain: count it against the proxy
+		}
+		a = clientKey(a)
+		if l.trusted(a) {
+			continue
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.entryLocked(a)
+	}
 	return en
 }
 

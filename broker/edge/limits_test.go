@@ -5,6 +5,7 @@ package edge
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/http"
 	"strings"
 	"testing"
@@ -189,4 +190,29 @@ func TestAddrOfGroupsIPv6By64(t *testing.T) {
 	if addrOf(a) == addrOf(b) {
 		t.Error("different /64s count as one client")
 	}
+}
+
+// TestTrustedProxy: a trusted proxy's sockets are not limited per address,
+// its clients' upgrades are rate limited one by one (X-Forwarded-For), and
+// the same header from anyone else changes nothing.
+func TestTrustedProxy(t *testing.T) {
+	t.Parallel()
+	te := startEdge(t, Config{MaxConnsPerAddr: 2, UpgradesPerSecond: 0.01, UpgradeBurst: 1,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.10/32")}})
+	te.publishWait(snap(time.Now(), 10))
+	addr := te.Addr().String()
+	upgrade := func(src string, status int, headers ...string) {
+		t.Helper()
+		c := dialFrom(t, src, addr)
+		c.sendRaw([]byte(upgradeWith(wsPath, headers...)))
+		c.readHTTPResponse(status)
+	}
+	for _, client := range []string{"203.0.113.1", "203.0.113.2", "203.0.113.3"} {
+		upgrade("127.0.0.10", http.StatusSwitchingProtocols, "X-Forwarded-For: 198.51.100.7, "+client)
+	}
+	upgrade("127.0.0.10", http.StatusTooManyRequests, "X-Forwarded-For: "+"203.0.113.1")
+	upgrade("127.0.0.10", http.StatusSwitchingProtocols, "X-Real-IP: 203.0.113.9")
+	// Untrusted: the header is ignored, the socket's own address counts.
+	upgrade("127.0.0.11", http.StatusSwitchingProtocols, "X-Forwarded-For: 203.0.113.4")
+	upgrade("127.0.0.11", http.StatusTooManyRequests, "X-Forwarded-For: 203.0.113.5")
 }

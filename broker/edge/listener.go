@@ -270,7 +270,8 @@ func (e *Edge) admitRequest(ctx context.Context, h upgradeHead, query string, en
 	if !e.origins.allows(h.origins, h.host) {
 		return connInit{}, originRejection()
 	}
-	if wait := e.limits.take(en, bucketUpgrade); wait > 0 {
+	client := e.limits.client(en, h.forwardedFor, h.realIP)
+	if wait := e.limits.take(client, bucketUpgrade); wait > 0 {
 		return connInit{}, rateRejection(rejectUpgradeRate,
 			fmt.Sprintf("an address may open %g WebSocket connections per second", e.cfg.UpgradesPerSecond), wait)
 	}
@@ -278,7 +279,9 @@ func (e *Edge) admitRequest(ctx context.Context, h upgradeHead, query string, en
 	if rej != nil {
 		return connInit{}, rej
 	}
-	return e.upgradeTarget(ctx, query, g, en)
+	init, rej := e.upgradeTarget(ctx, query, g, client)
+	init.lim = en
+	return init, rej
 }
 
 var errHeadTooLarge = errors.New("request head too large")
@@ -368,7 +371,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	}
 	c := newConn(e, nc, rc, fd)
 	c.shard = e.pickShard()
-	c.lim = init.lim
+	c.lim, c.rate = init.lim, init.rate
 	if !init.grant.All() {
 		c.grant = &init.grant
 	}

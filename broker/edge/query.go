@@ -88,7 +88,8 @@ type connInit struct {
 	sub   proto.Subscription
 	st    *scopeState
 	grant auth.Grant
-	lim   *addrEntry
+	lim   *addrEntry // released when the connection closes
+	rate  *addrEntry // whose lookup rate the connection spends (the client behind a trusted proxy)
 }
 
 // upgradeRejection is an HTTP answer refusing an upgrade.
@@ -103,7 +104,7 @@ type upgradeRejection struct {
 // upgradeTarget parses an upgrade request's query and resolves its scope.
 // It may wait on JetStream (a scope not seen live), on the handshake or HTTP
 // goroutine, bounded by HandshakeTimeout and HistoryTimeout.
-func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string, g auth.Grant, en *addrEntry) (connInit, *upgradeRejection) {
+func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string, g auth.Grant, client *addrEntry) (connInit, *upgradeRejection) {
 	sub, err := parseUpgradeQuery(rawQuery)
 	if err != nil {
 		return connInit{}, &upgradeRejection{status: http.StatusBadRequest, msg: err.Error(), kind: errTypeBadQuery}
@@ -113,7 +114,7 @@ func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string, g auth.Grant,
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(e.cfg.HandshakeTimeout, e.cfg.HistoryTimeout))
 	defer cancel()
-	st, err := e.resolveScope(ctx, sub.Scope, en)
+	st, err := e.resolveScope(ctx, sub.Scope, client)
 	var limited *lookupLimitedError
 	if errors.As(err, &limited) {
 		return connInit{}, rateRejection(rejectLookupRate, "this address looked up too many scopes not seen live", limited.wait)
@@ -127,7 +128,7 @@ func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string, g auth.Grant,
 		}
 		return connInit{}, &upgradeRejection{status: http.StatusServiceUnavailable, msg: msg, kind: errTypeUnknownScope}
 	}
-	return connInit{sub: sub, st: st, grant: g, lim: en}, nil
+	return connInit{sub: sub, st: st, grant: g, rate: client}, nil
 }
 
 // response is the rejection as a complete HTTP/1.1 response that closes

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -27,6 +28,7 @@ type edgeSecurity struct {
 	Audience, Issuer   string
 	Anonymous          bool
 	AllowedOrigins     cli.StringSlice
+	TrustedProxies     cli.StringSlice
 	MaxConns           int
 	MaxConnsPerAddr    int
 	UpgradesPerSecond  float64
@@ -50,6 +52,7 @@ func edgeSecurityFlags(s *edgeSecurity) []cli.Flag {
 		&cli.StringFlag{Name: "auth-issuer", Usage: "required token iss", Destination: &s.Issuer},
 		&cli.BoolFlag{Name: "anonymous", Usage: "serve clients without tokens (refused by default when no --auth-* is set)", Destination: &s.Anonymous},
 		&cli.StringSliceFlag{Name: "allowed-origins", Usage: "browser origins allowed: https://app.example.com, *.example.com; none: same-origin only", Destination: &s.AllowedOrigins},
+		&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client for the per-address limits", Destination: &s.TrustedProxies},
 		&cli.IntFlag{Name: "max-conns", Value: edge.DefaultMaxConns, Usage: "most open sockets on the edge (503 beyond)", Destination: &s.MaxConns},
 		&cli.IntFlag{Name: "max-conns-per-addr", Value: edge.DefaultMaxConnsPerAddr, Usage: "most open sockets per client IP (429 beyond)", Destination: &s.MaxConnsPerAddr},
 		&cli.Float64Flag{Name: "upgrades-per-second", Value: edge.DefaultUpgradesPerSecond, Usage: "WebSocket upgrades per second per client IP", Destination: &s.UpgradesPerSecond},
@@ -80,6 +83,17 @@ func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logge
 		c.TLS = r.ServerConfig()
 	}
 	c.AllowedOrigins = s.AllowedOrigins.Value()
+	for _, p := range s.TrustedProxies.Value() {
+		pfx, err := netip.ParsePrefix(p)
+		if err != nil {
+			a, aerr := netip.ParseAddr(p)
+			if aerr != nil {
+				return c, nil, usageError("--trusted-proxies %q: want an IP address or a CIDR prefix", p)
+			}
+			pfx = netip.PrefixFrom(a, a.BitLen())
+		}
+		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
+	}
 	c.MaxConns, c.MaxConnsPerAddr = s.MaxConns, s.MaxConnsPerAddr
 	c.UpgradesPerSecond, c.UpgradeBurst = s.UpgradesPerSecond, s.UpgradeBurst
 	c.RESTRequestsPerSecond, c.RESTBurst = s.RESTPerSecond, s.RESTBurst

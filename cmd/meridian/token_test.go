@@ -73,6 +73,7 @@ func TestEdgeRefusesToStartWithoutAuth(t *testing.T) {
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--allowed-origins", "evil"}, "allowed origin"},
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--max-conns-per-addr", "-1", "--anonymous"}, "MaxConnsPerAddr is negative"},
 		{[]string{"meridian", "token", "--ttl", "1h"}, "exactly one of"},
+		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--anonymous", "--trusted-proxies", "nginx"}, "--trusted-proxies"},
 	} {
 		var out, errOut bytes.Buffer
 		if code := run(context.Background(), tc.args, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), tc.want) {
