@@ -5,8 +5,8 @@ package edge
 import (
 	"fmt"
 	"net"
-	"net/netip"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
