@@ -5,8 +5,9 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/auth"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -63,7 +65,7 @@ func rejections(te *testEdge, reason string) float64 {
 
 func TestAuthRejectsBeforeUpgrade(t *testing.T) {
 	t.Parallel()
-	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +73,7 @@ func TestAuthRejectsBeforeUpgrade(t *testing.T) {
 	te.publishWait(snap(time.Now(), 10))
 	good := auth.MintOptions{Audience: "meridian", Issuer: "ops", TTL: time.Hour}
 	with := func(f func(*auth.MintOptions)) auth.MintOptions { o := good; f(&o); return o }
-	wrongKey, err := auth.MintKey(rsaKey, good)
+	wrongKey, err := auth.MintKey(otherKey, good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +91,7 @@ func TestAuthRejectsBeforeUpgrade(t *testing.T) {
 		{"no token", wsPath, nil, 401, rejectNoToken},
 		{"bad signature", wsPath + "?token=" + valid[:len(valid)-4] + "AAAA", nil, 401, rejectInvalidToken},
 		{"other secret", wsPath, []string{"Authorization: Bearer " + otherSecret}, 401, rejectInvalidToken},
-		{"RSA key not configured", wsPath, []string{"Authorization: Bearer " + wrongKey}, 401, rejectInvalidToken},
+		{"signed with a key not configured", wsPath, []string{"Authorization: Bearer " + wrongKey}, 401, rejectInvalidToken},
 		{"expired", wsPath + "?token=" + token(t, with(func(o *auth.MintOptions) {
 			o.TTL, o.Now = time.Minute, func() time.Time { return time.Now().Add(-time.Hour) }
 		})), nil, 401, rejectExpiredToken},
@@ -183,7 +185,7 @@ func TestTokenExpiryClosesWith4401(t *testing.T) {
 	if code != CloseTokenExpired || reason != "token expired" {
 		t.Fatalf("close %d %q, want 4401 \"token expired\"", code, reason)
 	}
-	waitFor(t, "closed counted", func() bool {
+	wait.For(t, 10*time.Second, "closed counted", func() bool {
 		return testutil.ToFloat64(te.m.closedByReason[reasonTokenExpired]) == 1
 	})
 }
@@ -304,7 +306,7 @@ func TestPerAddressLimit(t *testing.T) {
 	}
 	// Closing one frees a place.
 	held[0].conn.Close()
-	waitFor(t, "place freed", func() bool {
+	wait.For(t, 10*time.Second, "place freed", func() bool {
 		c := dialFrom(t, "127.0.0.1", addr)
 		c.sendRaw([]byte(upgradeRequest(wsPath)))
 		return readStatus(c) == http.StatusSwitchingProtocols

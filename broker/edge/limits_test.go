@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meridian-metrics/meridian/broker/auth"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -75,16 +76,16 @@ func TestSlowlorisHandshakes(t *testing.T) {
 		c := dialFrom(t, "127.0.0.7", addr)
 		c.sendRaw([]byte("GET /ws/metrics HTTP/1.1\r\n")) // and nothing more
 	}
-	waitFor(t, "handshake slots taken", func() bool { return len(te.hsSem) == 2 })
+	wait.For(t, 10*time.Second, "handshake slots taken", func() bool { return len(te.hsSem) == 2 })
 	third := dialFrom(t, "127.0.0.7", addr)
 	third.sendRaw([]byte(upgradeRequest(wsPath)))
 	third.readHTTPResponse(http.StatusTooManyRequests)
-	waitFor(t, "refusal done", func() bool { return len(te.hsSem) == 2 })
+	wait.For(t, 10*time.Second, "refusal done", func() bool { return len(te.hsSem) == 2 })
 	for range 1 {
 		c := dialFrom(t, "127.0.0.17", addr)
 		c.sendRaw([]byte("GET /ws/metrics HTTP/1.1\r\n")) // and nothing more
 	}
-	waitFor(t, "handshake slots taken", func() bool { return len(te.hsSem) == 3 })
+	wait.For(t, 10*time.Second, "handshake slots taken", func() bool { return len(te.hsSem) == 3 })
 	c := dialFrom(t, "127.0.0.8", addr)
 	resp, body := readResponse(c)
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -94,7 +95,7 @@ func TestSlowlorisHandshakes(t *testing.T) {
 		t.Error("handshakes rejection not counted")
 	}
 	// The slow sockets time out and the slots come back.
-	waitFor(t, "handshake slots freed", func() bool { return len(te.hsSem) == 0 })
+	wait.For(t, 10*time.Second, "handshake slots freed", func() bool { return len(te.hsSem) == 0 })
 	if code, _ := httpGetFrom(t, "127.0.0.8", addr, "/healthz"); code != 200 {
 		t.Errorf("/healthz after the slowloris: %d", code)
 	}

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/meridian-metrics/meridian/broker/certfile"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // The subscriber load benchmark runs its WebSocket clients in a child
@@ -165,7 +166,7 @@ func benchSubscribers(b *testing.B, secure bool) {
 		close(stop)
 		pubWG.Wait()
 	}()
-	waitFor(b, "first snapshot", func() bool { return te.scopes.cluster.latest.Load() != nil })
+	wait.For(b, 10*time.Second, "first snapshot", func() bool { return te.scopes.cluster.latest.Load() != nil })
 
 	before := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSubscribers$", "-test.v")
@@ -183,7 +184,7 @@ func benchSubscribers(b *testing.B, secure bool) {
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() && lines.Text() != "ready" {
 	}
-	waitFor(b, "all subscribers registered", func() bool { return te.Edge.reg.len() == n })
+	wait.For(b, 10*time.Second, "all subscribers registered", func() bool { return te.Edge.reg.len() == n })
 	time.Sleep(2 * time.Second) // let every connection reach its steady state (first tick passed)
 	after := memInUse()
 

@@ -16,47 +16,20 @@ import (
 	"github.com/meridian-metrics/meridian/broker/history"
 )
 
-// DefaultEdgeAdminListen is where meridian edge serves /metrics, /healthz
-// and /readyz: loopback unless configured otherwise.
-const DefaultEdgeAdminListen = "127.0.0.1:9103"
-
-type edgeConfig struct {
-	Listen            string
-	AdminListen       string
-	Security          edgeSecurity
-	NATSURL           string
-	Namespace         string
-	HistoryWindow     time.Duration
-	HistoryPoints     int
-	HeartbeatInterval time.Duration
-	PingInterval      time.Duration
-	IdleTimeout       time.Duration
-	MaxMessageBytes   int
-	MaxReplay         int
-	HistoryRate       time.Duration
-	HistoryBurst      int
-}
-
-func edgeFlags(cfg *edgeConfig) []cli.Flag {
+// edgeFlags set the edge.Config fields an operator tunes, defaulting to the
+// package's constants.
+func edgeFlags(cfg *edge.Config) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "history-window", Value: edge.DefaultHistoryWindow, Usage: "history kept in memory and sent with include_history", Destination: &cfg.HistoryWindow},
 		&cli.IntFlag{Name: "history-points", Value: edge.DefaultHistoryPoints, Usage: "cap on a client's history_points (clients get 720 unless they ask)", Destination: &cfg.HistoryPoints},
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: edge.DefaultHeartbeatInterval, Usage: "period of Heartbeat events", Destination: &cfg.HeartbeatInterval},
 		&cli.DurationFlag{Name: "ping-interval", Value: edge.DefaultPingInterval, Usage: "period of WebSocket pings", Destination: &cfg.PingInterval},
 		&cli.DurationFlag{Name: "idle-timeout", Value: edge.DefaultIdleTimeout, Usage: "close connections silent for this long", Destination: &cfg.IdleTimeout},
-		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplay},
-		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRate},
-		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryBurst},
+		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplaySnapshots},
+		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRequestInterval},
+		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryRequestBurst},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
 	}
-}
-
-func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
-	c.HistoryWindow, c.HistoryPoints = cfg.HistoryWindow, cfg.HistoryPoints
-	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
-	c.MaxMessageBytes = cfg.MaxMessageBytes
-	c.MaxReplaySnapshots, c.HistoryRequestInterval, c.HistoryRequestBurst = cfg.MaxReplay, cfg.HistoryRate, cfg.HistoryBurst
-	return c
 }
 
 // mountHistoryAPI serves /api/metrics/list and /api/metrics/history (behind
@@ -75,7 +48,12 @@ func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 }
 
 func edgeCommand() *cli.Command {
-	var cfg edgeConfig
+	var (
+		cfg         edge.Config
+		sec         edgeSecurity
+		natsURL     string
+		adminListen string
+	)
 	return &cli.Command{
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
@@ -83,64 +61,62 @@ func edgeCommand() *cli.Command {
 			"snapshots on NATS, /healthz and /readyz on the same port, and /metrics, /healthz, /readyz on\n" +
 			"--admin-listen (loopback by default; empty: /metrics on the public port, behind the token check).\n" +
 			"Clients need a JWT (see `meridian token`) unless --anonymous. Shuts down with close code 1001\n" +
-			"so clients reconnect elsewhere.",
-		Flags: bindEnv(append(append([]cli.Flag{
+			"so clients reconnect elsewhere.\n" +
+			portsNote("--listen (default "+edge.DefaultListen+") and --admin-listen (default "+defaultEdgeAdminListen+")"),
+		Flags: bindEnv(append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
-			&cli.StringFlag{Name: "admin-listen", Value: DefaultEdgeAdminListen, Usage: "address for /metrics, /healthz, /readyz; empty: on --listen", Destination: &cfg.AdminListen},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}, edgeFlags(&cfg)...), edgeSecurityFlags(&cfg.Security)...)),
+			&cli.StringFlag{Name: "admin-listen", Value: defaultEdgeAdminListen, Usage: "address for /metrics, /healthz, /readyz; empty: /metrics on --listen", Destination: &adminListen},
+			natsURLFlag(&natsURL),
+			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
+		}, edgeFlags(&cfg)...), edgeLimitFlags(&cfg)...), edgeSecurityFlags(&sec)...)),
 		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "edge")
-			ecfg, verifier, err := cfg.Security.apply(c.Context, edge.Config{}, log)
+			verifier, err := sec.apply(c.Context, &cfg, log)
 			if err != nil {
 				return err
 			}
 			if verifier != nil {
 				defer verifier.Close()
 			}
-			nc, err := connectNATS(cfg.NATSURL, "meridian-edge", log)
+			var adminLn net.Listener
+			if adminListen != "" {
+				if adminLn, err = net.Listen("tcp", adminListen); err != nil {
+					return fmt.Errorf("listen on --admin-listen %s: %w", adminListen, err)
+				}
+				defer adminLn.Close()
+			}
+			nc, err := connectNATS(natsURL, "meridian-edge", log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			reg := newRegistry()
 			registerNATSClient(reg, cfg.Namespace, "edge", nc)
-			var e *edge.Edge
-			ready := func() (string, bool) {
-				if e != nil && e.Ready() {
-					return "", true
-				}
-				return "no live snapshots (is an aggregator running?)", false
-			}
-			admin := adminMux(reg, allReady(natsReady(nc), ready))
-			public := admin
-			if cfg.AdminListen != "" {
-				public = http.NewServeMux()
+			public := metricsMux(reg)
+			if adminLn != nil {
+				public = http.NewServeMux() // /metrics only on the admin listener
 			}
 			if err := mountHistoryAPI(public, nc); err != nil {
 				return err
 			}
-			ecfg.Listen, ecfg.NATS, ecfg.Registerer, ecfg.Namespace, ecfg.Logger, ecfg.HTTP =
-				cfg.Listen, nc, reg, cfg.Namespace, log, public
-			e, err = edge.New(cfg.apply(ecfg))
+			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, public
+			e, err := edge.New(cfg)
 			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
-			log.Info("edge listening", "url", schemeOf(ecfg.TLS, "ws://", "wss://")+e.Addr().String()+"/ws/metrics",
+			log.Info("edge listening", "url", schemeOf(cfg.TLS, "ws://", "wss://")+e.Addr().String()+"/ws/metrics",
 				"auth", verifier != nil)
 			g, ctx := newGroup(c.Context)
-			if cfg.AdminListen != "" {
-				ln, err := net.Listen("tcp", cfg.AdminListen)
-				if err != nil {
-					_ = e.Shutdown(context.Background())
-					return fmt.Errorf("listen on --admin-listen %s: %w", cfg.AdminListen, err)
-				}
-				g.Go(func() error { return serveListener(ctx, ln, admin, log) })
+			if adminLn != nil {
+				admin := adminMux(reg, e.Ready) // Ready includes the NATS connection
+				g.Go(func() error { return serveListener(ctx, adminLn, admin, log) })
 			}
 			g.Go(func() error {
 				err := e.Run(ctx)

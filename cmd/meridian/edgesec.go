@@ -18,27 +18,18 @@ import (
 	"github.com/meridian-metrics/meridian/broker/edge"
 )
 
-// edgeSecurity is the edge's TLS, authentication, origin and limit
-// settings (meridian edge).
+// edgeSecurity is the edge's TLS, authentication, origin and proxy
+// settings (meridian edge): what needs reading or parsing before it becomes
+// edge.Config.
 type edgeSecurity struct {
-	TLSCert, TLSKey    string
-	HMACSecretFile     string
-	PublicKeyFiles     cli.StringSlice
-	JWKSURL            string
-	Audience, Issuer   string
-	Anonymous          bool
-	AllowedOrigins     cli.StringSlice
-	TrustedProxies     cli.StringSlice
-	MaxConns           int
-	MaxConnsPerAddr    int
-	UpgradesPerSecond  float64
-	UpgradeBurst       int
-	RESTPerSecond      float64
-	RESTBurst          int
-	LookupsPerSecond   float64
-	LookupBurst        int
-	MaxHandshakes      int
-	MaxHandshakesPerIP int
+	TLSCert, TLSKey  string
+	HMACSecretFile   string
+	PublicKeyFiles   cli.StringSlice
+	JWKSURL          string
+	Audience, Issuer string
+	Anonymous        bool
+	AllowedOrigins   cli.StringSlice
+	TrustedProxies   cli.StringSlice
 }
 
 func edgeSecurityFlags(s *edgeSecurity) []cli.Flag {
@@ -53,32 +44,38 @@ func edgeSecurityFlags(s *edgeSecurity) []cli.Flag {
 		&cli.BoolFlag{Name: "anonymous", Usage: "serve clients without tokens (refused by default when no --auth-* is set)", Destination: &s.Anonymous},
 		&cli.StringSliceFlag{Name: "allowed-origins", Usage: "browser origins allowed: https://app.example.com, *.example.com; none: same-origin only", Destination: &s.AllowedOrigins},
 		&cli.StringSliceFlag{Name: "trusted-proxies", Usage: "reverse proxies (IPs or CIDRs) whose X-Forwarded-For names the client for the per-address limits", Destination: &s.TrustedProxies},
-		&cli.IntFlag{Name: "max-conns", Value: edge.DefaultMaxConns, Usage: "most open sockets on the edge (503 beyond)", Destination: &s.MaxConns},
-		&cli.IntFlag{Name: "max-conns-per-addr", Value: edge.DefaultMaxConnsPerAddr, Usage: "most open sockets per client IP (429 beyond)", Destination: &s.MaxConnsPerAddr},
-		&cli.Float64Flag{Name: "upgrades-per-second", Value: edge.DefaultUpgradesPerSecond, Usage: "WebSocket upgrades per second per client IP", Destination: &s.UpgradesPerSecond},
-		&cli.IntFlag{Name: "upgrade-burst", Value: edge.DefaultUpgradeBurst, Usage: "WebSocket upgrades a client IP may make at once", Destination: &s.UpgradeBurst},
-		&cli.Float64Flag{Name: "rest-requests-per-second", Value: edge.DefaultRESTRequestsPerSecond, Usage: "REST requests per second per client IP", Destination: &s.RESTPerSecond},
-		&cli.IntFlag{Name: "rest-burst", Value: edge.DefaultRESTBurst, Usage: "REST requests a client IP may make at once", Destination: &s.RESTBurst},
-		&cli.Float64Flag{Name: "lookups-per-second", Value: edge.DefaultLookupsPerSecond, Usage: "JetStream lookups of scopes not seen live, per second per client IP", Destination: &s.LookupsPerSecond},
-		&cli.IntFlag{Name: "lookup-burst", Value: edge.DefaultLookupBurst, Usage: "scope lookups a client IP may make at once", Destination: &s.LookupBurst},
-		&cli.IntFlag{Name: "max-handshakes", Value: edge.DefaultMaxHandshakes, Usage: "connections in their handshake at once (503 beyond)", Destination: &s.MaxHandshakes},
-		&cli.IntFlag{Name: "max-handshakes-per-addr", Value: edge.DefaultMaxHandshakesPerAddr, Usage: "connections of one client IP in their handshake at once (429 beyond)", Destination: &s.MaxHandshakesPerIP},
+	}
+}
+
+// edgeLimitFlags set the edge's admission limits.
+func edgeLimitFlags(cfg *edge.Config) []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-conns", Value: edge.DefaultMaxConns, Usage: "most open sockets on the edge (503 beyond)", Destination: &cfg.MaxConns},
+		&cli.IntFlag{Name: "max-conns-per-addr", Value: edge.DefaultMaxConnsPerAddr, Usage: "most open sockets per client IP (429 beyond)", Destination: &cfg.MaxConnsPerAddr},
+		&cli.Float64Flag{Name: "upgrades-per-second", Value: edge.DefaultUpgradesPerSecond, Usage: "WebSocket upgrades per second per client IP", Destination: &cfg.UpgradesPerSecond},
+		&cli.IntFlag{Name: "upgrade-burst", Value: edge.DefaultUpgradeBurst, Usage: "WebSocket upgrades a client IP may make at once", Destination: &cfg.UpgradeBurst},
+		&cli.Float64Flag{Name: "rest-requests-per-second", Value: edge.DefaultRESTRequestsPerSecond, Usage: "REST requests per second per client IP", Destination: &cfg.RESTRequestsPerSecond},
+		&cli.IntFlag{Name: "rest-burst", Value: edge.DefaultRESTBurst, Usage: "REST requests a client IP may make at once", Destination: &cfg.RESTBurst},
+		&cli.Float64Flag{Name: "lookups-per-second", Value: edge.DefaultLookupsPerSecond, Usage: "JetStream lookups of scopes not seen live, per second per client IP", Destination: &cfg.LookupsPerSecond},
+		&cli.IntFlag{Name: "lookup-burst", Value: edge.DefaultLookupBurst, Usage: "scope lookups a client IP may make at once", Destination: &cfg.LookupBurst},
+		&cli.IntFlag{Name: "max-handshakes", Value: edge.DefaultMaxHandshakes, Usage: "connections in their handshake at once (503 beyond)", Destination: &cfg.MaxHandshakes},
+		&cli.IntFlag{Name: "max-handshakes-per-addr", Value: edge.DefaultMaxHandshakesPerAddr, Usage: "connections of one client IP in their handshake at once (429 beyond)", Destination: &cfg.MaxHandshakesPerAddr},
 	}
 }
 
 // errNoAuth: meridian edge without a token setting and without --anonymous.
 var errNoAuth = errors.New("no client authentication configured: set --auth-hmac-secret-file, --auth-public-key-file or --auth-jwks-url, or --anonymous to serve anyone")
 
-// apply builds the edge's TLS config and token verifier into c. The
+// apply sets c's TLS, origins, trusted proxies and token verifier. The
 // verifier, when any, must be closed by the caller.
-func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logger) (edge.Config, *auth.Verifier, error) {
+func (s *edgeSecurity) apply(ctx context.Context, c *edge.Config, log *slog.Logger) (*auth.Verifier, error) {
 	if (s.TLSCert == "") != (s.TLSKey == "") {
-		return c, nil, usageError("--tls-cert and --tls-key go together")
+		return nil, usageError("--tls-cert and --tls-key go together")
 	}
 	if s.TLSCert != "" {
 		r, err := certfile.New(s.TLSCert, s.TLSKey, log)
 		if err != nil {
-			return c, nil, usageError("%v", err)
+			return nil, usageError("%v", err)
 		}
 		c.TLS = r.ServerConfig()
 	}
@@ -88,54 +85,49 @@ func (s *edgeSecurity) apply(ctx context.Context, c edge.Config, log *slog.Logge
 		if err != nil {
 			a, aerr := netip.ParseAddr(p)
 			if aerr != nil {
-				return c, nil, usageError("--trusted-proxies %q: want an IP address or a CIDR prefix", p)
+				return nil, usageError("--trusted-proxies %q: want an IP address or a CIDR prefix", p)
 			}
 			pfx = netip.PrefixFrom(a, a.BitLen())
 		}
 		c.TrustedProxies = append(c.TrustedProxies, pfx.Masked())
 	}
-	c.MaxConns, c.MaxConnsPerAddr = s.MaxConns, s.MaxConnsPerAddr
-	c.UpgradesPerSecond, c.UpgradeBurst = s.UpgradesPerSecond, s.UpgradeBurst
-	c.RESTRequestsPerSecond, c.RESTBurst = s.RESTPerSecond, s.RESTBurst
-	c.LookupsPerSecond, c.LookupBurst = s.LookupsPerSecond, s.LookupBurst
-	c.MaxHandshakes, c.MaxHandshakesPerAddr = s.MaxHandshakes, s.MaxHandshakesPerIP
 	if err := c.Validate(); err != nil {
-		return c, nil, usageError("%v", err)
+		return nil, usageError("%v", err)
 	}
 	ac := auth.Config{JWKSURL: s.JWKSURL, Audience: s.Audience, Issuer: s.Issuer}
 	if s.HMACSecretFile != "" {
 		secret, err := readSecretFile("auth-hmac-secret-file", s.HMACSecretFile)
 		if err != nil {
-			return c, nil, err
+			return nil, err
 		}
 		ac.HMACSecret = secret
 	}
 	for _, f := range s.PublicKeyFiles.Value() {
 		keys, err := readPublicKeys(f)
 		if err != nil {
-			return c, nil, usageError("--auth-public-key-file %s: %v", f, err)
+			return nil, usageError("--auth-public-key-file %s: %v", f, err)
 		}
 		ac.PublicKeys = append(ac.PublicKeys, keys...)
 	}
 	if ac.HMACSecret == nil && ac.PublicKeys == nil && ac.JWKSURL == "" {
 		if !s.Anonymous {
-			return c, nil, usageError("%v", errNoAuth)
+			return nil, usageError("%v", errNoAuth)
 		}
 		log.Warn("serving anonymous clients: every client may read every scope (--anonymous)")
-		return c, nil, nil
+		return nil, nil
 	}
 	if s.Anonymous {
-		return c, nil, usageError("--anonymous contradicts the --auth-* settings")
+		return nil, usageError("--anonymous contradicts the --auth-* settings")
 	}
 	v, err := auth.NewVerifier(ctx, ac)
 	if err != nil {
 		if ac.JWKSURL != "" && ac.Validate() == nil {
-			return c, nil, fmt.Errorf("start edge: %w", err) // unreachable JWKS: a runtime failure
+			return nil, fmt.Errorf("start edge: %w", err) // unreachable JWKS: a runtime failure
 		}
-		return c, nil, usageError("%v", err)
+		return nil, usageError("%v", err)
 	}
 	c.Auth = v
-	return c, v, nil
+	return v, nil
 }
 
 // readSecretFile reads an HMAC secret file (a trailing newline is not

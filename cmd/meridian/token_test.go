@@ -71,7 +71,7 @@ func TestEdgeRefusesToStartWithoutAuth(t *testing.T) {
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem"}, "--tls-cert and --tls-key go together"},
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--auth-hmac-secret-file", "/nonexistent"}, "--auth-hmac-secret-file"},
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--allowed-origins", "evil"}, "allowed origin"},
-		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--max-conns-per-addr", "-1", "--anonymous"}, "MaxConnsPerAddr is negative"},
+		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--max-conns-per-addr", "-1", "--anonymous"}, "MaxConnsPerAddr -1 must not be negative"},
 		{[]string{"meridian", "token", "--ttl", "1h"}, "exactly one of"},
 		{[]string{"meridian", "edge", "--listen", "127.0.0.1:0", "--anonymous", "--trusted-proxies", "nginx"}, "--trusted-proxies"},
 	} {
