@@ -15,10 +15,15 @@ import (
 )
 
 // WriteSelfSigned writes a fresh self-signed ECDSA certificate for hosts
-// (DNS names or IP addresses) and its key to certFile and keyFile (mode
-// 0600), for tests and development: nothing is ever committed. It returns
-// the certificate, for a client's RootCAs.
+// (DNS names or IP addresses), valid for a day, and its key to certFile and
+// keyFile (mode 0600), for tests and development: nothing is ever
+// committed. It returns the certificate, for a client's RootCAs.
 func WriteSelfSigned(certFile, keyFile string, hosts ...string) (*x509.Certificate, error) {
+	return WriteSelfSignedFor(certFile, keyFile, 24*time.Hour, hosts...)
+}
+
+// WriteSelfSignedFor is WriteSelfSigned with a validity.
+func WriteSelfSignedFor(certFile, keyFile string, validity time.Duration, hosts ...string) (*x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate key: %w", err)
@@ -31,7 +36,7 @@ func WriteSelfSigned(certFile, keyFile string, hosts ...string) (*x509.Certifica
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: "meridian-dev"},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(validity),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,

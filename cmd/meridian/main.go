@@ -63,6 +63,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			healthcheckCommand(),
 			benchCommand(),
 			tokenCommand(),
+			edgeSecretsCommand(),
 		},
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},
