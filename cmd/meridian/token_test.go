@@ -81,3 +81,37 @@ func TestEdgeRefusesToStartWithoutAuth(t *testing.T) {
 		}
 	}
 }
+
+func TestEdgeSecretsKeepsThenRotates(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	gen := func(args ...string) {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := run(context.Background(), append([]string{"meridian", "edge-secrets", "--out", dir, "--host", "edge-1"}, args...), &out, &errOut); code != 0 {
+			t.Fatalf("edge-secrets %v: exit %d: %s", args, code, errOut.String())
+		}
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	gen()
+	cert, secret := read(edgeCertFile), read(edgeSecretFile)
+	if fi, err := os.Stat(filepath.Join(dir, edgeSecretFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	if len(strings.TrimSpace(secret)) < 32 {
+		t.Fatalf("secret of %d bytes", len(secret))
+	}
+	gen()
+	if read(edgeCertFile) != cert || read(edgeSecretFile) != secret {
+		t.Fatal("a second run replaced the secrets")
+	}
+	gen("--rotate")
+	if read(edgeCertFile) == cert || read(edgeSecretFile) == secret {
+		t.Fatal("--rotate kept the secrets")
+	}
+}
