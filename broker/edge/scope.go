@@ -183,6 +183,10 @@ var errUnknownScope = errors.New("unknown scope")
 // A lookup that reaches the streams costs a token of en's address (nil: no
 // limit), so unknown-scope probing cannot load JetStream.
 func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope, en *addrEntry) (*scopeState, error) {
+	if scope.Kind == proto.ScopeInstance {
+		// Announce the new follower at once rather than at the next round.
+		defer e.interest.poke()
+	}
 	if st := e.scopes.pin(scope); st != nil {
 		return st, nil
 	}
@@ -202,6 +206,12 @@ func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope, en *addrEntr
 	<-e.lookups
 	if err != nil {
 		return nil, err
+	}
+	if !ok && scope.Kind == proto.ScopeInstance {
+		// Aggregators publish instances on demand: ask for this one.
+		if st := e.probeInstance(ctx, scope); st != nil {
+			return st, nil
+		}
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w %s", errUnknownScope, scope)
