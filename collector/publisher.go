@@ -91,6 +91,18 @@ type Config struct {
 	// OnPublish, if set, is called after every publish attempt with its
 	// error (nil on success), e.g. to count reports in metrics.
 	OnPublish func(err error)
+	// ResumeSeq is the last Seq already published in the resumed boot
+	// (BootID set); the first report carries ResumeSeq+1. Zero starts a boot.
+	ResumeSeq uint64
+	// StartTime is the resumed boot's start time. Default: when New was
+	// called.
+	StartTime time.Time
+	// BeforePublish, if set, is called with every report after its counters
+	// are read and before it is sent; if it returns an error the report is
+	// not sent (the attempt still uses its Seq). A collector uses it to make
+	// its checkpoint durable first, so no published counter is ever ahead of
+	// what a restart resumes from.
+	BeforePublish func(r *proto.Report) error
 }
 
 // Publisher publishes a Source's counters as reports. Build one with New.
@@ -137,6 +149,9 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.ResumeSeq > 0 && cfg.BootID == "" {
+		return nil, errors.New("new publisher: resuming at a sequence number needs the boot id it belongs to")
+	}
 	if cfg.BootID == "" {
 		var b [16]byte
 		// crypto/rand.Read never fails on supported platforms.
@@ -145,11 +160,15 @@ func New(cfg Config) (*Publisher, error) {
 	} else if len(cfg.BootID) > 128 {
 		return nil, fmt.Errorf("new publisher: boot id is %d characters, at most 128 allowed", len(cfg.BootID))
 	}
+	if cfg.StartTime.IsZero() {
+		cfg.StartTime = cfg.Now()
+	}
 	cfg.Logger = cfg.Logger.With("component", "collector", "region", cfg.Region, "instance", cfg.Instance)
 	return &Publisher{
 		cfg:       cfg,
 		subject:   proto.ReportSubject(cfg.Region, cfg.Instance),
-		startTime: cfg.Now(),
+		startTime: cfg.StartTime,
+		seq:       cfg.ResumeSeq,
 		done:      make(chan struct{}),
 	}, nil
 }
@@ -246,7 +265,15 @@ func (p *Publisher) publish(final bool) error {
 		Counters:  p.cfg.Source(),
 	}
 	r.Time = p.cfg.Now()
-	err := p.send(&r)
+	var err error
+	if p.cfg.BeforePublish != nil {
+		if err = p.cfg.BeforePublish(&r); err != nil {
+			err = fmt.Errorf("prepare report %d: %w", r.Seq, err)
+		}
+	}
+	if err == nil {
+		err = p.send(&r)
+	}
 	if final && err == nil {
 		p.finalSent = true
 		close(p.done)
