@@ -1,0 +1,149 @@
+package collector
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// SyslogConfig configures a SyslogSource.
+type SyslogConfig struct {
+	// Listen is udp://host:port or unix:///path (a datagram socket, created
+	// and removed by the source). Only loopback and local sockets make sense:
+	// syslog has no authentication. Required.
+	Listen string
+	// Parser reads each message (syslog header included). Required.
+	Parser LineParser
+	// Recorder counts the parsed requests; it must be fresh. Required.
+	Recorder Recorder
+	// Logger and Now as for LogConfig.
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// maxDatagram bounds one syslog message (HAProxy's default log length is
+// 1024; its maximum 65535).
+const maxDatagram = 64 << 10
+
+// SyslogSource receives access-log lines as syslog datagrams, which is how
+// HAProxy logs (it writes no files itself). It is exact while it runs;
+// messages sent while no collector listens are lost (datagrams are not
+// queued), which the checkpoint cannot recover: run it under a supervisor,
+// or have HAProxy log to a file (`log stdout` under systemd or a container
+// runtime that writes it to a file) and use a LogSource instead.
+//
+// Concurrency: as LogSource.
+type SyslogSource struct {
+	cfg  SyslogConfig
+	log  *slog.Logger
+	conn net.PacketConn
+	unix string // socket path to remove
+
+	mu    sync.Mutex
+	base  proto.Counters
+	stats LineStats
+	bad   *rateLimitedLog
+}
+
+// NewSyslogSource validates cfg and binds the socket, so a bad address fails
+// at start and HAProxy can send as soon as this returns.
+func NewSyslogSource(cfg SyslogConfig) (*SyslogSource, error) {
+	if cfg.Parser == nil || cfg.Recorder == nil {
+		return nil, errors.New("new syslog source: parser and recorder are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &SyslogSource{cfg: cfg, base: proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)}}
+	var err error
+	switch {
+	case strings.HasPrefix(cfg.Listen, "udp://"):
+		s.conn, err = net.ListenPacket("udp", strings.TrimPrefix(cfg.Listen, "udp://"))
+	case strings.HasPrefix(cfg.Listen, "unix://"):
+		s.unix = strings.TrimPrefix(cfg.Listen, "unix://")
+		s.conn, err = net.ListenPacket("unixgram", s.unix)
+	default:
+		return nil, fmt.Errorf("new syslog source: listen %q: want udp://host:port or unix:///path", cfg.Listen)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("new syslog source: listen on %s: %w", cfg.Listen, err)
+	}
+	s.log = cfg.Logger.With("source", "syslog", "listen", s.conn.LocalAddr().String())
+	s.bad = newRateLimitedLog(s.log, cfg.Now, DefaultBadLineLogEvery)
+	return s, nil
+}
+
+// Addr is the bound address (useful with udp://127.0.0.1:0).
+func (s *SyslogSource) Addr() net.Addr { return s.conn.LocalAddr() }
+
+// Stats returns the source's line counts.
+func (s *SyslogSource) Stats() *LineStats { return &s.stats }
+
+// Restore resumes the counters of a checkpoint; there is no position.
+func (s *SyslogSource) Restore(counters proto.Counters, _ json.RawMessage) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.base = counters
+	s.base.ActiveConnections = 0
+	return nil
+}
+
+// Read returns the counters; the state is empty.
+func (s *SyslogSource) Read() (proto.Counters, json.RawMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return addCounters(s.base, s.cfg.Recorder.Counters()), json.RawMessage("{}")
+}
+
+// Run receives messages until ctx ends, then closes the socket.
+func (s *SyslogSource) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.conn.Close() })
+	defer stop()
+	defer func() {
+		s.conn.Close()
+		if s.unix != "" {
+			os.Remove(s.unix)
+		}
+	}()
+	buf := make([]byte, maxDatagram)
+	for {
+		n, _, err := s.conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("receive syslog: %w", err)
+		}
+		// One message per datagram, possibly with a trailing newline; some
+		// senders batch lines separated by newlines.
+		for line := range bytes.SplitSeq(buf[:n], []byte("\n")) {
+			line = bytes.TrimRight(line, "\r\x00")
+			if len(bytes.TrimSpace(line)) == 0 {
+				continue
+			}
+			s.mu.Lock()
+			e, err := s.cfg.Parser.ParseLine(line)
+			if err != nil {
+				s.stats.Unparseable.Add(1)
+				s.bad.note(line, err)
+			} else {
+				s.stats.Parsed.Add(1)
+				s.cfg.Recorder.Record(e.Status, e.Duration)
+			}
+			s.mu.Unlock()
+		}
+	}
+}
