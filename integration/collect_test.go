@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os"
@@ -364,4 +365,29 @@ func (r *collectRig) killCollectorUnderLoad(n int) {
 		r.t.Fatalf("load under the collector kill: %s, %v", res, err)
 	}
 	r.add(res)
+}
+
+// waitGateway waits until the gateway answers, counting the probes it
+// answered in the expected totals (the gateway logs them like any request).
+func (r *collectRig) waitGateway() {
+	r.t.Helper()
+	waitFor(r.t, 20*time.Second, r.gwURL+" to answer", func() bool {
+		resp, err := httpClient.Get(r.gwURL)
+		if err != nil {
+			return false
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			r.t.Fatalf("probe %s: %v", r.gwURL, err)
+		}
+		res := loadgen.Result{Sent: 1, ByStatus: map[int]uint64{resp.StatusCode: 1}}
+		if resp.StatusCode < 400 {
+			res.Succeeded = 1
+		} else {
+			res.Failed = 1
+		}
+		r.add(res)
+		return true
+	})
 }
