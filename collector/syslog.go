@@ -74,6 +74,7 @@ func NewSyslogSource(cfg SyslogConfig) (*SyslogSource, error) {
 		s.conn, err = net.ListenPacket("udp", strings.TrimPrefix(cfg.Listen, "udp://"))
 	case strings.HasPrefix(cfg.Listen, "unix://"):
 		s.unix = strings.TrimPrefix(cfg.Listen, "unix://")
+		removeStaleSocket(s.unix)
 		s.conn, err = net.ListenPacket("unixgram", s.unix)
 	default:
 		return nil, fmt.Errorf("new syslog source: listen %q: want udp://host:port or unix:///path", cfg.Listen)
@@ -146,4 +147,20 @@ func (s *SyslogSource) Run(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// removeStaleSocket removes the socket file a killed collector left behind,
+// so a restart can bind it again; a socket someone still listens on is left
+// alone (binding then fails, clearly).
+func removeStaleSocket(path string) {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return
+	}
+	c, err := net.Dial("unixgram", path)
+	if err == nil {
+		c.Close()
+		return
+	}
+	os.Remove(path)
 }

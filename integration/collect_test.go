@@ -354,9 +354,11 @@ func (r *collectRig) killCollectorUnderLoad(n int) {
 		defer close(done)
 		res, err = loadgen.Run(r.ctx, loadgen.Config{Targets: []string{r.gwURL}, RPS: 100, Requests: n, ErrorRatio: 0.1, Concurrency: 4})
 	}()
-	parsed := metricValue(r.t, "http://"+r.admin+"/metrics", `meridian_collector_lines_total{result="parsed"}`)
-	waitFor(r.t, 30*time.Second, "the collector to count some of the load", func() bool {
-		return metricValue(r.t, "http://"+r.admin+"/metrics", `meridian_collector_lines_total{result="parsed"}`) > parsed
+	before := r.want.Sent
+	waitFor(r.t, 30*time.Second, "the collector to publish some of the load", func() bool {
+		r.regions.mu.Lock()
+		defer r.regions.mu.Unlock()
+		return r.regions.last.RequestsTotal > before
 	})
 	r.killCollector()
 	r.startCollector()
