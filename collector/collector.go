@@ -51,7 +51,7 @@ type CollectorConfig struct {
 	// start is a new boot (a log source then starts at the end of the log).
 	CheckpointPath string
 	// Registerer, if set, receives the collector's metrics, named
-	// <Namespace>_collector_*. Namespace defaults to "meridian".
+	// <Namespace>_collector_*. Default DefaultNamespace.
 	Registerer prometheus.Registerer
 	Namespace  string
 	// OnPublish is the Publisher's.
@@ -83,18 +83,39 @@ type Collector struct {
 	shutdownErr  error
 }
 
+// DefaultNamespace prefixes the collector's metric names.
+const DefaultNamespace = "meridian"
+
+// Validate reports the first value in c that no default repairs; the
+// Publisher's own fields are checked by New.
+func (c CollectorConfig) Validate() error {
+	switch {
+	case c.Source == nil:
+		return errors.New("source is required")
+	case c.Interval < 0:
+		return errors.New("interval must not be negative")
+	}
+	return nil
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c CollectorConfig) withDefaults() CollectorConfig {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	return c
+}
+
 // NewCollector loads the checkpoint (if any), restores the source from it
 // and builds the publisher that resumes its boot.
 func NewCollector(cfg CollectorConfig) (*Collector, error) {
-	if cfg.Source == nil {
-		return nil, errors.New("new collector: source is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new collector: %w", err)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = "meridian"
-	}
+	cfg = cfg.withDefaults()
 	c := &Collector{cfg: cfg, log: cfg.Logger.With("component", "collect"), done: make(chan struct{})}
 	pcfg := Config{
 		NATS: cfg.NATS, Region: cfg.Region, Instance: cfg.Instance, Interval: cfg.Interval,

@@ -111,32 +111,45 @@ type LogSource struct {
 	badLines *rateLimitedLog
 }
 
+// Validate reports the first value in c that no default repairs.
+func (c LogConfig) Validate() error {
+	switch {
+	case c.Path == "":
+		return errors.New("path is required")
+	case c.Parser == nil || c.Recorder == nil:
+		return errors.New("parser and recorder are required")
+	case c.PollInterval < 0 || c.RotateWait < 0 || c.MaxLineBytes < 0:
+		return errors.New("poll interval, rotate wait and max line bytes must not be negative")
+	}
+	return nil
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c LogConfig) withDefaults() LogConfig {
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.RotateWait == 0 {
+		c.RotateWait = DefaultRotateWait
+	}
+	if c.MaxLineBytes == 0 {
+		c.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 // NewLogSource validates cfg and builds a LogSource.
 func NewLogSource(cfg LogConfig) (*LogSource, error) {
-	if cfg.Path == "" {
-		return nil, errors.New("new log source: path is required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new log source: %w", err)
 	}
-	if cfg.Parser == nil || cfg.Recorder == nil {
-		return nil, errors.New("new log source: parser and recorder are required")
-	}
-	if cfg.PollInterval < 0 || cfg.RotateWait < 0 || cfg.MaxLineBytes < 0 {
-		return nil, errors.New("new log source: intervals and sizes must not be negative")
-	}
-	if cfg.PollInterval == 0 {
-		cfg.PollInterval = DefaultPollInterval
-	}
-	if cfg.RotateWait == 0 {
-		cfg.RotateWait = DefaultRotateWait
-	}
-	if cfg.MaxLineBytes == 0 {
-		cfg.MaxLineBytes = DefaultMaxLineBytes
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("source", "log", "path", cfg.Path)
 	return &LogSource{
 		cfg:      cfg,

@@ -71,26 +71,37 @@ type ScrapeSource struct {
 	last rawReading
 }
 
+// Validate reports the first value in c that no default repairs.
+func (c ScrapeConfig) Validate() error {
+	switch {
+	case c.URL == "":
+		return errors.New("URL is required")
+	case c.Interval < 0:
+		return errors.New("interval must not be negative")
+	}
+	return c.Mapping.Validate()
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c ScrapeConfig) withDefaults() ScrapeConfig {
+	if c.Interval == 0 {
+		c.Interval = DefaultScrapeInterval
+	}
+	if c.Client == nil {
+		c.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // NewScrapeSource validates cfg and builds a ScrapeSource.
 func NewScrapeSource(cfg ScrapeConfig) (*ScrapeSource, error) {
-	if cfg.URL == "" {
-		return nil, errors.New("new scrape source: URL is required")
-	}
-	if err := cfg.Mapping.Validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new scrape source: %w", err)
 	}
-	if cfg.Interval < 0 {
-		return nil, errors.New("new scrape source: interval must not be negative")
-	}
-	if cfg.Interval == 0 {
-		cfg.Interval = DefaultScrapeInterval
-	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 10 * time.Second}
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	return &ScrapeSource{
 		cfg:  cfg,
 		log:  cfg.Logger.With("source", "scrape", "url", cfg.URL),

@@ -55,18 +55,35 @@ type SyslogSource struct {
 	bad   *rateLimitedLog
 }
 
+// Validate reports the first value in c that no default repairs.
+func (c SyslogConfig) Validate() error {
+	switch {
+	case c.Parser == nil || c.Recorder == nil:
+		return errors.New("parser and recorder are required")
+	case !strings.HasPrefix(c.Listen, "udp://") && !strings.HasPrefix(c.Listen, "unix://"):
+		return fmt.Errorf("listen %q: want udp://host:port or unix:///path", c.Listen)
+	}
+	return nil
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c SyslogConfig) withDefaults() SyslogConfig {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 // NewSyslogSource validates cfg and binds the socket, so a bad address fails
 // at start and HAProxy can send as soon as this returns.
 func NewSyslogSource(cfg SyslogConfig) (*SyslogSource, error) {
-	if cfg.Parser == nil || cfg.Recorder == nil {
-		return nil, errors.New("new syslog source: parser and recorder are required")
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new syslog source: %w", err)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	s := &SyslogSource{cfg: cfg, base: proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)}}
 	var err error
 	switch {
@@ -76,8 +93,6 @@ func NewSyslogSource(cfg SyslogConfig) (*SyslogSource, error) {
 		s.unix = strings.TrimPrefix(cfg.Listen, "unix://")
 		removeStaleSocket(s.unix)
 		s.conn, err = net.ListenPacket("unixgram", s.unix)
-	default:
-		return nil, fmt.Errorf("new syslog source: listen %q: want udp://host:port or unix:///path", cfg.Listen)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("new syslog source: listen on %s: %w", cfg.Listen, err)
