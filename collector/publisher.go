@@ -3,6 +3,22 @@
 // collector running beside a third-party gateway: anything that can produce a
 // proto.Counters can be a Source.
 //
+// # Collecting from third-party gateways
+//
+// A Collector (`meridian collect`) publishes through a Publisher what a
+// Source counted beside a gateway Meridian does not run: a LogSource tails
+// an access log (nginx, Apache, HAProxy, Caddy or a configurable format, see
+// LineParser) through rotation, a SyslogSource receives HAProxy's log
+// datagrams, and a ScrapeSource reads a Prometheus metrics endpoint through a
+// Mapping (built-in profiles: caddy, haproxy, envoy, traefik, kairos).
+// Requests read from logs go through the same Recorder type as the gateway's
+// own (gateway.Recorder satisfies Recorder). A Checkpoint made durable before
+// every report lets a Collector killed at any moment resume its boot,
+// sequence, counters and position, losing and double counting nothing.
+//
+// Sources run on the goroutine calling their Run; their Read, Stats and the
+// Collector's Shutdown may be called from any goroutine.
+//
 // # Subject and semantics
 //
 // Reports go to proto.ReportSubject(region, instance), that is
