@@ -99,17 +99,8 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Instance == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return usageError("--instance not set and the hostname is unknown: %v", err)
-		}
-		cfg.Instance = host
-	}
-	for flag, v := range map[string]string{"region": cfg.Region, "instance": cfg.Instance} {
-		if err := proto.ValidateToken(flag, v); err != nil {
-			return usageError("--%s: %v", flag, err)
-		}
+	if err := instanceIdentity(cfg.Region, &cfg.Instance); err != nil {
+		return err
 	}
 	n := 0
 	for _, v := range []string{cfg.AccessLog, cfg.SyslogListen, cfg.ScrapeURL} {
@@ -237,4 +228,22 @@ func withMatch(m collector.Mapping, pairs []string) (collector.Mapping, error) {
 		m.Match[k] = v
 	}
 	return m, nil
+}
+
+// instanceIdentity defaults --instance to the hostname (a container's, in
+// compose) and checks both names, for the roles that report an instance.
+func instanceIdentity(region string, instance *string) error {
+	if *instance == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return usageError("--instance not set and the hostname is unknown: %v", err)
+		}
+		*instance = host
+	}
+	for flag, v := range map[string]string{"region": region, "instance": *instance} {
+		if err := proto.ValidateToken(flag, v); err != nil {
+			return usageError("--%s: %v", flag, err)
+		}
+	}
+	return nil
 }

@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/gateway"
-	"github.com/meridian-metrics/meridian/proto"
 )
 
 type gatewayConfig struct {
@@ -54,17 +52,8 @@ func gatewayCommand() *cli.Command {
 			if err != nil || up.Scheme == "" || up.Host == "" {
 				return usageError("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", cfg.Upstream)
 			}
-			if cfg.Instance == "" {
-				host, err := os.Hostname()
-				if err != nil {
-					return usageError("--instance not set and the hostname is unknown: %v", err)
-				}
-				cfg.Instance = host
-			}
-			for flag, v := range map[string]string{"region": cfg.Region, "instance": cfg.Instance} {
-				if err := proto.ValidateToken(flag, v); err != nil {
-					return usageError("--%s: %v", flag, err)
-				}
+			if err := instanceIdentity(cfg.Region, &cfg.Instance); err != nil {
+				return err
 			}
 			log = log.With("role", "gateway")
 			nc, err := connectNATS(cfg.NATSURL, "meridian-gateway-"+cfg.Instance, log)
