@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -198,5 +199,71 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, data, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLogSourceBoundsLinesAndWaitsForNewlines: a line still being written is
+// not counted until its newline arrives, and an over-long line is skipped
+// and counted as unparseable without growing memory past the bound.
+func TestLogSourceBoundsLinesAndWaitsForNewlines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "access.log")
+	w := openLog(t, path)
+	p, _ := collector.NewLineParser(collector.LogFormat{Name: collector.FormatNginxCombined})
+	src, err := collector.NewLogSource(collector.LogConfig{
+		Path: path, Parser: p, Recorder: new(gateway.Recorder), FromStart: true,
+		PollInterval: 5 * time.Millisecond, MaxLineBytes: 1024, Logger: quietLog(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tl := &tailer{t: t, path: path, src: src, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(tl.done)
+		src.Run(ctx)
+	}()
+	defer tl.stop()
+
+	line := `127.0.0.1 - - [03/Dec/2026:13:00:00 +0000] "GET / HTTP/1.1" 200 12 "-" "t" 0.004`
+	write := func(s string) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, err := fmt.Fprint(w.f, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Half a line, read before the rest is written: had it been taken for
+	// a line, both halves would be unparseable.
+	write(line[:40])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, state := src.Read(); strings.Contains(string(state), `"head"`) {
+			break // the tailer has seen the half line's bytes
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the half line was never seen")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
+	}
+	write(line[40:] + "\n")
+	tl.waitCounts(1, 0)
+	if n := src.Stats().Unparseable.Load(); n != 0 {
+		t.Fatalf("a line written in two parts counted %d unparseable lines", n)
+	}
+
+	write(strings.Repeat("x", 5000) + "\n") // over MaxLineBytes
+	w.write(404, 2)
+	tl.waitCounts(1, 2)
+	tl.waitUnparseable(1)
+}
+
+func (tl *tailer) waitUnparseable(n uint64) {
+	tl.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for tl.src.Stats().Unparseable.Load() != n {
+		if time.Now().After(deadline) {
+			tl.t.Fatalf("unparseable = %d, want %d", tl.src.Stats().Unparseable.Load(), n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
 	}
 }
