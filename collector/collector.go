@@ -69,6 +69,8 @@ type CollectorConfig struct {
 type Collector struct {
 	cfg    CollectorConfig
 	log    *slog.Logger
+	pcfg   Config // for the Publisher of a new boot
+	pubMu  sync.Mutex
 	pub    *Publisher
 	active atomic.Int64
 	hasAct atomic.Bool
@@ -145,6 +147,8 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		return nil, fmt.Errorf("new collector: %w", err)
 	}
 	c.pub = pub
+	c.pcfg = pcfg
+	c.pcfg.BootID, c.pcfg.ResumeSeq, c.pcfg.StartTime = "", 0, time.Time{}
 	if cfg.Registerer != nil {
 		if err := c.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("new collector: register metrics: %w", err)
@@ -153,8 +157,25 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	return c, nil
 }
 
-// BootID is the boot the collector publishes under.
-func (c *Collector) BootID() string { return c.pub.BootID() }
+// BootID is the boot the collector publishes under now.
+func (c *Collector) BootID() string { return c.publisher().BootID() }
+
+func (c *Collector) publisher() *Publisher {
+	c.pubMu.Lock()
+	defer c.pubMu.Unlock()
+	return c.pub
+}
+
+// BootResetter is implemented by sources whose counters can restart from
+// zero under the collector (a scraped gateway restarting). Resets signals
+// one; the collector then publishes the final report of the current boot,
+// calls NewBoot, and publishes the source's new counters under a new boot
+// id, exactly as a restarted gateway of Meridian's own does.
+type BootResetter interface {
+	Resets() <-chan struct{}
+	// NewBoot switches the source to the counters of its new boot.
+	NewBoot()
+}
 
 // read is the Publisher's Source: the source's counters with the polled
 // gauge, keeping the source state for checkpoint.
@@ -195,6 +216,7 @@ func (c *Collector) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	srcCtx, stopSource := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSource()
 	wg.Go(func() {
 		if err := c.cfg.Source.Run(srcCtx); err != nil {
 			c.log.Error("source stopped", "err", err)
@@ -203,25 +225,57 @@ func (c *Collector) Run(ctx context.Context) error {
 	if c.cfg.Active != nil {
 		wg.Go(func() { c.pollActive(srcCtx) })
 	}
-	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		_ = c.pub.Run(pubCtx)
-	}()
-	c.log.Info("collector running", "boot_id", c.pub.BootID(), "subject", c.pub.Subject())
-	<-ctx.Done()
-
-	// The source stops first, so the final report carries everything it
-	// counted and nothing changes after it.
-	stopSource()
-	wg.Wait()
-	stopPub()
-	<-pubDone
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultFlushTimeout)
-	defer cancel()
-	if err := c.pub.Flush(fctx); err != nil {
-		return fmt.Errorf("publish final report: %w", err)
+	var resets <-chan struct{}
+	br, _ := c.cfg.Source.(BootResetter)
+	if br != nil {
+		resets = br.Resets()
+	}
+	for {
+		pub := c.publisher()
+		pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+		pubDone := make(chan struct{})
+		go func() {
+			defer close(pubDone)
+			_ = pub.Run(pubCtx)
+		}()
+		c.log.Info("collector running", "boot_id", pub.BootID(), "subject", pub.Subject())
+		reset := false
+		select {
+		case <-ctx.Done():
+		case <-resets:
+			reset = true
+		}
+		if !reset {
+			// The source stops first, so the final report carries
+			// everything it counted and nothing changes after it.
+			stopSource()
+			wg.Wait()
+		}
+		stopPub()
+		<-pubDone
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DefaultFlushTimeout)
+		err := pub.Flush(fctx)
+		cancel()
+		if !reset {
+			if err != nil {
+				return fmt.Errorf("publish final report: %w", err)
+			}
+			break
+		}
+		if err != nil {
+			c.log.Warn("publishing the final report of the boot before the gateway's restart", "err", err)
+		}
+		br.NewBoot()
+		next, err := New(c.pcfg)
+		if err != nil { // the same configuration as the first: cannot fail
+			stopSource()
+			wg.Wait()
+			return fmt.Errorf("start a new boot: %w", err)
+		}
+		c.pubMu.Lock()
+		c.pub = next
+		c.pubMu.Unlock()
+		c.log.Info("the gateway's counters restarted: publishing them under a new boot", "boot_id", next.BootID())
 	}
 	counters, _ := c.cfg.Source.Read()
 	c.log.Info("collector stopped", "requests_total", counters.RequestsTotal, "requests_error", counters.RequestsError)
@@ -249,11 +303,11 @@ func (c *Collector) Shutdown(ctx context.Context) error {
 }
 
 func (c *Collector) pollActive(ctx context.Context) {
-	ticker := time.NewTicker(c.pub.Interval())
+	ticker := time.NewTicker(c.publisher().Interval())
 	defer ticker.Stop()
 	failing := false
 	for {
-		actx, cancel := context.WithTimeout(ctx, c.pub.Interval())
+		actx, cancel := context.WithTimeout(ctx, c.publisher().Interval())
 		v, err := c.cfg.Active(actx)
 		cancel()
 		switch {

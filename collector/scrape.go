@@ -54,21 +54,26 @@ type rawReading struct {
 }
 
 // ScrapeSource reads a gateway's Prometheus metrics endpoint. Its counters
-// are the sum of the increases it has seen: a reading lower than the one
-// before (the gateway restarted and its counters started again from zero)
-// counts in full, so totals keep counting up across gateway restarts; and
-// the last reading is checkpointed, so a collector restart counts only what
-// happened since. What happened between the last scrape before a gateway
-// restart and the restart itself is lost: the gateway took it with it.
+// are the sum of the increases it has seen since its boot, and the last
+// reading is checkpointed, so a collector restart counts only what happened
+// since. A reading lower than the one before (the gateway restarted and its
+// counters started again from zero) is a new boot: the source signals it
+// (BootResetter), keeps reporting the old boot's counters until the
+// collector has published that boot's final report, and then reports the
+// new readings from zero under the new boot, so totals keep counting up.
+// What happened between the last scrape before a gateway restart and the
+// restart itself is lost: the gateway took it with it.
 //
 // Concurrency: as LogSource.
 type ScrapeSource struct {
 	cfg ScrapeConfig
 	log *slog.Logger
 
-	mu   sync.Mutex
-	acc  proto.Counters
-	last rawReading
+	mu      sync.Mutex
+	acc     proto.Counters
+	last    rawReading
+	pending *rawReading // the latest reading after a reset, until NewBoot
+	resets  chan struct{}
 }
 
 // Validate reports the first value in c that no default repairs.
@@ -106,7 +111,8 @@ func NewScrapeSource(cfg ScrapeConfig) (*ScrapeSource, error) {
 		cfg:  cfg,
 		log:  cfg.Logger.With("source", "scrape", "url", cfg.URL),
 		acc:  proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)},
-		last: rawReading{Buckets: make([]uint64, proto.NumLatencyBuckets)},
+		last:   rawReading{Buckets: make([]uint64, proto.NumLatencyBuckets)},
+		resets: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -183,34 +189,76 @@ func (s *ScrapeSource) ScrapeOnce(ctx context.Context) error {
 	return nil
 }
 
-// apply adds the increase from the last reading to r, or all of r if the
-// gateway's counters went back (a restart).
+// Resets signals a counter reset in the gateway (see BootResetter).
+func (s *ScrapeSource) Resets() <-chan struct{} { return s.resets }
+
+// NewBoot starts the new boot a reset announced: the counters become the
+// latest reading since the gateway's restart.
+func (s *ScrapeSource) NewBoot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		return
+	}
+	s.acc = proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)}
+	s.last = rawReading{Buckets: make([]uint64, proto.NumLatencyBuckets)}
+	r := *s.pending
+	s.pending = nil
+	s.add(r)
+}
+
+// apply adds the increase from the last reading to the counters; a reading
+// lower than the last (a gateway restart) waits for NewBoot.
 func (s *ScrapeSource) apply(r rawReading) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := &s.last
-	reset := r.Success < l.Success || r.Errors < l.Errors || r.Count < l.Count
+	if s.pending != nil {
+		// Waiting for the new boot: keep the latest reading, unless it
+		// went back again, which nothing can count better than from zero.
+		s.pending = &r
+		return
+	}
+	if r.lowerThan(&s.last) {
+		s.log.Info("the gateway's counters went back: it restarted")
+		s.pending = &r
+		select {
+		case s.resets <- struct{}{}:
+		default:
+		}
+		return
+	}
+	s.add(r)
+}
+
+// lowerThan reports whether any counter of r is below l's.
+func (r *rawReading) lowerThan(l *rawReading) bool {
+	if r.Success < l.Success || r.Errors < l.Errors || r.Count < l.Count {
+		return true
+	}
 	for i := range r.Buckets {
-		reset = reset || r.Buckets[i] < l.Buckets[i]
+		if r.Buckets[i] < l.Buckets[i] {
+			return true
+		}
 	}
-	base := *l
-	if reset {
-		s.log.Info("the gateway's counters went back: a restart; counting its new counters in full")
-		base = rawReading{Buckets: make([]uint64, proto.NumLatencyBuckets)}
-	}
-	ds, de := r.Success-base.Success, r.Errors-base.Errors
+	return false
+}
+
+// add counts the increase from the last reading to r, which is not lower.
+func (s *ScrapeSource) add(r rawReading) {
+	l := &s.last
+	ds, de := r.Success-l.Success, r.Errors-l.Errors
 	s.acc.RequestsSuccess += ds
 	s.acc.RequestsError += de
 	s.acc.RequestsTotal += ds + de
-	s.acc.DurationCount += r.Count - base.Count
-	if r.SumNanos > base.SumNanos {
-		s.acc.DurationSumNanos += r.SumNanos - base.SumNanos
-	} else if !reset {
+	s.acc.DurationCount += r.Count - l.Count
+	if r.SumNanos > l.SumNanos {
+		s.acc.DurationSumNanos += r.SumNanos - l.SumNanos
+	} else {
 		// A mean-derived or float sum rounded down: never move backwards.
-		r.SumNanos = base.SumNanos
+		r.SumNanos = l.SumNanos
 	}
 	for i := range r.Buckets {
-		s.acc.LatencyBuckets[i] += r.Buckets[i] - base.Buckets[i]
+		s.acc.LatencyBuckets[i] += r.Buckets[i] - l.Buckets[i]
 	}
 	*l = r
 }

@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -174,8 +176,21 @@ func TestScrapeSourceCountsResetsOnTopAndResumes(t *testing.T) {
 	}
 	step(s, 100, 10, 100, 10)
 	step(s, 150, 12, 150, 12)
-	step(s, 5, 1, 155, 13) // the gateway restarted: its new counts come on top
-	step(s, 20, 3, 170, 15)
+	// The gateway restarted: the old boot's counters stay until the
+	// collector has published its final report and calls NewBoot.
+	step(s, 5, 1, 150, 12)
+	select {
+	case <-s.Resets():
+	default:
+		t.Fatal("a counter reset was not signalled")
+	}
+	step(s, 6, 1, 150, 12)
+	s.NewBoot()
+	c, _ := s.Read()
+	if c.RequestsSuccess != 6 || c.RequestsError != 1 {
+		t.Fatalf("new boot starts at %d/%d, want the gateway's 6/1", c.RequestsSuccess, c.RequestsError)
+	}
+	step(s, 20, 3, 20, 3)
 
 	// A collector restarted from the checkpointed state counts only what
 	// is new.
@@ -184,8 +199,8 @@ func TestScrapeSourceCountsResetsOnTopAndResumes(t *testing.T) {
 	if err := s2.Restore(c, state); err != nil {
 		t.Fatal(err)
 	}
-	step(s2, 20, 3, 170, 15)
-	step(s2, 30, 3, 180, 15)
+	step(s2, 20, 3, 20, 3)
+	step(s2, 30, 3, 30, 3)
 
 	e.mu.Lock()
 	e.down = true
@@ -218,4 +233,63 @@ func FuzzParseExposition(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestCollectorPublishesAGatewayRestartAsANewBoot: the old boot ends with a
+// final report holding everything counted before the restart, and the new
+// boot's reports carry the gateway's new counters from zero, as a restarted
+// Meridian gateway's would.
+func TestCollectorPublishesAGatewayRestartAsANewBoot(t *testing.T) {
+	_, nc := natstest.StartTest(t)
+	sub, err := nc.SubscribeSync(proto.ReportSubject("eu", "kairos-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &exposer{}
+	e.set(40, 2)
+	srv := httptest.NewServer(e)
+	defer srv.Close()
+	m, _ := Profile("kairos")
+	src, err := NewScrapeSource(ScrapeConfig{URL: srv.URL, Mapping: m, Interval: 5 * time.Millisecond, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	col, err := NewCollector(CollectorConfig{
+		NATS: nc, Region: "eu", Instance: "kairos-1", Interval: 5 * time.Millisecond, Source: src,
+		CheckpointPath: filepath.Join(t.TempDir(), "cp"), Logger: quiet(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- col.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	until := func(cond func(proto.Report) bool) proto.Report {
+		t.Helper()
+		for {
+			r := next(t, sub)
+			if cond(r) {
+				return r
+			}
+		}
+	}
+	first := until(func(r proto.Report) bool { return r.RequestsSuccess == 40 })
+	e.set(3, 1) // the gateway restarted and served 4 requests
+	final := until(func(r proto.Report) bool { return r.Final })
+	if final.BootID != first.BootID || final.RequestsSuccess != 40 || final.RequestsError != 2 {
+		t.Fatalf("final report %s %d/%d, want boot %s at 40/2", final.BootID, final.RequestsSuccess, final.RequestsError, first.BootID)
+	}
+	r := next(t, sub)
+	if r.BootID == first.BootID || r.Seq != 1 || r.RequestsSuccess != 3 || r.RequestsError != 1 {
+		t.Fatalf("after the restart: boot %s seq %d %d/%d; want a new boot from seq 1 at 3/1", r.BootID, r.Seq, r.RequestsSuccess, r.RequestsError)
+	}
+	if col.BootID() != r.BootID {
+		t.Fatalf("BootID() = %s, reports carry %s", col.BootID(), r.BootID)
+	}
 }

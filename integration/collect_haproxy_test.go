@@ -100,9 +100,10 @@ func TestCollectHAProxySyslogIsExact(t *testing.T) {
 }
 
 // TestCollectHAProxyExporterIsExact scrapes HAProxy's built-in Prometheus
-// exporter with the haproxy profile: response counts by class are exact,
-// a HAProxy restart (its counters back to zero) is counted on top, and a
-// collector kill -9 under load neither loses nor double counts.
+// exporter with the haproxy profile: response counts by class are exact, a
+// HAProxy restart (its counters back to zero) becomes a new boot whose
+// counts add to the totals, and a collector kill -9 under load neither
+// loses nor double counts.
 func TestCollectHAProxyExporterIsExact(t *testing.T) {
 	haproxy := gatewayBinary(t, "/usr/sbin/haproxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

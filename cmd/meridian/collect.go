@@ -58,7 +58,7 @@ func collectCommand() *cli.Command {
 			"      exact while running; messages sent while the collector is down are lost.\n" +
 			"  --scrape-url URL --profile caddy|haproxy|envoy|traefik|kairos (or --mapping FILE)\n" +
 			"      exact counts by status class; latency approximate: the source's histogram is\n" +
-			"      re-bucketed (see README). A counter reset (gateway restart) is counted on top.\n" +
+			"      re-bucketed (see README). A counter reset (gateway restart) starts a new boot.\n" +
 			"      Sources exposing only an average (no histogram) give avg_response_time only.\n" +
 			"active_connections: --stub-status URL (nginx), or the profile's in-flight gauge\n" +
 			"(HAProxy current sessions, Caddy in-flight); otherwise unavailable and reported as 0.",
@@ -136,8 +136,8 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	registerNATSClient(reg, cfg.Namespace, "collect", nc)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: cfg.Namespace, Subsystem: "collector", Name: "info",
-		Help:        "Always 1; labels name the gateway instance this collector reports and its boot.",
-		ConstLabels: prometheus.Labels{"instance": cfg.Instance, "region": cfg.Region, "boot_id": col.BootID()},
+		Help:        "Always 1; labels name the gateway instance this collector reports (its boot changes when a scraped gateway restarts).",
+		ConstLabels: prometheus.Labels{"instance": cfg.Instance, "region": cfg.Region},
 	}, func() float64 { return 1 }))
 	g, ctx := newGroup(c.Context)
 	g.Go(func() error { return col.Run(ctx) })
