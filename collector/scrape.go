@@ -108,9 +108,9 @@ func NewScrapeSource(cfg ScrapeConfig) (*ScrapeSource, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &ScrapeSource{
-		cfg:  cfg,
-		log:  cfg.Logger.With("source", "scrape", "url", cfg.URL),
-		acc:  proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)},
+		cfg:    cfg,
+		log:    cfg.Logger.With("source", "scrape", "url", cfg.URL),
+		acc:    proto.Counters{LatencyBuckets: make([]uint64, proto.NumLatencyBuckets)},
 		last:   rawReading{Buckets: make([]uint64, proto.NumLatencyBuckets)},
 		resets: make(chan struct{}, 1),
 	}, nil
