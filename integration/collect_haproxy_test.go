@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // haproxyConfig writes a config for HAProxy in front of the upstream, with
@@ -93,7 +95,7 @@ func TestCollectHAProxySyslogIsExact(t *testing.T) {
 	c.Close()
 	r.load(20, "", 0)
 	r.check("an unparseable message")
-	waitFor(t, 10*time.Second, "the unparseable message to be counted", func() bool {
+	wait.For(t, 10*time.Second, "the unparseable message to be counted", func() bool {
 		return metricValue(t, "http://"+r.admin+"/metrics", `meridian_collector_lines_total{result="unparseable"}`) == 1
 	})
 	r.stopCollector()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -213,7 +214,7 @@ func copyTruncate(t *testing.T, path, to string) {
 func readPid(t *testing.T, path string) int {
 	t.Helper()
 	var pid int
-	waitFor(t, 20*time.Second, "pid file "+path, func() bool {
+	wait.For(t, 20*time.Second, "pid file "+path, func() bool {
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return false
@@ -234,7 +235,7 @@ func signal(t *testing.T, pid int, sig syscall.Signal) {
 // waitHTTP waits until url answers (any status).
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
-	waitFor(t, 20*time.Second, url+" to answer", func() bool {
+	wait.For(t, 20*time.Second, url+" to answer", func() bool {
 		resp, err := httpClient.Get(url)
 		if err != nil {
 			return false
@@ -355,7 +356,7 @@ func (r *collectRig) killCollectorUnderLoad(n int) {
 		res, err = loadgen.Run(r.ctx, loadgen.Config{Targets: []string{r.gwURL}, RPS: 100, Requests: n, ErrorRatio: 0.1, Concurrency: 4})
 	}()
 	before := r.want.Sent
-	waitFor(r.t, 30*time.Second, "the collector to publish some of the load", func() bool {
+	wait.For(r.t, 30*time.Second, "the collector to publish some of the load", func() bool {
 		r.regions.mu.Lock()
 		defer r.regions.mu.Unlock()
 		return r.regions.last.RequestsTotal > before
@@ -373,7 +374,7 @@ func (r *collectRig) killCollectorUnderLoad(n int) {
 // answered in the expected totals (the gateway logs them like any request).
 func (r *collectRig) waitGateway() {
 	r.t.Helper()
-	waitFor(r.t, 20*time.Second, r.gwURL+" to answer", func() bool {
+	wait.For(r.t, 20*time.Second, r.gwURL+" to answer", func() bool {
 		resp, err := httpClient.Get(r.gwURL)
 		if err != nil {
 			return false

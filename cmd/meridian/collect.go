@@ -16,6 +16,10 @@ import (
 	"github.com/meridian-metrics/meridian/proto"
 )
 
+// defaultCollectAdminListen is the collector's admin address, apart from
+// the other roles' so that a collector can run on a gateway's host.
+const defaultCollectAdminListen = ":9104"
+
 type collectConfig struct {
 	Region          string
 	Instance        string
@@ -61,14 +65,15 @@ func collectCommand() *cli.Command {
 			"      re-bucketed (see README). A counter reset (gateway restart) starts a new boot.\n" +
 			"      Sources exposing only an average (no histogram) give avg_response_time only.\n" +
 			"active_connections: --stub-status URL (nginx), or the profile's in-flight gauge\n" +
-			"(HAProxy current sessions, Caddy in-flight); otherwise unavailable and reported as 0.",
+			"(HAProxy current sessions, Caddy in-flight); otherwise unavailable and reported as 0.\n" +
+			portsNote("--admin-listen (default "+defaultCollectAdminListen+")"),
 		Flags: bindEnv([]cli.Flag{
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of the gateway instance", Destination: &cfg.Region},
 			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname)", Destination: &cfg.Instance},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
+			natsURLFlag(&cfg.NATSURL),
 			&cli.DurationFlag{Name: "publish-interval", Value: collector.DefaultInterval, Usage: "time between reports", Destination: &cfg.PublishInterval},
-			&cli.StringFlag{Name: "admin-listen", Value: ":9104", Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "admin-listen", Value: defaultCollectAdminListen, Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
+			&cli.StringFlag{Name: "namespace", Value: collector.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint file; strongly advised: without it every start is a new boot and a log is read from its end", Destination: &cfg.Checkpoint},
 			&cli.StringFlag{Name: "access-log", Usage: "access log file to tail", Destination: &cfg.AccessLog},
 			&cli.StringFlag{Name: "access-log-format", Value: collector.FormatNginxCombined, Usage: "format of the access log or syslog lines: " + strings.Join(collector.LogFormats, ", "), Destination: &cfg.Format},
@@ -120,6 +125,11 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	if cfg.StubStatus != "" {
 		active = collector.StubStatusActive(client, cfg.StubStatus)
 	}
+	adminLn, err := listenFlag("admin-listen", cfg.AdminListen)
+	if err != nil {
+		return err
+	}
+	defer adminLn.Close()
 	nc, err := connectNATS(cfg.NATSURL, "meridian-collect-"+cfg.Instance, log)
 	if err != nil {
 		return err
@@ -141,7 +151,7 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	}, func() float64 { return 1 }))
 	g, ctx := newGroup(c.Context)
 	g.Go(func() error { return col.Run(ctx) })
-	g.Go(func() error { return serveHTTP(ctx, cfg.AdminListen, adminMux(reg, natsReady(nc)), log) })
+	g.Go(func() error { return serveListener(ctx, adminLn, adminMux(reg, natsReady(nc)), log) })
 	err = g.Wait()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
