@@ -15,6 +15,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/gateway"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -204,13 +205,9 @@ func TestSyslogSourceOverUDP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for src.Stats().Parsed.Load()+src.Stats().Unparseable.Load() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("the three datagrams were not all read")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
-	}
+	wait.For(t, 10*time.Second, "the three datagrams to be read", func() bool {
+		return src.Stats().Parsed.Load()+src.Stats().Unparseable.Load() == 3
+	})
 	got, _ := src.Read()
 	if got.RequestsSuccess != 1 || got.RequestsError != 1 || got.DurationSumNanos != uint64(42*time.Millisecond) {
 		t.Fatalf("counters %+v, want one success, one error, 42ms in all", got)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/gateway"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -69,20 +70,15 @@ func (tl *tailer) stop() {
 // errors, failing at once if it counts more.
 func (tl *tailer) waitCounts(ok, bad uint64) proto.Counters {
 	tl.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, _ := tl.src.Read()
+	var c proto.Counters
+	wait.For(tl.t, 20*time.Second, fmt.Sprintf("%d ok / %d errors counted", ok, bad), func() bool {
+		c, _ = tl.src.Read()
 		if c.RequestsSuccess > ok || c.RequestsError > bad {
 			tl.t.Fatalf("counted %d ok / %d errors, more than the %d / %d written", c.RequestsSuccess, c.RequestsError, ok, bad)
 		}
-		if c.RequestsSuccess == ok && c.RequestsError == bad {
-			return c
-		}
-		if time.Now().After(deadline) {
-			tl.t.Fatalf("counted %d ok / %d errors, want %d / %d", c.RequestsSuccess, c.RequestsError, ok, bad)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
-	}
+		return c.RequestsSuccess == ok && c.RequestsError == bad
+	})
+	return c
 }
 
 // logWriter appends combined-format lines, as a gateway holding the file
@@ -235,16 +231,10 @@ func TestLogSourceBoundsLinesAndWaitsForNewlines(t *testing.T) {
 	// Half a line, read before the rest is written: had it been taken for
 	// a line, both halves would be unparseable.
 	write(line[:40])
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, state := src.Read(); strings.Contains(string(state), `"head"`) {
-			break // the tailer has seen the half line's bytes
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the half line was never seen")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
-	}
+	wait.For(t, 20*time.Second, "the tailer to see the half line's bytes", func() bool {
+		_, state := src.Read()
+		return strings.Contains(string(state), `"head"`)
+	})
 	write(line[40:] + "\n")
 	tl.waitCounts(1, 0)
 	if n := src.Stats().Unparseable.Load(); n != 0 {
@@ -259,11 +249,7 @@ func TestLogSourceBoundsLinesAndWaitsForNewlines(t *testing.T) {
 
 func (tl *tailer) waitUnparseable(n uint64) {
 	tl.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for tl.src.Stats().Unparseable.Load() != n {
-		if time.Now().After(deadline) {
-			tl.t.Fatalf("unparseable = %d, want %d", tl.src.Stats().Unparseable.Load(), n)
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval of a condition wait
-	}
+	wait.For(tl.t, 20*time.Second, fmt.Sprintf("%d unparseable lines", n), func() bool {
+		return tl.src.Stats().Unparseable.Load() == n
+	})
 }
