@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -64,8 +65,8 @@ type CollectorConfig struct {
 // or double counting a request: the checkpoint is made durable before every
 // report, and a restart resumes its boot, sequence, counters and position.
 //
-// Concurrency: Run once; Shutdown may be called from any goroutine, any
-// number of times.
+// Concurrency: Run once (service.ErrRunning, service.ErrClosed otherwise);
+// Shutdown may be called from any goroutine, any number of times.
 type Collector struct {
 	cfg    CollectorConfig
 	log    *slog.Logger
@@ -78,11 +79,7 @@ type Collector struct {
 	cpMu    sync.Mutex
 	pending json.RawMessage // the source state read with the report being built
 
-	runMu        sync.Mutex
-	cancel       context.CancelFunc
-	done         chan struct{}
-	shutdownOnce sync.Once
-	shutdownErr  error
+	life service.Lifecycle
 }
 
 // DefaultNamespace prefixes the collector's metric names.
@@ -118,7 +115,7 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		return nil, fmt.Errorf("new collector: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	c := &Collector{cfg: cfg, log: cfg.Logger.With("component", "collect"), done: make(chan struct{})}
+	c := &Collector{cfg: cfg, log: cfg.Logger.With("component", "collect")}
 	pcfg := Config{
 		NATS: cfg.NATS, Region: cfg.Region, Instance: cfg.Instance, Interval: cfg.Interval,
 		Now: cfg.Now, Logger: cfg.Logger, Source: c.read, OnPublish: cfg.OnPublish,
@@ -205,14 +202,11 @@ func (c *Collector) checkpoint(r *proto.Report) error {
 // Run counts and publishes until ctx ends or Shutdown is called, then
 // publishes the final report and returns.
 func (c *Collector) Run(ctx context.Context) error {
-	c.runMu.Lock()
-	if c.cancel != nil {
-		c.runMu.Unlock()
-		return ErrRunning
+	ctx, err := c.life.Start(ctx)
+	if err != nil {
+		return err
 	}
-	ctx, c.cancel = context.WithCancel(ctx)
-	c.runMu.Unlock()
-	defer close(c.done)
+	defer c.life.Exit()
 
 	var wg sync.WaitGroup
 	srcCtx, stopSource := context.WithCancel(context.WithoutCancel(ctx))
@@ -283,23 +277,16 @@ func (c *Collector) Run(ctx context.Context) error {
 }
 
 // Shutdown stops Run (final report included) and waits for it, or for ctx.
+// Called before Run, it only closes the collector: Run then returns
+// service.ErrClosed.
 func (c *Collector) Shutdown(ctx context.Context) error {
-	c.runMu.Lock()
-	cancel := c.cancel
-	if cancel == nil {
-		c.cancel = func() {}
-		close(c.done)
-		c.runMu.Unlock()
+	if !c.life.Stop() {
 		return nil
 	}
-	c.runMu.Unlock()
-	cancel()
-	select {
-	case <-c.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down collector: %w", ctx.Err())
+	if err := c.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down collector: %w", err)
 	}
+	return nil
 }
 
 func (c *Collector) pollActive(ctx context.Context) {

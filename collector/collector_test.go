@@ -3,6 +3,7 @@ package collector_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/integration/wait"
@@ -238,5 +240,21 @@ func TestConfigsRejectBadValues(t *testing.T) {
 		if err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestCollectorShutdownBeforeRun(t *testing.T) {
+	_, nc := natstest.StartTest(t)
+	m, _ := collector.Profile("kairos")
+	src, _ := collector.NewScrapeSource(collector.ScrapeConfig{URL: "http://127.0.0.1:1/metrics", Mapping: m})
+	col, err := collector.NewCollector(collector.CollectorConfig{NATS: nc, Region: "eu", Instance: "k-1", Source: src, Logger: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := col.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := col.Run(context.Background()); !errors.Is(err, service.ErrClosed) {
+		t.Fatalf("Run after Shutdown = %v, want service.ErrClosed", err)
 	}
 }
