@@ -1,12 +1,10 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestCollectApacheAccessLogIsExact runs Debian's Apache (event MPM,
@@ -16,13 +14,10 @@ import (
 // restart, a collector kill -9 under load and an unparseable line.
 func TestCollectApacheAccessLogIsExact(t *testing.T) {
 	apache := gatewayBinary(t, "/usr/sbin/apache2")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	addr := freeAddr(t)
+	r := newCollectRig(t, "apache")
+	dir, addr := r.dir, r.addr
 	log := filepath.Join(dir, "access.log")
 
-	r := newCollectRig(t, ctx, "apache", "http://"+addr+"/")
 	conf := filepath.Join(dir, "httpd.conf")
 	mods := "/usr/lib/apache2/modules"
 	writeFile(t, conf, fmt.Sprintf(`ServerRoot %[1]s

@@ -1,13 +1,11 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
 )
@@ -19,13 +17,11 @@ import (
 // collector kill -9 under load and an unparseable line.
 func TestCollectCaddyAccessLogIsExact(t *testing.T) {
 	caddy := gatewayBinary(t, "/usr/bin/caddy")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	addr, admin := freeAddr(t), freeAddr(t)
+	r := newCollectRig(t, "caddy")
+	dir, addr, ctx := r.dir, r.addr, r.ctx
+	admin := freeAddr(t)
 	log := filepath.Join(dir, "access.log")
 
-	r := newCollectRig(t, ctx, "caddy", "http://"+addr+"/")
 	conf := filepath.Join(dir, "Caddyfile")
 	writeFile(t, conf, fmt.Sprintf(`{
 	admin %[2]s

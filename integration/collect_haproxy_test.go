@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"path/filepath"
@@ -52,13 +51,11 @@ backend be
 // (datagrams sent while no collector listens are lost; the README says so).
 func TestCollectHAProxySyslogIsExact(t *testing.T) {
 	haproxy := gatewayBinary(t, "/usr/sbin/haproxy")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	addr, promAddr := freeAddr(t), freeAddr(t)
+	r := newCollectRig(t, "haproxy")
+	dir, addr := r.dir, r.addr
+	promAddr := freeAddr(t)
 	sock := filepath.Join(dir, "log.sock")
 
-	r := newCollectRig(t, ctx, "haproxy", "http://"+addr+"/")
 	r.startCollector("--syslog-listen", "unix://"+sock, "--access-log-format", "haproxy",
 		"--checkpoint", filepath.Join(dir, "collect.checkpoint"))
 	conf := haproxyConfig(t, dir, addr, promAddr, r.c.upstream.Host, sock)
@@ -108,12 +105,10 @@ func TestCollectHAProxySyslogIsExact(t *testing.T) {
 // loses nor double counts.
 func TestCollectHAProxyExporterIsExact(t *testing.T) {
 	haproxy := gatewayBinary(t, "/usr/sbin/haproxy")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	addr, promAddr := freeAddr(t), freeAddr(t)
+	r := newCollectRig(t, "haproxyprom")
+	dir, addr := r.dir, r.addr
+	promAddr := freeAddr(t)
 
-	r := newCollectRig(t, ctx, "haproxyprom", "http://"+addr+"/")
 	conf := haproxyConfig(t, dir, addr, promAddr, r.c.upstream.Host, filepath.Join(dir, "nobody-listens.sock"))
 	gw := startGatewayProc(t, nil, haproxy, "-W", "-db", "-f", conf)
 	waitHTTP(t, "http://"+promAddr+"/metrics")

@@ -1,13 +1,11 @@
 package integration
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestCollectNginxAccessLogIsExact runs Debian's nginx in front of the demo
@@ -17,14 +15,12 @@ import (
 // reload, a restart, a collector kill -9 under load and an unparseable line.
 func TestCollectNginxAccessLogIsExact(t *testing.T) {
 	nginx := gatewayBinary(t, "/usr/sbin/nginx")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	addr, statusAddr := freeAddr(t), freeAddr(t)
+	r := newCollectRig(t, "nginx")
+	dir, addr := r.dir, r.addr
+	statusAddr := freeAddr(t)
 	log := filepath.Join(dir, "access.log")
 	pidFile := filepath.Join(dir, "nginx.pid")
 
-	r := newCollectRig(t, ctx, "nginx", "http://"+addr+"/")
 	conf := filepath.Join(dir, "nginx.conf")
 	writeFile(t, conf, fmt.Sprintf(`daemon off;
 user root;

@@ -34,6 +34,8 @@ type collectRig struct {
 	ctx     context.Context
 	ws      *wsclient.Client
 	region  string
+	dir     string // the test's temporary directory
+	addr    string // the gateway's listen address
 	gwURL   string
 	args    []string // collector arguments
 	col     *proc
@@ -42,10 +44,16 @@ type collectRig struct {
 	regions *regionWatch
 }
 
-func newCollectRig(t *testing.T, ctx context.Context, region, gwURL string) *collectRig {
+// newCollectRig starts a cluster for one gateway test with its own 4-minute
+// deadline, temporary directory and free gateway address (r.dir, r.addr).
+func newCollectRig(t *testing.T, region string) *collectRig {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	t.Cleanup(cancel)
 	c := startCluster(t, clusterOptions{})
-	r := &collectRig{t: t, c: c, ctx: ctx, region: region, gwURL: gwURL, want: loadgen.Result{ByStatus: map[int]uint64{}}}
+	r := &collectRig{t: t, c: c, ctx: ctx, region: region, dir: t.TempDir(), addr: freeAddr(t),
+		want: loadgen.Result{ByStatus: map[int]uint64{}}}
+	r.gwURL = "http://" + r.addr + "/"
 	r.regions = watchRegion(t, c.nc, region)
 	r.ws = c.dial(ctx)
 	return r
