@@ -31,16 +31,23 @@ type SyslogConfig struct {
 	Now    func() time.Time
 }
 
+// SyslogReadBuffer is the socket receive buffer a SyslogSource asks for.
+const SyslogReadBuffer = 4 << 20
+
 // maxDatagram bounds one syslog message (HAProxy's default log length is
 // 1024; its maximum 65535).
 const maxDatagram = 64 << 10
 
 // SyslogSource receives access-log lines as syslog datagrams, which is how
-// HAProxy logs (it writes no files itself). It is exact while it runs;
-// messages sent while no collector listens are lost (datagrams are not
-// queued), which the checkpoint cannot recover: run it under a supervisor,
-// or have HAProxy log to a file (`log stdout` under systemd or a container
-// runtime that writes it to a file) and use a LogSource instead.
+// HAProxy logs (it writes no files itself). It is exact while it runs and
+// keeps up: messages sent while no collector listens are lost (datagrams
+// are not queued), which the checkpoint cannot recover, and so are messages
+// that do not fit the socket's queue. Prefer UDP on loopback, whose receive
+// buffer is large (SyslogReadBuffer, capped by net.core.rmem_max), to a unix
+// datagram socket, whose queue holds net.unix.max_dgram_qlen messages (10
+// by default on Linux: bursts are dropped). Or have HAProxy log to a file
+// (`log stdout` under systemd or a container runtime that writes it to a
+// file) and use a LogSource.
 //
 // Concurrency: as LogSource.
 type SyslogSource struct {
@@ -96,6 +103,12 @@ func NewSyslogSource(cfg SyslogConfig) (*SyslogSource, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("new syslog source: listen on %s: %w", cfg.Listen, err)
+	}
+	// Senders drop what does not fit (HAProxy counts them as dropped logs):
+	// ask for a large buffer to ride out bursts; the kernel caps it at
+	// net.core.rmem_max.
+	if rb, ok := s.conn.(interface{ SetReadBuffer(int) error }); ok {
+		_ = rb.SetReadBuffer(SyslogReadBuffer)
 	}
 	s.log = cfg.Logger.With("source", "syslog", "listen", s.conn.LocalAddr().String())
 	s.bad = newRateLimitedLog(s.log, cfg.Now, DefaultBadLineLogEvery)
