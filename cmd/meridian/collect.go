@@ -118,10 +118,11 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	}
 	log = log.With("role", "collect", "instance", cfg.Instance)
 	client := &http.Client{Timeout: 10 * time.Second}
-	src, active, err := collectSource(cfg, client, log)
+	src, err := collectSource(cfg, client, log)
 	if err != nil {
 		return err
 	}
+	var active collector.ActiveFunc // a scrape source reads its own gauge
 	if cfg.StubStatus != "" {
 		active = collector.StubStatusActive(client, cfg.StubStatus)
 	}
@@ -159,49 +160,48 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 	return err
 }
 
-// collectSource builds the source the flags name, and the active-connections
-// reader it brings (a scrape's in-flight gauge).
-func collectSource(cfg *collectConfig, client *http.Client, log *slog.Logger) (collector.Source, collector.ActiveFunc, error) {
+// collectSource builds the source the flags name.
+func collectSource(cfg *collectConfig, client *http.Client, log *slog.Logger) (collector.Source, error) {
 	if cfg.ScrapeURL != "" {
 		m, err := scrapeMapping(cfg)
 		if err == nil {
 			m, err = withMatch(m, cfg.ScrapeMatch)
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		src, err := collector.NewScrapeSource(collector.ScrapeConfig{
 			URL: cfg.ScrapeURL, Mapping: m, Interval: cfg.ScrapeInterval, Client: client, Logger: log,
 		})
 		if err != nil {
-			return nil, nil, usageError("%v", err)
+			return nil, usageError("%v", err)
 		}
-		return src, nil, nil
+		return src, nil
 	}
 	parser, err := collector.NewLineParser(collector.LogFormat{
 		Name: cfg.Format, Regex: cfg.Regex, StatusField: cfg.StatusField,
 		DurationField: cfg.DurationField, DurationUnit: cfg.DurationUnit,
 	})
 	if err != nil {
-		return nil, nil, usageError("--access-log-format: %v", err)
+		return nil, usageError("--access-log-format: %v", err)
 	}
 	if cfg.SyslogListen != "" {
 		src, err := collector.NewSyslogSource(collector.SyslogConfig{
 			Listen: cfg.SyslogListen, Parser: parser, Recorder: new(gateway.Recorder), Logger: log,
 		})
 		if err != nil {
-			return nil, nil, usageError("--syslog-listen: %v", err)
+			return nil, usageError("--syslog-listen: %v", err)
 		}
-		return src, nil, nil
+		return src, nil
 	}
 	src, err := collector.NewLogSource(collector.LogConfig{
 		Path: cfg.AccessLog, Parser: parser, Recorder: new(gateway.Recorder), FromStart: cfg.FromStart,
 		PollInterval: cfg.PollInterval, RotateWait: cfg.RotateWait, Logger: log,
 	})
 	if err != nil {
-		return nil, nil, usageError("%v", err)
+		return nil, usageError("%v", err)
 	}
-	return src, nil, nil
+	return src, nil
 }
 
 func scrapeMapping(cfg *collectConfig) (collector.Mapping, error) {
