@@ -2,17 +2,21 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/meridian-metrics/meridian/collector"
 )
 
 // TestCollectNginxAccessLogIsExact runs Debian's nginx in front of the demo
 // upstream with `meridian collect` tailing its access log, and checks over a
 // real WebSocket that the cluster and region totals equal what loadgen was
 // answered, across rotation by rename (USR1 reopen) and by copytruncate, a
-// reload, a restart, a collector kill -9 under load and an unparseable line.
+// reload, a restart, a collector kill -9 under load and an unparseable line;
+// and that nginx's JSON log of the same requests reads to the same counts.
 func TestCollectNginxAccessLogIsExact(t *testing.T) {
 	nginx := gatewayBinary(t, "/usr/sbin/nginx")
 	r := newCollectRig(t, "nginx")
@@ -35,9 +39,11 @@ http {
   uwsgi_temp_path %[1]s/uwsgi;
   scgi_temp_path %[1]s/scgi;
   log_format meridian '$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" $request_time';
+  log_format meridianjson escape=json '{"time":"$time_iso8601","status":"$status","request_time":"$request_time"}';
   server {
     listen %[2]s;
     access_log %[1]s/access.log meridian;
+    access_log %[1]s/access.json meridianjson;
     location / { proxy_pass %[3]s; }
   }
   server {
@@ -91,6 +97,32 @@ http {
 		t.Errorf("unparseable lines metric = %v, want 1", got)
 	}
 	r.stopCollector()
+
+	// The same requests in nginx's JSON log (escape=json) read with the
+	// nginx-json format: exactly what loadgen was answered.
+	p, err := collector.NewLineParser(collector.LogFormat{Name: collector.FormatNginxJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "access.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, bad uint64
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		e, err := p.ParseLine([]byte(line))
+		if err != nil {
+			t.Fatalf("nginx JSON line %q: %v", line, err)
+		}
+		if e.Status < 400 {
+			ok++
+		} else {
+			bad++
+		}
+	}
+	if ok != r.want.Succeeded || bad != r.want.Failed {
+		t.Errorf("nginx JSON log holds %d/%d successes/errors, loadgen got %d/%d", ok, bad, r.want.Succeeded, r.want.Failed)
+	}
 	if !strings.Contains(strings.Join(r.col.output(), "\n"), "skipping an unparseable line") {
 		t.Error("the unparseable line was not logged")
 	}
