@@ -39,7 +39,14 @@ type Checkpoint struct {
 }
 
 // loadCheckpoint reads the checkpoint at path; a missing file is (nil, nil).
+// Temporary files a collector killed while saving left beside it are
+// removed.
 func loadCheckpoint(path string) (*Checkpoint, error) {
+	if stale, err := filepath.Glob(path + ".tmp-*"); err == nil {
+		for _, f := range stale {
+			os.Remove(f)
+		}
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil

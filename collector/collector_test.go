@@ -107,7 +107,14 @@ func TestCollectorCheckpointIsNeverBehindAPublishedReport(t *testing.T) {
 		t.Fatalf("final checkpoint counts %d requests, %d errors; want 200 and 50", final.Counters.RequestsTotal, final.Counters.RequestsError)
 	}
 
+	stale := cpPath + ".tmp-123" // what a kill -9 while saving leaves
+	if err := os.WriteFile(stale, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	col2, _ := runCollector(t, nc, logPath, cpPath)
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("a stale temporary checkpoint was left behind")
+	}
 	if col2.BootID() != boot {
 		t.Fatalf("restart started boot %s, want the checkpointed %s", col2.BootID(), boot)
 	}
