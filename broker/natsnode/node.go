@@ -51,6 +51,18 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default: slog.Default().
 	Logger *slog.Logger
+
+	// AuthConfig is a NATS configuration file whose authorization block
+	// (users, nkeys, token) is loaded, e.g. one written by natsauth; empty
+	// lets any client in. Only that block is used: listen addresses, TLS
+	// and cluster settings come from this Config.
+	AuthConfig string
+	// TLSCert and TLSKey serve TLS on the client port and, in a cluster, on
+	// the route port. TLSCA verifies peers: route peers always (whose
+	// certificate must name a host of the route URLs), clients when
+	// VerifyClients is set (mutual TLS).
+	TLSCert, TLSKey, TLSCA string
+	VerifyClients          bool
 }
 
 // Node is an embedded NATS server.
@@ -117,6 +129,9 @@ func New(cfg Config) (*Node, error) {
 				return nil, fmt.Errorf("new nats node: parse routes %q", cfg.Routes)
 			}
 		}
+	}
+	if err := secure(opts, &cfg); err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -7,10 +7,11 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 )
 
 type aggregatorConfig struct {
-	NATSURL          string
+	NATS             natsClientConfig
 	Listen           string
 	Namespace        string
 	HistoryRetention time.Duration
@@ -36,8 +37,7 @@ func aggregatorCommand() *cli.Command {
 			"MERIDIAN_LEADER), the others follow hot and take over with the persisted merge state\n" +
 			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
 			"instance and region labels; the leader only), /healthz and /readyz.",
-		Flags: bindEnv([]cli.Flag{
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
+		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: ":9102", Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
@@ -50,14 +50,14 @@ func aggregatorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
 			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
 			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
-		}),
+		}, natsClientFlags(&cfg.NATS)...)),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "aggregator")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-aggregator", log)
+			nc, err := connectNATS(cfg.NATS, natsauth.RoleAggregator, "meridian-aggregator", log)
 			if err != nil {
 				return err
 			}
@@ -80,7 +80,7 @@ func aggregatorCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
 			g.Go(func() error { return serveHTTP(ctx, cfg.Listen, mux, log) })
-			log.Info("aggregator running", "id", agg.ID(), "nats", cfg.NATSURL, "listen", cfg.Listen)
+			log.Info("aggregator running", "id", agg.ID(), "nats", cfg.NATS.URL, "listen", cfg.Listen)
 			return g.Wait()
 		},
 	}

@@ -13,11 +13,12 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 )
 
 type edgeConfig struct {
 	Listen            string
-	NATSURL           string
+	NATS              natsClientConfig
 	Namespace         string
 	HistoryWindow     time.Duration
 	HistoryPoints     int
@@ -75,16 +76,15 @@ func edgeCommand() *cli.Command {
 			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}, edgeFlags(&cfg)...)),
+		}, append(edgeFlags(&cfg), natsClientFlags(&cfg.NATS)...)...)),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "edge")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-edge", log)
+			nc, err := connectNATS(cfg.NATS, natsauth.RoleEdge, "meridian-edge", log)
 			if err != nil {
 				return err
 			}

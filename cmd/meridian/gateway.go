@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -18,7 +19,7 @@ type gatewayConfig struct {
 	Listen          string
 	Region          string
 	Instance        string
-	NATSURL         string
+	NATS            natsClientConfig
 	PublishInterval time.Duration
 	UpstreamTimeout time.Duration
 	AdminListen     string
@@ -34,17 +35,16 @@ func gatewayCommand() *cli.Command {
 			"error; 502/504 for upstream failures, 499 for clients that went away). Publishes a cumulative\n" +
 			"report on meridian.report.<region>.<instance> every --publish-interval, and a final one on\n" +
 			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.",
-		Flags: bindEnv([]cli.Flag{
+		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &cfg.Upstream},
 			&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, Usage: "proxy listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of this instance (letters, digits, - and _)", Destination: &cfg.Region},
 			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname, e.g. the container's)", Destination: &cfg.Instance},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
 			&cli.DurationFlag{Name: "publish-interval", Value: time.Second, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: gateway.DefaultUpstreamTimeout, Usage: "upstream connect + response-header timeout (504 beyond)", Destination: &cfg.UpstreamTimeout},
 			&cli.StringFlag{Name: "admin-listen", Value: ":9101", Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
 			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}),
+		}, natsClientFlags(&cfg.NATS)...)),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -67,7 +67,7 @@ func gatewayCommand() *cli.Command {
 				}
 			}
 			log = log.With("role", "gateway")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-gateway-"+cfg.Instance, log)
+			nc, err := connectNATS(cfg.NATS, natsauth.RoleGateway, "meridian-gateway-"+cfg.Instance, log)
 			if err != nil {
 				return err
 			}
@@ -92,7 +92,7 @@ func gatewayCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return node.Run(ctx) })
 			g.Go(func() error { return serveHTTP(ctx, cfg.AdminListen, adminMux(reg, natsReady(nc)), log) })
-			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", cfg.NATSURL)
+			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", cfg.NATS.URL)
 			err = g.Wait()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -57,6 +57,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			aggregatorCommand(),
 			edgeCommand(),
 			natsCommand(),
+			secretsCommand(),
 			watchCommand(),
 			loadgenCommand(),
 			upstreamCommand(),
