@@ -59,11 +59,15 @@ type Config struct {
 	NATS *nats.Conn
 	// History configures the history stream, created or updated at start.
 	History history.StreamConfig
-	// StaleAfter, AvgWindow and ForgetAfter configure the merge; see
-	// MergerConfig for their meaning and defaults.
-	StaleAfter  time.Duration
-	AvgWindow   time.Duration
-	ForgetAfter time.Duration
+	// StaleAfter, AvgWindow, ForgetAfter, MaxRequestRate, MaxInstances and
+	// MaxRegions configure the merge; see MergerConfig for their meaning and
+	// defaults.
+	StaleAfter     time.Duration
+	AvgWindow      time.Duration
+	ForgetAfter    time.Duration
+	MaxRequestRate int64
+	MaxInstances   int
+	MaxRegions     int
 	// Registerer receives the aggregator's own metrics; nil registers none.
 	// The per-gateway series are served separately by GatewayHandler.
 	Registerer prometheus.Registerer
@@ -134,6 +138,7 @@ type Aggregator struct {
 	stateWritten atomic.Int64 // unix nanoseconds of the last state write
 
 	decodeLog  logLimiter
+	rejectLog  logLimiter
 	publishLog logLimiter
 	stateLog   logLimiter
 
@@ -152,6 +157,13 @@ func New(cfg Config) (*Aggregator, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new aggregator: Config.NATS is required")
 	}
+	mcfg := MergerConfig{
+		StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ForgetAfter: cfg.ForgetAfter,
+		MaxRequestRate: cfg.MaxRequestRate, MaxInstances: cfg.MaxInstances, MaxRegions: cfg.MaxRegions,
+	}
+	if err := mcfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new aggregator: %w", err)
+	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
 	}
@@ -165,16 +177,15 @@ func New(cfg Config) (*Aggregator, error) {
 		cfg.ExportTTL = DefaultExportTTL
 	}
 	a := &Aggregator{
-		cfg: cfg,
-		log: cfg.Logger.With("component", "aggregator"),
-		merger: NewMerger(MergerConfig{
-			StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ForgetAfter: cfg.ForgetAfter,
-		}),
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "aggregator"),
+		merger:     NewMerger(mcfg),
 		recheck:    make(chan struct{}, 1),
 		nudge:      make(chan struct{}, 1),
 		replay:     newReplayBuffer(),
 		book:       newBook(),
 		decodeLog:  logLimiter{every: logEvery},
+		rejectLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
 		done:       make(chan struct{}),
@@ -185,6 +196,7 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
+	a.book.maxRate = a.merger.cfg.MaxRequestRate
 	js, err := jetstream.New(cfg.NATS,
 		jetstream.WithPublishAsyncErrHandler(a.onWriteError),
 		jetstream.WithPublishAsyncTimeout(ackTimeout),
@@ -408,9 +420,14 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		return
 	}
 	now := a.cfg.Now()
+	if !subjectMatches(msg.Subject, &r) {
+		a.rejectReport(&r, msg.Subject, RejectSubject, now)
+		return
+	}
 	a.mu.Lock()
 	out := a.merger.Apply(r, now)
-	if a.elector != nil {
+	why := a.merger.LastRejection()
+	if a.elector != nil && out != OutcomeRejected {
 		a.replay.add(r, now)
 	}
 	a.mu.Unlock()
@@ -424,10 +441,7 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		a.metrics.resetDecrease.Inc()
 		a.log.Debug("gateway counters went down without a restart", "instance", r.Instance, "boot_id", r.BootID, "seq", r.Seq)
 	case OutcomeRejected:
-		a.metrics.rejected.Inc()
-		if ok, suppressed := a.decodeLog.allow(now); ok {
-			a.log.Warn("reject report whose counts would overflow the cluster's", "instance", r.Instance, "suppressed", suppressed)
-		}
+		a.rejectReport(&r, msg.Subject, why, now)
 	case OutcomeNewInstance:
 		a.log.Debug("new gateway instance", "instance", r.Instance, "region", r.Region)
 	}

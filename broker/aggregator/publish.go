@@ -137,7 +137,7 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 		return false
 	}
 	if !*backedUp {
-		_, err = a.js.PublishAsync(subject, data,
+		_, err = a.js.PublishMsgAsync(a.outgoing(subject, data),
 			jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(stallWait))
 		if err == nil {
 			return true
@@ -148,7 +148,7 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 			return false
 		}
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg := a.outgoing(subject, data)
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	err = a.cfg.NATS.PublishMsg(msg)
 	a.writeFailed(fmt.Errorf("publish %s: acks backed up: %w", subject, jetstream.ErrTooManyStalledMsgs))
@@ -157,14 +157,15 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 
 // onSnapshot and onRollup feed the book with what was published, by this
 // aggregator or another. They run on the subscriptions' delivery goroutines.
+// Only what adoptable accepts is adopted (adopt.go).
 func (a *Aggregator) onSnapshot(msg *nats.Msg) {
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
 		a.book.claim(&s)
 	}
 }
 
 func (a *Aggregator) onRollup(msg *nats.Msg) {
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
 		a.book.rolledUp(&s)
 	}
 }

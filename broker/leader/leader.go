@@ -95,7 +95,8 @@ type Elector struct {
 	token []byte // the lease value: ID, a space, and a nonce
 	log   *slog.Logger
 
-	cur atomic.Pointer[lease] // nil while not leading
+	cur    atomic.Pointer[lease]  // nil while not leading
+	holder atomic.Pointer[string] // ID of the lease holder as last seen
 
 	resignCh chan struct{} // closed by Resign: Run returns between two lease operations
 
@@ -201,6 +202,19 @@ func (e *Elector) Leading() bool {
 	l := e.cur.Load()
 	return l != nil && e.cfg.Now().Before(l.until)
 }
+
+// Holder is the ID of the lease holder as this elector last saw it: its
+// own ID once it took the lease, another's as read while following, "" when
+// the lease was free or not yet read. A follower learns of a new holder
+// within Poll.
+func (e *Elector) Holder() string {
+	if h := e.holder.Load(); h != nil {
+		return *h
+	}
+	return ""
+}
+
+func (e *Elector) setHolder(id string) { e.holder.Store(&id) }
 
 // setLease records a lease until until, unless the elector has resigned.
 func (e *Elector) setLease(until time.Time) {
@@ -439,6 +453,7 @@ func (c *campaign) lead(rev uint64, sent time.Time) {
 	c.rev, c.lastSent, c.until = rev, sent, sent.Add(c.e.cfg.RenewDeadline)
 	c.seenRev = 0
 	c.e.setLease(c.until)
+	c.e.setHolder(c.e.cfg.ID)
 }
 
 // stepDown gives up the lease as lost.
@@ -501,6 +516,12 @@ func (c *campaign) follow(ctx context.Context) time.Duration {
 	e, err := c.kv.Get(gctx, cfg.Key)
 	cancel()
 	now := cfg.Now() // after the answer: no earlier than the revision was written
+	switch {
+	case err == nil:
+		c.e.setHolder(holderID(e.Value()))
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		c.e.setHolder("")
+	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.ok()

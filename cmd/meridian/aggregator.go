@@ -24,6 +24,9 @@ type aggregatorConfig struct {
 	StateReplicas    int
 	RollupRetention  time.Duration
 	RollupReplicas   int
+	MaxInstances     int
+	MaxRegions       int
+	MaxRequestRate   int64
 }
 
 func aggregatorCommand() *cli.Command {
@@ -49,6 +52,9 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "state-replicas", Value: 1, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
 			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
+			&cli.IntFlag{Name: "max-instances", Value: aggregator.DefaultMaxInstances, Usage: "cap on tracked gateway instances; reports of new ones beyond it are rejected (metric reason max_instances)", Destination: &cfg.MaxInstances},
+			&cli.IntFlag{Name: "max-regions", Value: aggregator.DefaultMaxRegions, Usage: "cap on tracked regions; reports naming new ones beyond it are rejected (reason max_regions)", Destination: &cfg.MaxRegions},
+			&cli.Int64Flag{Name: "max-request-rate", Value: aggregator.DefaultMaxRequestRate, Usage: "most requests per second one instance may plausibly count; faster-growing reports are rejected (reason counter_jump)", Destination: &cfg.MaxRequestRate},
 			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}, natsClientFlags(&cfg.NATS)...)),
 		Action: func(c *cli.Context) error {
@@ -67,6 +73,7 @@ func aggregatorCommand() *cli.Command {
 				NATS:       nc,
 				History:    history.StreamConfig{Replicas: cfg.HistoryReplicas, MaxAge: cfg.HistoryRetention},
 				StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ExportTTL: cfg.ExportTTL,
+				MaxInstances: cfg.MaxInstances, MaxRegions: cfg.MaxRegions, MaxRequestRate: cfg.MaxRequestRate,
 				ID: cfg.ID, Leader: aggregator.LeaderConfig{TTL: cfg.LeaderTTL}, StateReplicas: cfg.StateReplicas,
 				Rollups:    aggregator.RollupConfig{Replicas: cfg.RollupReplicas, MaxAge: cfg.RollupRetention},
 				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
