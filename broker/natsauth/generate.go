@@ -69,6 +69,9 @@ type Spec struct {
 	// a directory that already holds an authorization config is left as it
 	// is.
 	Rotate bool
+	// Retire rewrites the authorization config with the current keys only,
+	// dropping the previous ones a rotation kept; nothing else changes.
+	Retire bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
@@ -124,6 +127,12 @@ func Generate(spec Spec) (Result, error) {
 		res.IDs = append(res.IDs, id.id)
 	}
 	authPath := filepath.Join(spec.Dir, AuthConfigFile)
+	if spec.Retire {
+		if spec.Rotate {
+			return Result{}, errors.New("generate secrets: Rotate and Retire are separate steps")
+		}
+		return res, retire(authPath, spec.Dir, ids)
+	}
 	if _, err := os.Stat(authPath); err == nil && !spec.Rotate {
 		res.Kept = true
 		return res, nil
@@ -243,4 +252,25 @@ func publicKeyOf(seedPath string) (string, error) {
 	}
 	defer kp.Wipe()
 	return kp.PublicKey()
+}
+
+// retire writes the authorization config with the current key of each
+// identity only.
+func retire(authPath, dir string, ids []identity) error {
+	var users []User
+	for _, id := range ids {
+		pub, err := publicKeyOf(filepath.Join(dir, id.id+".nk"))
+		if err != nil {
+			return fmt.Errorf("retire previous keys: %w", err)
+		}
+		users = append(users, User{Name: id.id, PublicKey: pub, Permissions: id.perms})
+	}
+	var conf bytes.Buffer
+	if err := WriteAuthConfig(&conf, users); err != nil {
+		return fmt.Errorf("retire previous keys: %w", err)
+	}
+	if err := writeFile(authPath, conf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("retire previous keys: %w", err)
+	}
+	return nil
 }

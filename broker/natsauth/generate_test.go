@@ -54,6 +54,17 @@ func TestGenerateKeepsThenRotates(t *testing.T) {
 	if strings.Count(rotated, "# edge") != 2 || !strings.Contains(rotated, "previous key") {
 		t.Fatalf("rotated config does not list the previous edge key:\n%s", rotated)
 	}
+	// Retiring drops the previous keys and keeps the seeds.
+	newSeed := read("edge.nk")
+	if _, err := natsauth.Generate(natsauth.Spec{Dir: dir, Gateways: spec.Gateways, Retire: true}); err != nil {
+		t.Fatal(err)
+	}
+	if retired := string(read(natsauth.AuthConfigFile)); strings.Count(retired, "# edge") != 1 || strings.Contains(retired, "previous key") {
+		t.Fatalf("retired config still lists previous keys:\n%s", retired)
+	}
+	if !bytes.Equal(read("edge.nk"), newSeed) {
+		t.Fatal("retiring changed a seed")
+	}
 }
 
 func TestGenerateRejectsBadInput(t *testing.T) {

@@ -1,6 +1,7 @@
 package natsnode
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -85,6 +86,10 @@ func secure(opts *server.Options, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("route TLS: %w", err)
 	}
+	// A route is both a TLS server and, when it dials, a TLS client: the CA
+	// verifies either way, and peers must present a certificate (as NATS'
+	// own config parsing does for cluster TLS).
+	rc.ClientAuth, rc.RootCAs = tls.RequireAndVerifyClientCert, rc.ClientCAs
 	opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = rc, tlsHandshakeTimeout
 	opts.Cluster.TLSCheckKnownURLs = true
 	return nil

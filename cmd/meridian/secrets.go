@@ -15,6 +15,7 @@ type secretsConfig struct {
 	Gateways    []string
 	ClientCerts bool
 	Rotate      bool
+	Retire      bool
 }
 
 func secretsCommand() *cli.Command {
@@ -34,6 +35,7 @@ func secretsCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "gateway", Usage: "gateway credential REGION/INSTANCE (publishes only its own reports) or REGION (any instance of the region, for scaled replicas); repeat"},
 			&cli.BoolFlag{Name: "client-certs", Usage: "also write a client certificate per identity, for `meridian nats --tls-verify`", Destination: &cfg.ClientCerts},
 			&cli.DurationFlag{Name: "validity", Value: natsauth.DefaultValidity, Usage: "validity of the server and client certificates (the CA gets ten times as long)"},
+			&cli.BoolFlag{Name: "retire-previous", Usage: "after a rotation, once every role uses its new key: drop the previous keys from nats-auth.conf", Destination: &cfg.Retire},
 			&cli.BoolFlag{Name: "rotate", Usage: "replace the server certificate, every seed and client certificate, keeping the CA; previous keys stay valid until the next rotation", Destination: &cfg.Rotate},
 		}),
 		Action: func(c *cli.Context) error {
@@ -43,7 +45,7 @@ func secretsCommand() *cli.Command {
 			}
 			spec := natsauth.Spec{
 				Dir: cfg.Out, Hosts: c.StringSlice("host"), ClientCerts: cfg.ClientCerts,
-				Validity: c.Duration("validity"), Rotate: cfg.Rotate,
+				Validity: c.Duration("validity"), Rotate: cfg.Rotate, Retire: cfg.Retire,
 			}
 			if spec.Validity <= 0 {
 				return usageError("--validity %s: must be positive", spec.Validity)
@@ -63,7 +65,7 @@ func secretsCommand() *cli.Command {
 				log.Info("secrets already present; left as they are (use --rotate to replace them)", "dir", cfg.Out, "identities", res.IDs)
 				return nil
 			}
-			log.Info("secrets written", "dir", cfg.Out, "identities", res.IDs, "rotated", cfg.Rotate)
+			log.Info("secrets written", "dir", cfg.Out, "identities", res.IDs, "rotated", cfg.Rotate, "retired_previous", cfg.Retire)
 			return nil
 		},
 	}

@@ -1,0 +1,113 @@
+package natsauth_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridian-metrics/meridian/broker/natsauth"
+	"github.com/meridian-metrics/meridian/broker/natsnode"
+)
+
+// syncBuffer collects a node's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startRouted(t *testing.T, name string, cfg natsnode.Config) *natsnode.Node {
+	t.Helper()
+	cfg.Name = name
+	cfg.Port, cfg.StoreDir, cfg.ClusterName, cfg.ClusterHost = -1, t.TempDir(), "meridian", "127.0.0.1"
+	n, err := natsnode.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	return n
+}
+
+// TestRoutesNeedANodeCertificate: two nodes with the server certificate
+// form a cluster over TLS; a third that presents a role's client
+// certificate, signed by the same CA, is refused as a route, so it cannot
+// bypass user permissions by joining the cluster.
+func TestRoutesNeedANodeCertificate(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := natsauth.Generate(natsauth.Spec{Dir: dir, ClientCerts: true, Gateways: []natsauth.Gateway{{Region: "eu"}}}); err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := freePort(t), freePort(t)
+	routes := []string{fmt.Sprintf("nats-route://localhost:%d", pa), fmt.Sprintf("nats-route://localhost:%d", pb)}
+	secure := func(port int, cert, key string, log *slog.Logger) natsnode.Config {
+		return natsnode.Config{
+			ClusterPort: port, Routes: routes, Logger: log,
+			AuthConfig: filepath.Join(dir, natsauth.AuthConfigFile), TLSCA: filepath.Join(dir, natsauth.CAFile),
+			TLSCert: filepath.Join(dir, cert), TLSKey: filepath.Join(dir, key),
+		}
+	}
+	var logA syncBuffer
+	a := startRouted(t, "a", secure(pa, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.NewTextHandler(&logA, nil))))
+	b := startRouted(t, "b", secure(pb, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.DiscardHandler)))
+	deadline := time.Now().Add(20 * time.Second)
+	for a.Server().NumRoutes() == 0 || b.Server().NumRoutes() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the two real nodes did not route: %d, %d\n%s", a.Server().NumRoutes(), b.Server().NumRoutes(), logA.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	// The rogue: a gateway's client certificate, routing to a.
+	rogue := secure(freePort(t), "gateway.eu.pem", "gateway.eu-key.pem", slog.New(slog.DiscardHandler))
+	rogue.AuthConfig, rogue.Routes = "", routes[:1]
+	r := startRouted(t, "rogue", rogue)
+	before := len(logA.String())
+	for !strings.Contains(logA.String()[before:], "authentication error") {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatalf("no refusal of the rogue route in the node's log:\n%s", logA.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+	for r.Server().NumRoutes() != 0 {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatalf("the rogue node holds %d routes", r.Server().NumRoutes())
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
