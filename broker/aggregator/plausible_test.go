@@ -184,3 +184,18 @@ func TestSubjectMatches(t *testing.T) {
 		t.Fatal("reason names")
 	}
 }
+
+// FuzzSubjectMatches: any subject and names; a match means the subject is
+// exactly the report subject of those names.
+func FuzzSubjectMatches(f *testing.F) {
+	f.Add("meridian.report.eu.gw-1", "eu", "gw-1")
+	f.Add("meridian.report.eu.gw-1.x", "eu", "gw-1.x")
+	f.Add("meridian.report..", "", "")
+	f.Add("meridian.report.eu", "eu", "")
+	f.Fuzz(func(t *testing.T, subject, region, instance string) {
+		r := &proto.Report{Region: region, Instance: instance}
+		if subjectMatches(subject, r) && subject != proto.ReportSubject(region, instance) {
+			t.Fatalf("%q matched region %q instance %q", subject, region, instance)
+		}
+	})
+}

@@ -35,16 +35,25 @@ func secureNode(t *testing.T, verifyClients bool) (*natsnode.Node, string) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	n, err := natsnode.New(natsnode.Config{
-		Port: -1, StoreDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	n := startNode(t, natsnode.Config{
+		Port: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		AuthConfig: filepath.Join(dir, natsauth.AuthConfigFile),
 		TLSCert:    filepath.Join(dir, natsauth.ServerCertFile), TLSKey: filepath.Join(dir, natsauth.ServerKeyFile),
 		TLSCA: filepath.Join(dir, natsauth.CAFile), VerifyClients: verifyClients,
 	})
+	return n, dir
+}
+
+// startNode starts a node storing under t.TempDir() and stops it when the
+// test ends.
+func startNode(t *testing.T, cfg natsnode.Config) *natsnode.Node {
+	t.Helper()
+	cfg.StoreDir = t.TempDir()
+	n, err := natsnode.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := n.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -54,7 +63,7 @@ func secureNode(t *testing.T, verifyClients bool) (*natsnode.Node, string) {
 		defer cancel()
 		n.Shutdown(ctx)
 	})
-	return n, dir
+	return n
 }
 
 // client is a connection and the asynchronous errors the server sent it.

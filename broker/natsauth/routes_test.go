@@ -2,7 +2,6 @@ package natsauth_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,23 +45,8 @@ func freePort(t *testing.T) int {
 
 func startRouted(t *testing.T, name string, cfg natsnode.Config) *natsnode.Node {
 	t.Helper()
-	cfg.Name = name
-	cfg.Port, cfg.StoreDir, cfg.ClusterName, cfg.ClusterHost = -1, t.TempDir(), "meridian", "127.0.0.1"
-	n, err := natsnode.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	return n
+	cfg.Name, cfg.Port, cfg.ClusterName, cfg.ClusterHost = name, -1, "meridian", "127.0.0.1"
+	return startNode(t, cfg)
 }
 
 // TestRoutesNeedANodeCertificate: two nodes with the server certificate

@@ -47,6 +47,9 @@ func secretsCommand() *cli.Command {
 				Dir: cfg.Out, Hosts: c.StringSlice("host"), ClientCerts: cfg.ClientCerts,
 				Validity: c.Duration("validity"), Rotate: cfg.Rotate, Retire: cfg.Retire,
 			}
+			if cfg.Rotate && cfg.Retire {
+				return usageError("--rotate and --retire-previous are separate steps: rotate, move every role to its new key, then retire")
+			}
 			if spec.Validity <= 0 {
 				return usageError("--validity %s: must be positive", spec.Validity)
 			}
