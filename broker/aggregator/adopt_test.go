@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -79,7 +80,7 @@ func TestForgedSnapshotsAreNotAdopted(t *testing.T) {
 	first := c.start()
 	lead := c.leader(15 * time.Second)
 	follower := c.start()
-	eventually(t, 10*time.Second, "follower to see the lease holder", func() bool {
+	wait.For(t, 10*time.Second, "follower to see the lease holder", func() bool {
 		return follower.a.elector.Holder() == lead.a.ID()
 	})
 	live := watchCluster(t, nc)
@@ -121,7 +122,7 @@ func TestForgedSnapshotsAreNotAdopted(t *testing.T) {
 	forge(time.Now().Add(time.Second), "")                // unsigned, the next second
 	forge(time.Now().Add(2*time.Second), follower.a.ID()) // naming a follower
 	forge(time.Now().Add(time.Hour), lead.a.ID())         // the holder's name, an hour ahead
-	eventually(t, 10*time.Second, "the follower to ignore all three", func() bool {
+	wait.For(t, 10*time.Second, "the follower to ignore all three", func() bool {
 		m := follower.a.metrics.ignored
 		return testutil.ToFloat64(m.WithLabelValues(ignoredForeign)) >= 2 && testutil.ToFloat64(m.WithLabelValues(ignoredFuture)) >= 1
 	})
@@ -136,7 +137,7 @@ func TestForgedSnapshotsAreNotAdopted(t *testing.T) {
 	// The leader publishes that second itself, with the real totals: had it
 	// adopted the copy, it would take the second for published.
 	waitPublished(t, live, lead.a.ID(), forgedTotal, func(s proto.Snapshot) bool { return s.Time.Equal(copied) })
-	eventually(t, 10*time.Second, "the follower to adopt the copy", func() bool {
+	wait.For(t, 10*time.Second, "the follower to adopt the copy", func() bool {
 		follower.a.book.mu.Lock()
 		defer follower.a.book.mu.Unlock()
 		sb := follower.a.book.scopes["cluster"]

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -64,6 +65,19 @@ type MergerConfig struct {
 	// bound. Defaults DefaultMaxInstances and DefaultMaxRegions.
 	MaxInstances int
 	MaxRegions   int
+}
+
+// Validate rejects negative values; zero ones take the defaults.
+func (c MergerConfig) Validate() error {
+	return service.First(
+		service.NonNegative("StaleAfter", c.StaleAfter),
+		service.NonNegative("AvgWindow", c.AvgWindow),
+		service.NonNegative("ForgetAfter", c.ForgetAfter),
+		service.NonNegative("MaxRequestRate", c.MaxRequestRate),
+		service.NonNegative("RecoverAfter", c.RecoverAfter),
+		service.NonNegative("MaxInstances", c.MaxInstances),
+		service.NonNegative("MaxRegions", c.MaxRegions),
+	)
 }
 
 func (c MergerConfig) withDefaults() MergerConfig {

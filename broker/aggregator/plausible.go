@@ -1,8 +1,6 @@
 package aggregator
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -81,23 +79,6 @@ func (r Reject) String() string {
 		return rejectNames[r]
 	}
 	return "none"
-}
-
-// errNegative is wrapped by MergerConfig.Validate.
-var errNegative = errors.New("must not be negative")
-
-// Validate rejects negative settings; zero means the default.
-func (c MergerConfig) Validate() error {
-	for name, v := range map[string]int64{
-		"StaleAfter": int64(c.StaleAfter), "AvgWindow": int64(c.AvgWindow), "ForgetAfter": int64(c.ForgetAfter),
-		"MaxRequestRate": int64(c.MaxRequestRate), "RecoverAfter": int64(c.RecoverAfter),
-		"MaxInstances": int64(c.MaxInstances), "MaxRegions": int64(c.MaxRegions),
-	} {
-		if v < 0 {
-			return fmt.Errorf("merger config: %s %d: %w", name, v, errNegative)
-		}
-	}
-	return nil
 }
 
 // suspect follows an instance whose sequence number jumped ahead: the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -22,7 +23,7 @@ func TestSnapshotsFromTheFutureAreIgnored(t *testing.T) {
 
 	forged := snap(now.Add(time.Hour), 1<<40)
 	te.publish(forged)
-	waitFor(t, "future snapshot counted", func() bool { return testutil.ToFloat64(te.m.snapshotsFuture) == 1 })
+	wait.For(t, 10*time.Second, "future snapshot counted", func() bool { return testutil.ToFloat64(te.m.snapshotsFuture) == 1 })
 	if got, _ := te.latest(proto.ClusterScope()); got.RequestsTotal != 10 {
 		t.Fatalf("edge holds %d requests, want the real 10", got.RequestsTotal)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // Every elector learns who holds the lease: the holder itself at once, the
@@ -17,9 +18,9 @@ func TestHolderFollowsTheLease(t *testing.T) {
 		t.Fatalf("leader's Holder() = %q", first.e.Holder())
 	}
 	b := start(t, node, "b", nil)
-	eventually(t, 5*time.Second, "follower to see the holder", func() bool { return b.e.Holder() == "a" })
+	wait.For(t, 5*time.Second, "follower to see the holder", func() bool { return b.e.Holder() == "a" })
 	a.kill(t)
-	eventually(t, 5*time.Second, "b to take over", b.e.Leading)
+	wait.For(t, 5*time.Second, "b to take over", b.e.Leading)
 	if b.e.Holder() != "b" {
 		t.Fatalf("new leader's Holder() = %q", b.e.Holder())
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // syncBuffer collects a node's log.
@@ -70,28 +71,16 @@ func TestRoutesNeedANodeCertificate(t *testing.T) {
 	var logA syncBuffer
 	a := startRouted(t, "a", secure(pa, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.NewTextHandler(&logA, nil))))
 	b := startRouted(t, "b", secure(pb, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.DiscardHandler)))
-	deadline := time.Now().Add(20 * time.Second)
-	for a.Server().NumRoutes() == 0 || b.Server().NumRoutes() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the two real nodes did not route: %d, %d\n%s", a.Server().NumRoutes(), b.Server().NumRoutes(), logA.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+	wait.For(t, 20*time.Second, "the two real nodes to route", func() bool {
+		return a.Server().NumRoutes() > 0 && b.Server().NumRoutes() > 0
+	})
 	// The rogue: a gateway's client certificate, routing to a.
 	rogue := secure(freePort(t), "gateway.eu.pem", "gateway.eu-key.pem", slog.New(slog.DiscardHandler))
 	rogue.AuthConfig, rogue.Routes = "", routes[:1]
 	r := startRouted(t, "rogue", rogue)
 	before := len(logA.String())
-	for !strings.Contains(logA.String()[before:], "authentication error") {
-		if time.Now().After(deadline.Add(10 * time.Second)) {
-			t.Fatalf("no refusal of the rogue route in the node's log:\n%s", logA.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
-	for r.Server().NumRoutes() != 0 {
-		if time.Now().After(deadline.Add(20 * time.Second)) {
-			t.Fatalf("the rogue node holds %d routes", r.Server().NumRoutes())
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval
-	}
+	wait.For(t, 30*time.Second, "the node to refuse the rogue route", func() bool {
+		return strings.Contains(logA.String()[before:], "authentication error")
+	})
+	wait.For(t, 20*time.Second, "the rogue to hold no route", func() bool { return r.Server().NumRoutes() == 0 })
 }

@@ -131,7 +131,7 @@ func TestSecureConfigRejectsUnsafeCombinations(t *testing.T) {
 		cfg  natsnode.Config
 		want string
 	}{
-		"routes without TLS": {natsnode.Config{AuthConfig: auth, ClusterName: "c", ClusterPort: -1}, "routes need TLS"},
+		"routes without TLS": {natsnode.Config{AuthConfig: auth, ClusterName: "c"}, "routes need TLS"},
 		"cert without key":   {natsnode.Config{TLSCert: "x.pem"}, "both TLSCert and TLSKey"},
 		"mTLS without TLS":   {natsnode.Config{VerifyClients: true}, "VerifyClients"},
 		"missing file":       {natsnode.Config{AuthConfig: t.TempDir() + "/none.conf"}, "authorization config"},

@@ -32,7 +32,24 @@ func IsLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// secure applies the authorization config and TLS settings to opts.
+// validateSecurity rejects TLS and authorization settings that cannot work
+// or would leave a hole; Validate calls it.
+func (c Config) validateSecurity() error {
+	switch {
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("TLS needs both TLSCert and TLSKey")
+	case c.VerifyClients && (c.TLSCert == "" || c.TLSCA == ""):
+		return errors.New("VerifyClients needs TLSCert, TLSKey and TLSCA")
+	case c.ClusterName != "" && c.AuthConfig != "" && c.TLSCert == "":
+		return ErrRoutesUnprotected
+	case c.ClusterName != "" && c.TLSCert != "" && c.TLSCA == "":
+		return errors.New("cluster TLS needs TLSCA to verify the route peers")
+	}
+	return nil
+}
+
+// secure applies the authorization config and TLS settings to opts; cfg
+// passed Validate.
 func secure(opts *server.Options, cfg *Config) error {
 	if cfg.AuthConfig != "" {
 		fo, err := server.ProcessConfigFile(cfg.AuthConfig)
@@ -49,20 +66,8 @@ func secure(opts *server.Options, cfg *Config) error {
 			opts.AuthTimeout = fo.AuthTimeout
 		}
 	}
-	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-		return errors.New("TLS needs both TLSCert and TLSKey")
-	}
 	if cfg.TLSCert == "" {
-		if cfg.VerifyClients {
-			return errors.New("VerifyClients needs TLSCert, TLSKey and TLSCA")
-		}
-		if cfg.ClusterName != "" && cfg.AuthConfig != "" {
-			return ErrRoutesUnprotected
-		}
 		return nil
-	}
-	if cfg.VerifyClients && cfg.TLSCA == "" {
-		return errors.New("VerifyClients needs TLSCA")
 	}
 	tc, err := server.GenTLSConfig(&server.TLSConfigOpts{
 		CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, CaFile: cfg.TLSCA, Verify: cfg.VerifyClients,
@@ -73,9 +78,6 @@ func secure(opts *server.Options, cfg *Config) error {
 	opts.TLSConfig, opts.TLS, opts.TLSVerify, opts.TLSTimeout = tc, true, cfg.VerifyClients, tlsHandshakeTimeout
 	if cfg.ClusterName == "" {
 		return nil
-	}
-	if cfg.TLSCA == "" {
-		return errors.New("cluster TLS needs TLSCA to verify the peers")
 	}
 	// Routes verify each other's certificate against the CA, and accept a
 	// peer only if its certificate names a host of the route URLs: a

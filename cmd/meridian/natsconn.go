@@ -11,10 +11,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/broker/natsauth"
+	"github.com/meridian-metrics/meridian/broker/natsnode"
 )
-
-// defaultNATSURL is where every role looks for NATS unless told otherwise.
-const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // natsClientConfig is how a role reaches NATS: the URLs, one way to
 // authenticate, and TLS. Every role that talks to NATS takes the same flags
@@ -36,7 +34,7 @@ type natsClientConfig struct {
 // files, than on a command line other users can read).
 func natsClientFlags(c *natsClientConfig) []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "nats-url", Value: defaultNATSURL, Usage: "NATS server URL(s), comma-separated", Destination: &c.URL},
+		&cli.StringFlag{Name: "nats-url", Value: natsnode.DefaultURL, Usage: "NATS server URL(s), comma-separated", Destination: &c.URL},
 		&cli.StringFlag{Name: "nats-user", Usage: "NATS user name (with --nats-password)", Destination: &c.User},
 		&cli.StringFlag{Name: "nats-password", Usage: "NATS password (prefer MERIDIAN_NATS_PASSWORD to the flag)", Destination: &c.Password},
 		&cli.StringFlag{Name: "nats-token", Usage: "NATS authentication token (prefer MERIDIAN_NATS_TOKEN)", Destination: &c.Token},
