@@ -128,6 +128,23 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("new nats node: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	opts, err := buildOptions(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
+	}
+	l := &serverLogger{log: cfg.Logger.With("component", "nats")}
+	ns.SetLoggerV2(l, false, false, false)
+	return &Node{cfg: cfg, ns: ns, logger: l}, nil
+}
+
+// buildOptions turns a validated Config into fresh server options: the
+// server keeps and mutates the value it is given, so every server and every
+// reload gets its own.
+func buildOptions(cfg *Config) (*server.Options, error) {
 	// A fresh Options per server: the server keeps and mutates it.
 	opts := &server.Options{
 		ServerName:          cfg.Name,
@@ -164,20 +181,14 @@ func New(cfg Config) (*Node, error) {
 			}
 			opts.Routes = server.RoutesFromStr(routes)
 			if len(opts.Routes) != len(cfg.Routes) {
-				return nil, fmt.Errorf("new nats node: parse routes %q", cfg.Routes)
+				return nil, fmt.Errorf("parse routes %q", cfg.Routes)
 			}
 		}
 	}
-	if err := secure(opts, &cfg); err != nil {
-		return nil, fmt.Errorf("new nats node: %w", err)
+	if err := secure(opts, cfg); err != nil {
+		return nil, err
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("new nats node: %w", err)
-	}
-	l := &serverLogger{log: cfg.Logger.With("component", "nats")}
-	ns.SetLoggerV2(l, false, false, false)
-	return &Node{cfg: cfg, ns: ns, logger: l}, nil
+	return opts, nil
 }
 
 // Start starts the server and waits until it accepts clients and, unless

@@ -96,3 +96,26 @@ func secure(opts *server.Options, cfg *Config) error {
 	opts.Cluster.TLSCheckKnownURLs = true
 	return nil
 }
+
+// ReloadSecurity re-reads the authorization config and the TLS certificate,
+// key and CA files and applies them to the running server, so that keys and
+// certificates rotate without a restart (`meridian nats` does it on
+// SIGHUP). Connections whose credentials are no longer listed are closed by
+// the server; everything else stays as it was.
+func (n *Node) ReloadSecurity() error {
+	opts, err := buildOptions(&n.cfg)
+	if err != nil {
+		return fmt.Errorf("reload nats security: %w", err)
+	}
+	// A port chosen at start (-1) stays the one bound.
+	if tcp, ok := n.ns.Addr().(*net.TCPAddr); ok {
+		opts.Port = tcp.Port
+	}
+	if ca := n.ns.ClusterAddr(); ca != nil {
+		opts.Cluster.Port = ca.Port
+	}
+	if err := n.ns.ReloadOptions(opts); err != nil {
+		return fmt.Errorf("reload nats security: %w", err)
+	}
+	return nil
+}

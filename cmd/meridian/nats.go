@@ -4,7 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -111,6 +114,12 @@ func natsCommand() *cli.Command {
 				reg.MustRegister(node.Collector(cfg.Namespace))
 				g.Go(func() error { return serveListener(ctx, metricsLn, adminMux(reg, node.Ready), log) })
 			}
+			if ncfg.Secured() || cfg.TLSCert != "" {
+				hup := make(chan os.Signal, 1)
+				signal.Notify(hup, syscall.SIGHUP)
+				defer signal.Stop(hup)
+				g.Go(func() error { reloadOnHangup(ctx, hup, node, log); return nil })
+			}
 			<-ctx.Done()
 			log.Info("nats server shutting down", "lame_duck", cfg.LameDuck)
 			sctx, cancel := context.WithTimeout(context.Background(), cfg.LameDuck+10*time.Second)
@@ -148,4 +157,22 @@ func loopbackUnlessSecured(authConfig, flag, host string, log *slog.Logger) stri
 	log.Warn("no --auth-config: anyone could publish forged reports and snapshots, so listening on loopback only",
 		"flag", flag, "asked", host, "listening", "127.0.0.1")
 	return "127.0.0.1"
+}
+
+// reloadOnHangup re-reads the authorization config and TLS files on every
+// SIGHUP until ctx ends: rotated keys and certificates take effect without
+// a restart. A failed reload keeps the running settings.
+func reloadOnHangup(ctx context.Context, hup <-chan os.Signal, node *natsnode.Node, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := node.ReloadSecurity(); err != nil {
+				log.Error("SIGHUP: reload of the authorization config and TLS files failed; the running ones stay", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: authorization config and TLS files reloaded")
+		}
+	}
 }
