@@ -15,10 +15,3 @@ const MaxSnapshotSkew = 5 * time.Second
 func (s *Snapshot) FromFuture(now time.Time) bool {
 	return s.Time.Sub(now) > MaxSnapshotSkew
 }
-
-// PublisherHeader is the NATS header naming the aggregator (its lease ID)
-// that published a snapshot or rollup. Followers adopt into their book of
-// published seconds only what the current lease holder published, never
-// what a fenced former leader still sent; NATS permissions decide who may
-// publish at all.
-const PublisherHeader = "Meridian-Publisher"

@@ -16,8 +16,11 @@ import (
 //     itself, and no one else may publish while it leads;
 //   - nothing dated beyond proto.MaxSnapshotSkew in the future is adopted;
 //   - with the election, a follower adopts only what the lease holder it
-//     last saw published (proto.PublisherHeader): never a fenced former
-//     leader's late snapshots, nor unsigned ones.
+//     last saw published (PublisherHeader): never a fenced former
+//     leader's late snapshots, nor unsigned ones. While the lease store is
+//     unavailable nobody holds the lease, and live-only publishers
+//     (liveonly.go) must see each other's snapshots: then any signed one is
+//     adopted, its counters still held only if plausible.
 //
 // Who may publish snapshots at all is NATS' to enforce (natsauth): only the
 // aggregator identity.
@@ -29,18 +32,10 @@ const (
 	ignoredForeign = "not_lease_holder"
 )
 
-// outgoing is a snapshot or rollup message naming this aggregator as its
-// publisher.
-func (a *Aggregator) outgoing(subject string, data []byte) *nats.Msg {
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-	msg.Header.Set(proto.PublisherHeader, a.cfg.ID)
-	return msg
-}
-
 // adoptable reports whether s, received in msg, may be adopted by the book.
 func (a *Aggregator) adoptable(msg *nats.Msg, s *proto.Snapshot) bool {
 	if a.Leader() {
-		if msg.Header.Get(proto.PublisherHeader) != a.cfg.ID { // not its own echo
+		if msg.Header.Get(PublisherHeader) != a.cfg.ID { // not its own echo
 			a.metrics.ignored.WithLabelValues(ignoredLeading).Inc()
 		}
 		return false
@@ -52,7 +47,8 @@ func (a *Aggregator) adoptable(msg *nats.Msg, s *proto.Snapshot) bool {
 	if a.elector == nil {
 		return true // leadership is decided elsewhere (SetLeader); no lease to check against
 	}
-	if from := msg.Header.Get(proto.PublisherHeader); from == "" || from != a.elector.Holder() {
+	from := msg.Header.Get(PublisherHeader)
+	if from == "" || (from != a.elector.Holder() && !a.elector.StoreUnavailable()) {
 		a.metrics.ignored.WithLabelValues(ignoredForeign).Inc()
 		return false
 	}

@@ -38,7 +38,7 @@ func watchCluster(t *testing.T, nc *nats.Conn) chan published {
 			// The test's forgeries carry no message id; an aggregator's
 			// snapshots always do.
 			if s, err := proto.DecodeSnapshot(m.Data); err == nil && m.Header.Get(jetstream.MsgIDHeader) != "" {
-				out <- published{from: m.Header.Get(proto.PublisherHeader), s: s}
+				out <- published{from: m.Header.Get(PublisherHeader), s: s}
 			}
 		}
 	}()
@@ -113,7 +113,7 @@ func TestForgedSnapshotsAreNotAdopted(t *testing.T) {
 		}
 		msg := &nats.Msg{Subject: proto.SnapshotSubject(s.Scope), Data: data, Header: nats.Header{}}
 		if from != "" {
-			msg.Header.Set(proto.PublisherHeader, from)
+			msg.Header.Set(PublisherHeader, from)
 		}
 		if err := nc.PublishMsg(msg); err != nil {
 			t.Fatal(err)

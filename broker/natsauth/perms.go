@@ -86,9 +86,10 @@ func keepStream(stream string) []string {
 }
 
 // EdgePermissions lets an edge read live snapshots and the history and
-// rollup streams, and publish nothing but those reads.
+// rollup streams, and announce which instance scopes its clients follow;
+// it publishes nothing else.
 func EdgePermissions() Permissions {
-	pub := []string{jsAPI + "INFO"}
+	pub := []string{proto.InterestSubject, jsAPI + "INFO"}
 	pub = append(pub, readStream(proto.HistoryStream)...)
 	pub = append(pub, readStream(proto.RollupStream)...)
 	return Permissions{
@@ -113,7 +114,7 @@ func AggregatorPermissions() Permissions {
 	return Permissions{
 		PublishAllow: pub,
 		SubscribeAllow: []string{
-			proto.ReportSubjectAll, proto.SnapshotSubjectAll, proto.RollupSubjectAll,
+			proto.ReportSubjectAll, proto.SnapshotSubjectAll, proto.RollupSubjectAll, proto.InterestSubject,
 			InboxPrefix(RoleAggregator) + ".>",
 		},
 	}

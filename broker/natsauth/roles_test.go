@@ -78,6 +78,20 @@ func TestRolesWorkWithTheirOwnPermissions(t *testing.T) {
 		}
 		<-cadence.C
 	}
+	// The edge's interest announcements reach the aggregators.
+	interest, err := aggC.SubscribeSync(proto.InterestSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := aggC.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := edgeC.Publish(proto.InterestSubject, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := interest.NextMsg(10 * time.Second); err != nil {
+		t.Fatalf("interest announcement from the edge identity: %v", err)
+	}
 	for _, c := range []*client{aggC, edgeC, gw} {
 		select {
 		case err := <-c.errs:

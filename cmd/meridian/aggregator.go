@@ -11,9 +11,9 @@ import (
 
 func aggregatorCommand() *cli.Command {
 	var (
-		cfg   aggregator.Config
-		natsC natsClientConfig
-		admin string
+		cfg              aggregator.Config
+		natsC            natsClientConfig
+		admin, instSnaps string
 	)
 	return &cli.Command{
 		Name:  "aggregator",
@@ -37,12 +37,17 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "state-replicas", Value: aggregator.DefaultStateReplicas, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.Rollups.MaxAge},
 			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
+			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &instSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 			&cli.IntFlag{Name: "max-instances", Value: aggregator.DefaultMaxInstances, Usage: "cap on tracked gateway instances; reports of new ones beyond it are rejected (metric reason max_instances)", Destination: &cfg.Merge.MaxInstances},
 			&cli.IntFlag{Name: "max-regions", Value: aggregator.DefaultMaxRegions, Usage: "cap on tracked regions; reports naming new ones beyond it are rejected (reason max_regions)", Destination: &cfg.Merge.MaxRegions},
 			&cli.Int64Flag{Name: "max-request-rate", Value: aggregator.DefaultMaxRequestRate, Usage: "most requests per second one instance may plausibly count; faster-growing reports are rejected (reason counter_jump)", Destination: &cfg.Merge.MaxRequestRate},
 		}, natsClientFlags(&natsC)...)),
 		Action: func(c *cli.Context) error {
+			var err error
+			if cfg.InstanceSnapshots, err = aggregator.ParseInstanceSnapshots(instSnaps); err != nil {
+				return usageError("--instance-snapshots: %v", err)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
 			}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -121,19 +120,7 @@ func connectNATS(cfg natsClientConfig, role natsauth.Role, name string, log *slo
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
 		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
-		// Permission violations arrive asynchronously; they mean this role's
-		// credentials do not allow what it tried, which an operator must see.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			if errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAuthorization) {
-				log.Error("nats refused an operation: check this role's NATS permissions", "subject", subject, "err", err)
-				return
-			}
-			log.Warn("nats asynchronous error", "subject", subject, "err", err)
-		}),
+		nats.ErrorHandler(newNATSErrorLog(log, time.Now).handle),
 	)
 	if p := natsauth.InboxPrefix(role); p != "" {
 		opts = append(opts, nats.CustomInboxPrefix(p))
