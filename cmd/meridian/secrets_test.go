@@ -44,7 +44,7 @@ func TestSecurityFlagsRejectBadValues(t *testing.T) {
 		{[]string{"meridian", "nats", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", tmp, "--tls-verify"}, "VerifyClients"},
 		{[]string{"meridian", "nats", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--data-dir", tmp, "--auth-config", filepath.Join(tmp, "none.conf")}, "authorization config"},
 		{[]string{"meridian", "aggregator", "--listen", "127.0.0.1:0", "--nats-url", "nats://127.0.0.1:1", "--max-instances", "-1"}, "negative"},
-		{[]string{"meridian", "edge", "--nats-nkey", filepath.Join(tmp, "none.nk")}, "--nats-nkey"},
+		{[]string{"meridian", "edge", "--anonymous", "--listen", "127.0.0.1:0", "--admin-listen", "", "--nats-nkey", filepath.Join(tmp, "none.nk")}, "--nats-nkey"},
 		{[]string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a", "--nats-token", "t", "--nats-user", "u"}, "alternatives"},
 		{[]string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a", "--nats-password", "p"}, "--nats-user"},
 		{[]string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a", "--nats-cert", "c.pem"}, "--nats-key"},
