@@ -58,6 +58,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			aggregatorCommand(),
 			edgeCommand(),
 			natsCommand(),
+			secretsCommand(),
 			watchCommand(),
 			loadgenCommand(),
 			upstreamCommand(),
