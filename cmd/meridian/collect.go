@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/proto"
@@ -23,7 +24,7 @@ const defaultCollectAdminListen = ":9104"
 type collectConfig struct {
 	Region          string
 	Instance        string
-	NATSURL         string
+	NATS            natsClientConfig
 	PublishInterval time.Duration
 	AdminListen     string
 	Namespace       string
@@ -67,10 +68,9 @@ func collectCommand() *cli.Command {
 			"active_connections: --stub-status URL (nginx), or the profile's in-flight gauge\n" +
 			"(HAProxy current sessions, Caddy in-flight); otherwise unavailable and reported as 0.\n" +
 			portsNote("--admin-listen (default "+defaultCollectAdminListen+")"),
-		Flags: bindEnv([]cli.Flag{
+		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of the gateway instance", Destination: &cfg.Region},
 			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname)", Destination: &cfg.Instance},
-			natsURLFlag(&cfg.NATSURL),
 			&cli.DurationFlag{Name: "publish-interval", Value: collector.DefaultInterval, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.StringFlag{Name: "admin-listen", Value: defaultCollectAdminListen, Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
 			&cli.StringFlag{Name: "namespace", Value: collector.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
@@ -91,7 +91,7 @@ func collectCommand() *cli.Command {
 			&cli.StringFlag{Name: "mapping", Usage: "JSON mapping file naming the scraped series (instead of --profile; see README)", Destination: &cfg.Mapping},
 			&cli.StringSliceFlag{Name: "scrape-match", Usage: "label=value: only scraped series with this label (repeat), e.g. proxy=fe for HAProxy"},
 			&cli.DurationFlag{Name: "scrape-interval", Value: collector.DefaultScrapeInterval, Usage: "time between scrapes", Destination: &cfg.ScrapeInterval},
-		}),
+		}, natsClientFlags(&cfg.NATS)...)),
 		Action: func(c *cli.Context) error {
 			cfg.ScrapeMatch = c.StringSlice("scrape-match")
 			return runCollect(c, &cfg)
@@ -131,7 +131,9 @@ func runCollect(c *cli.Context, cfg *collectConfig) error {
 		return err
 	}
 	defer adminLn.Close()
-	nc, err := connectNATS(cfg.NATSURL, "meridian-collect-"+cfg.Instance, log)
+	// A collector publishes the same reports as a gateway: the gateway
+	// role's permissions (its own report subject) are all it needs.
+	nc, err := connectNATS(cfg.NATS, natsauth.RoleGateway, "meridian-collect-"+cfg.Instance, log)
 	if err != nil {
 		return err
 	}
