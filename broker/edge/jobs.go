@@ -199,8 +199,7 @@ func (c *conn) applyLocked(j *subJob, res *jobResult) {
 	old := c.scope
 	c.scope, j.st = j.st, nil
 	old.release()
-	c.sub = j.sub
-	c.interval.Store(int32(j.sub.IntervalSeconds))
+	c.setSubLocked(j.sub)
 	if j.notice != nil {
 		c.enqueueLocked(j.notice, false)
 	}
