@@ -23,13 +23,8 @@ func TestConnectionKeepsOneDescriptor(t *testing.T) {
 	te.publishWait(snap(time.Now(), 1))
 	cl := dial(t, te.url)
 	cl.expectEvent("Snapshot", 5*time.Second)
-	var c *conn
-	wait.For(t, 10*time.Second, "connection registered", func() bool {
-		if all := te.reg.all(); len(all) == 1 {
-			c = all[0]
-		}
-		return c != nil
-	})
+	wait.For(t, 10*time.Second, "connection registered", func() bool { return te.reg.len() == 1 })
+	c := te.onlyConn()
 	sock, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", c.fd))
 	if err != nil {
 		t.Fatal(err)
