@@ -86,11 +86,12 @@ func (f *outFrame) count() int { return max(int(f.msgs), 1) }
 
 // conn is one upgraded WebSocket connection. Fields are grouped by owner.
 // The layout is kept small because an idle connection costs exactly this
-// struct (176 B) plus its registry slot: the input and output states are
-// pointers that are nil while there is nothing half-received or queued, the
-// subscription is shared while it is the default, and the socket is a bare
-// descriptor rather than a net.Conn (see takeFD), which would add about
-// 950 B of netFD, addresses and runtime poll descriptor per connection.
+// struct (176 B, a malloc size class: see conn_size_test.go) plus its
+// registry slot: the input and output states are pointers that are nil
+// while there is nothing half-received or queued, the subscription is
+// shared while it is the default, and the socket is a bare descriptor
+// rather than a net.Conn (see takeFD), which would add about 950 B of
+// netFD, addresses and runtime poll descriptor per connection.
 type conn struct {
 	e     *Edge
 	shard *shard
@@ -127,15 +128,17 @@ type conn struct {
 	registered bool
 
 	// Output and lifecycle: guarded by mu, which also makes the holder the
-	// only writer on the socket.
-	mu         sync.Mutex
+	// only writer on the socket. The one-byte fields come first so that
+	// they fill the padding after the flags above (conn_size_test.go).
 	state      connState
 	mode       closeMode
 	armed      bool // EPOLLOUT requested
 	inPoll     bool // fd is registered with epoll
 	halfClosed bool
+	mu         sync.Mutex
 	sub        *proto.Subscription // immutable; defaultSub until the client subscribes
 	scope      *scopeState         // sub.Scope's state, pinned by the connection
+	staleMark  int64               // see stale.go
 	work       *connWork           // nil until the first history request or queued message
 	q          *outQueue           // nil unless output is queued or the connection is closing
 }
