@@ -43,6 +43,7 @@ type metrics struct {
 	idleTimeouts       prometheus.Counter
 	slowConsumers      prometheus.Counter
 	handshakesRejected prometheus.Counter
+	rejections         map[string]prometheus.Counter
 	snapshotsAccepted  prometheus.Counter
 	snapshotsStale     prometheus.Counter
 	snapshotsInvalid   prometheus.Counter
@@ -79,7 +80,13 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		Namespace: ns, Subsystem: sub, Name: "history_requests_total",
 		Help: "History requests (include_history or since), by result: served, rate_limited, failed (a JetStream read failed).",
 	}, []string{"result"})
+	rejections := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "rejections_total",
+		Help: "Requests refused by admission, by reason: no_token, invalid_token, expired_token (401); origin, scope (403); " +
+			"addr_conns, upgrade_rate, lookup_rate, rest_rate (429); edge_full, handshakes (503); plaintext (plain HTTP on TLS).",
+	}, []string{"reason"})
 	m := &metrics{
+		rejections:         make(map[string]prometheus.Counter, len(rejectReasons)),
 		opened:             counter("connections_opened_total", "WebSocket connections upgraded."),
 		closedByReason:     make(map[string]prometheus.Counter, len(closeReasons)),
 		msgsSent:           counter("messages_sent_total", "WebSocket frames written completely."),
@@ -124,6 +131,9 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	for _, r := range closeReasons {
 		m.closedByReason[r] = closed.WithLabelValues(r)
 	}
+	for _, r := range rejectReasons {
+		m.rejections[r] = rejections.WithLabelValues(r)
+	}
 	for _, t := range errorTypes {
 		m.errorsByType[t] = errs.WithLabelValues(t)
 	}
@@ -133,7 +143,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	cs := []prometheus.Collector{
 		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
 		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
-		hist, m.historyDuration, m.replayed, m.replaysTruncated,
+		hist, m.historyDuration, rejections, m.replayed, m.replaysTruncated,
 		newStateCollector(e, ns, sub),
 	}
 	for _, c := range cs {
@@ -142,6 +152,13 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		}
 	}
 	return m, nil
+}
+
+// rejected counts a refusal by admission.
+func (m *metrics) rejected(reason string) {
+	if c, ok := m.rejections[reason]; ok {
+		c.Inc()
+	}
 }
 
 // closed counts a closed connection.

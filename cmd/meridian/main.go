@@ -62,6 +62,8 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			upstreamCommand(),
 			healthcheckCommand(),
 			benchCommand(),
+			tokenCommand(),
+			edgeSecretsCommand(),
 		},
 		// Errors are printed once, by run.
 		ExitErrHandler: func(*cli.Context, error) {},
