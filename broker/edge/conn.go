@@ -88,7 +88,7 @@ func (f *outFrame) count() int { return max(int(f.msgs), 1) }
 
 // conn is one upgraded WebSocket connection. Fields are grouped by owner.
 // The layout is kept small because an idle connection costs exactly this
-// struct (176 B, a malloc size class: see conn_size_test.go) plus its
+// struct (208 B, a malloc size class: see conn_size_test.go) plus its
 // registry slot: the input and output states are pointers that are nil
 // while there is nothing half-received or queued, the subscription is
 // shared while it is the default, and the socket is a bare descriptor
@@ -102,7 +102,8 @@ type conn struct {
 	// Every read, write, shutdown and epoll_ctl on it happens with mu held
 	// and the state checked (see writeLocked): that is what keeps a
 	// descriptor number reused after close from being touched.
-	fd int32
+	fd       int32
+	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 
 	// Admission, set before the connection is registered, then read-only:
 	// the address's limits entry (released on close), what the token
@@ -112,7 +113,6 @@ type conn struct {
 	grant   *auth.Grant
 	expires int64
 
-	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 	lastRead atomic.Int64 // mono ns of the last bytes received
 	opened   int64        // mono ns
 
