@@ -655,6 +655,13 @@ func (e *Edge) acceptSnapshot(data []byte) {
 		e.log.Debug("drop invalid snapshot", "err", err)
 		return
 	}
+	if s.FromFuture(e.cfg.Now()) {
+		// Held as the scope's latest, it would shadow every real snapshot
+		// until its time came.
+		e.m.snapshotsFuture.Inc()
+		e.log.Debug("drop snapshot dated in the future", "scope", s.Scope.String(), "time", s.Time, "max_skew", proto.MaxSnapshotSkew)
+		return
+	}
 	_, ok, first := e.scopes.store(s)
 	if !ok {
 		e.m.snapshotsStale.Inc()

@@ -47,6 +47,7 @@ type metrics struct {
 	snapshotsAccepted  prometheus.Counter
 	snapshotsStale     prometheus.Counter
 	snapshotsInvalid   prometheus.Counter
+	snapshotsFuture    prometheus.Counter
 	historyLoadErrors  prometheus.Counter
 	historyServed      prometheus.Counter
 	historyRateLimited prometheus.Counter
@@ -74,7 +75,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	}, []string{"type"})
 	snaps := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "snapshots_received_total",
-		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid.",
+		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid, future (dated more than proto.MaxSnapshotSkew ahead of this edge's clock; ignored).",
 	}, []string{"result"})
 	hist := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "history_requests_total",
@@ -112,6 +113,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		snapshotsAccepted: snaps.WithLabelValues("accepted"),
 		snapshotsStale:    snaps.WithLabelValues("stale"),
 		snapshotsInvalid:  snaps.WithLabelValues("invalid"),
+		snapshotsFuture:   snaps.WithLabelValues("future"),
 		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "connection_duration_seconds",
 			Help:    "Lifetime of closed WebSocket connections.",

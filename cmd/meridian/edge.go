@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 )
 
 // edgeFlags set the edge.Config fields an operator tunes, defaulting to the
@@ -52,7 +53,7 @@ func edgeCommand() *cli.Command {
 	var (
 		cfg         edge.Config
 		sec         edgeSecurity
-		natsURL     string
+		natsC       natsClientConfig
 		adminListen string
 	)
 	return &cli.Command{
@@ -67,9 +68,8 @@ func edgeCommand() *cli.Command {
 		Flags: bindEnv(append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "admin-listen", Value: defaultEdgeAdminListen, Usage: "address for /metrics, /healthz, /readyz; empty: /metrics on --listen", Destination: &adminListen},
-			natsURLFlag(&natsURL),
 			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}, edgeFlags(&cfg)...), edgeLimitFlags(&cfg)...), edgeSecurityFlags(&sec)...)),
+		}, edgeFlags(&cfg)...), edgeLimitFlags(&cfg)...), append(edgeSecurityFlags(&sec), natsClientFlags(&natsC)...)...)),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
@@ -93,7 +93,7 @@ func edgeCommand() *cli.Command {
 				}
 				defer adminLn.Close()
 			}
-			nc, err := connectNATS(natsURL, "meridian-edge", log)
+			nc, err := connectNATS(natsC, natsauth.RoleEdge, "meridian-edge", log)
 			if err != nil {
 				return err
 			}

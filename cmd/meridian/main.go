@@ -54,9 +54,11 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			devCommand(),
 			gatewayCommand(),
+			collectCommand(),
 			aggregatorCommand(),
 			edgeCommand(),
 			natsCommand(),
+			secretsCommand(),
 			watchCommand(),
 			loadgenCommand(),
 			upstreamCommand(),
