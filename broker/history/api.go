@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 //
 //	GET /api/metrics/list
 //	GET /api/metrics/history?metric=&scope=&start=&end=&step=
+//	GET /api/metrics/latest?scope=
 //
 // Ranges inside the 1 s stream's retention are answered from it; older ones
 // from the one-minute rollups. Bad parameters get a 400 with a JSON body
@@ -61,6 +63,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /api/metrics/list", a.list)
 	a.mux.HandleFunc("GET /api/metrics/history", a.history)
+	a.mux.HandleFunc("GET /api/metrics/latest", a.latest)
 	return a, nil
 }
 
@@ -201,25 +204,15 @@ type historyQuery struct {
 func (a *API) parseHistoryQuery(r *http.Request) (historyQuery, error) {
 	v := r.URL.Query()
 	var q historyQuery
+	var err error
 	name := v.Get("metric")
 	m, ok := proto.ParseMetric(name)
 	if !ok {
 		return q, fmt.Errorf("metric %q is unknown; valid: %s (alias response_time_avg)", name, strings.Join(proto.MetricNames(), ", "))
 	}
 	q.metric = m
-	switch sc := v.Get("scope"); {
-	case sc != "":
-		s, err := proto.ParseScope(sc)
-		if err != nil {
-			return q, fmt.Errorf("scope %q: want cluster, region.<name> or instance.<name>", sc)
-		}
-		q.scope = s
-	default:
-		s, err := proto.ScopeOf(v.Get("region"), v.Get("instance"))
-		if err != nil {
-			return q, err
-		}
-		q.scope = s
+	if q.scope, err = scopeParam(v); err != nil {
+		return q, err
 	}
 	now := a.cfg.Now().UTC()
 	q.end = now
@@ -254,6 +247,19 @@ func (a *API) parseHistoryQuery(r *http.Request) (historyQuery, error) {
 			q.step, q.end.Sub(q.start), n, a.cfg.MaxPoints)
 	}
 	return q, nil
+}
+
+// scopeParam reads the scope of a request: scope=cluster|region.<r>|
+// instance.<i>, or region= / instance=; none means the cluster.
+func scopeParam(v url.Values) (proto.Scope, error) {
+	if sc := v.Get("scope"); sc != "" {
+		s, err := proto.ParseScope(sc)
+		if err != nil {
+			return s, fmt.Errorf("scope %q: want cluster, region.<name> or instance.<name>", sc)
+		}
+		return s, nil
+	}
+	return proto.ScopeOf(v.Get("region"), v.Get("instance"))
 }
 
 // parseTime accepts RFC 3339 or Unix seconds (Prometheus' API does the same).
