@@ -242,6 +242,7 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 
 	edgeURL := "ws://" + displayAddr(e.Addr()) + "/ws/metrics"
 	fmt.Fprintf(out, "Meridian dev is running (Ctrl-C stops it).\n")
+	fmt.Fprintf(out, "  dashboard                 http://%s/\n", displayAddr(e.Addr()))
 	fmt.Fprintf(out, "  live metrics (WebSocket)  %s\n", edgeURL)
 	fmt.Fprintf(out, "  watch them                go run ./cmd/meridian watch %s\n", edgeURL)
 	for i, g := range gatewaysLns {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/dashboard"
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
 )
@@ -52,7 +53,8 @@ func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
 	return c
 }
 
-// mountHistoryAPI serves /api/metrics/list and /api/metrics/history.
+// mountHistoryAPI serves /api/metrics/list, /api/metrics/history and
+// /api/metrics/latest, and the dashboard at / that reads them.
 func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -63,6 +65,7 @@ func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 		return err
 	}
 	mux.Handle("GET /api/metrics/", api)
+	dashboard.New().Mount(mux)
 	return nil
 }
 
@@ -108,7 +111,7 @@ func edgeCommand() *cli.Command {
 			if err != nil {
 				return usageError("%v", err)
 			}
-			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics")
+			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics", "dashboard", "http://"+displayAddr(e.Addr())+"/")
 			err = e.Run(c.Context)
 			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
