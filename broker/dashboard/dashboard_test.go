@@ -40,6 +40,7 @@ func TestServesPageAndAssets(t *testing.T) {
 		{"GET", "/dashboard/app.js", 200, "text/javascript; charset=utf-8"},
 		{"GET", "/dashboard/chart.js", 200, "text/javascript; charset=utf-8"},
 		{"GET", "/dashboard/style.css", 200, "text/css; charset=utf-8"},
+		{"GET", "/dashboard/icon.svg", 200, "image/svg+xml"},
 		{"GET", "/dashboard/index.html", 404, ""},
 		{"GET", "/dashboard/missing.js", 404, ""},
 		{"GET", "/dashboard/../go.mod", 404, ""},

@@ -47,6 +47,7 @@
     lastWall: 0,                 // performance.now() when it arrived
     recent: [],                  // [{t, v}] for the last minute's change
     series: {},                  // metric -> {t: [], v: []}, one point per step bucket
+    historyPoints: {},           // metric -> points the last TimeSeries brought
     regions: new Map(),          // region -> [{t, total, error, instances}]
     status: 'connecting',
   };
@@ -174,6 +175,7 @@
   function onHistory(ev) {
     const s = { t: [], v: [] };
     for (const p of ev.data_points) { s.t.push(Date.parse(p.timestamp)); s.v.push(p.value); }
+    st.historyPoints[ev.metric_name] = s.t.length;
     const live = st.series[ev.metric_name];
     if (live) for (let i = 0; i < live.t.length; i++) if (live.t[i] > (s.t[s.t.length - 1] ?? -Infinity)) { s.t.push(live.t[i]); s.v.push(live.v[i]); }
     st.series[ev.metric_name] = s;
@@ -321,7 +323,7 @@
 
   // --- choices ---------------------------------------------------------------
   function reset() {
-    st.lastTs = 0; st.recent = []; st.series = {}; st.retries = 0;
+    st.lastTs = 0; st.recent = []; st.series = {}; st.historyPoints = {}; st.retries = 0;
     $('tiles').replaceChildren();
     renderCharts();
     setStatus('connecting', 'connecting…');
@@ -355,6 +357,7 @@
     state: () => ({
       status: st.status, scope: st.scope, range: st.range, stepMs: stepMs(), metrics: st.metrics.slice(),
       lastTimestamp: st.lastTs ? new Date(st.lastTs).toISOString() : null,
+      historyPoints: Object.assign({}, st.historyPoints),
       series: Object.fromEntries(Object.entries(st.series).map(([m, s]) => [m, { t: s.t.slice(), v: s.v.slice() }])),
     }),
   };
