@@ -134,7 +134,12 @@ func recordSnapshots(t *testing.T, url string) *snapLog {
 // ts, if the client read one.
 func (l *snapLog) at(t *testing.T, ts time.Time) (map[string]float64, bool) {
 	t.Helper()
-	timer := time.AfterFunc(20*time.Second, func() { l.mu.Lock(); l.err = fmt.Errorf("no snapshot at or after %s within 20s", ts); l.cond.Broadcast(); l.mu.Unlock() })
+	timer := time.AfterFunc(20*time.Second, func() {
+		l.mu.Lock()
+		l.err = fmt.Errorf("no snapshot at or after %s within 20s", ts)
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	})
 	defer timer.Stop()
 	l.mu.Lock()
 	defer l.mu.Unlock()
