@@ -1,0 +1,296 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/heapprofiler"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
+
+	"github.com/meridian-metrics/meridian/broker/dashboard"
+	"github.com/meridian-metrics/meridian/integration/browser"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// scriptedEdge serves the real dashboard with a scripted stand-in for the
+// edge's API, for what today's edge cannot do on demand: refuse a token
+// (issue 12 adds that to the edge), end a connection with 4401, or stream
+// thousands of snapshots in seconds. It records every request's
+// credentials.
+type scriptedEdge struct {
+	t   *testing.T
+	srv *httptest.Server
+	// wantToken, when set, is the only token accepted (401 otherwise).
+	wantToken string
+	// stream runs on each WebSocket after the subscription arrives.
+	stream func(conn net.Conn, rw *bufio.ReadWriter)
+
+	mu       sync.Mutex
+	requests []seenRequest
+	wg       sync.WaitGroup
+}
+
+type seenRequest struct {
+	Path, Query, Authorization string
+}
+
+func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bufio.ReadWriter)) *scriptedEdge {
+	t.Helper()
+	s := &scriptedEdge{t: t, wantToken: wantToken, stream: stream}
+	mux := http.NewServeMux()
+	dashboard.New().Mount(mux)
+	mux.HandleFunc("GET /api/metrics/list", s.api(func(w http.ResponseWriter) {
+		json.NewEncoder(w).Encode(map[string]any{
+			"metrics": []map[string]string{{"name": "requests_total"}, {"name": "requests_success"}, {"name": "requests_error"},
+				{"name": "active_connections"}, {"name": "avg_response_time"}, {"name": "success_rate"}},
+			"scopes": []string{"cluster", "region.eu"},
+		})
+	}))
+	mux.HandleFunc("GET /api/metrics/latest", s.api(func(w http.ResponseWriter) {
+		fmt.Fprintf(w, `{"scope":"region.eu","timestamp":%q,"requests_total":10,"requests_error":1,"instances":1}`, time.Now().UTC().Format(time.RFC3339))
+	}))
+	mux.HandleFunc("GET /ws/metrics", func(w http.ResponseWriter, r *http.Request) {
+		s.record(r)
+		if !s.allowed(r.URL.Query().Get("token")) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			http.Error(w, "invalid token", http.StatusUnauthorized)
+			return
+		}
+		conn, rw, _, err := ws.UpgradeHTTP(r, w)
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer conn.Close()
+			if _, err := wsutil.ReadClientText(rw); err != nil { // the subscription
+				return
+			}
+			s.stream(conn, rw)
+			// Hold the connection until the page or the test ends it.
+			for {
+				if _, err := wsutil.ReadClientText(rw); err != nil {
+					return
+				}
+			}
+		}()
+	})
+	s.srv = httptest.NewServer(mux)
+	t.Cleanup(func() {
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *scriptedEdge) allowed(token string) bool { return s.wantToken == "" || token == s.wantToken }
+
+func (s *scriptedEdge) api(body func(http.ResponseWriter)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.record(r)
+		if !s.allowed(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")) {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintln(w, `{"error":"invalid token"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		body(w)
+	}
+}
+
+func (s *scriptedEdge) record(r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requests = append(s.requests, seenRequest{r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization")})
+}
+
+func (s *scriptedEdge) seen() []seenRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]seenRequest(nil), s.requests...)
+}
+
+// waitSeen waits until a request satisfies cond.
+func (s *scriptedEdge) waitSeen(what string, cond func(seenRequest) bool) {
+	s.t.Helper()
+	waitFor(s.t, 30*time.Second, what, func() bool {
+		for _, r := range s.seen() {
+			if cond(r) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// writeSnapshots writes snapshots from..to-1 of n taken one second apart
+// and ending at end.
+func writeSnapshots(conn net.Conn, end time.Time, n, from, to int) error {
+	var buf []byte
+	for i := from; i < to; i++ {
+		total := uint64(20 * (i + 1))
+		s := proto.Snapshot{
+			Time: end.Add(time.Duration(i-n+1) * time.Second), RequestsTotal: total, RequestsSuccess: total - total/20,
+			RequestsError: total / 20, ActiveConnections: int64(i % 7), AvgResponseTimeMs: float64(i%50) / 3, SuccessRate: 95,
+		}
+		buf = proto.AppendSnapshotEvent(buf[:0], &s, proto.AllMetrics)
+		if err := wsutil.WriteServerText(conn, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendSnapshots streams n snapshots one second apart, ending now.
+func sendSnapshots(n int) func(net.Conn, *bufio.ReadWriter) {
+	return func(conn net.Conn, _ *bufio.ReadWriter) {
+		_ = writeSnapshots(conn, time.Now().UTC().Truncate(time.Second), n, 0, n)
+	}
+}
+
+func TestDashboardSendsTheTokenAndKeepsItOutOfSight(t *testing.T) {
+	const token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJub2MifQ.c2lnbmF0dXJl" // JWT-shaped, signs nothing
+	s := startScriptedEdge(t, token, sendSnapshots(3))
+	p := openDashboard(t, s.srv.URL+"/#token="+token+"&range=1h")
+	s.waitSeen("the WebSocket with ?token=", func(r seenRequest) bool {
+		return r.Path == "/ws/metrics" && strings.Contains(r.Query, "token="+token) && r.Authorization == ""
+	})
+	s.waitSeen("REST with Authorization: Bearer", func(r seenRequest) bool {
+		return r.Path == "/api/metrics/list" && r.Authorization == "Bearer "+token && !strings.Contains(r.Query, token)
+	})
+	s.waitSeen("the region poll with Authorization: Bearer", func(r seenRequest) bool {
+		return r.Path == "/api/metrics/latest" && r.Authorization == "Bearer "+token
+	})
+	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live'`); err != nil {
+		t.Fatal(err)
+	}
+	// The token is gone from the address bar (so from bookmarks and
+	// screenshots) and from the page, and was not stored; other settings
+	// in the fragment stay.
+	where, err := browser.Eval[map[string]string](p, `({href: location.href, html: document.documentElement.outerHTML,
+		stored: JSON.stringify(localStorage) + JSON.stringify(sessionStorage) + document.cookie})`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range where {
+		if strings.Contains(v, token) {
+			t.Errorf("the token is visible in %s", k)
+		}
+	}
+	if !strings.Contains(where["href"], "range=1h") {
+		t.Errorf("href %q lost the fragment's other settings", where["href"])
+	}
+	for _, r := range s.seen() {
+		if r.Path != "/ws/metrics" && strings.Contains(r.Query, token) {
+			t.Errorf("%s got the token in its URL", r.Path)
+		}
+	}
+}
+
+func TestDashboardAsksForATokenOn401(t *testing.T) {
+	s := startScriptedEdge(t, "right-token", sendSnapshots(3))
+	p := openDashboard(t, s.srv.URL+"/", "the server responded with a status of 401")
+	if err := p.WaitJS(20*time.Second, `document.getElementById('status').dataset.state === 'auth' && !document.getElementById('auth').hidden &&
+		document.getElementById('banner').textContent.includes('401')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := browser.Eval[bool](p, `(() => { document.getElementById('token').value = 'right-token';
+		document.getElementById('auth').requestSubmit(); return true; })()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live' && document.getElementById('auth').hidden && document.getElementById('token').value === ''`); err != nil {
+		t.Fatal(err)
+	}
+	s.waitSeen("the WebSocket with the entered token", func(r seenRequest) bool {
+		return r.Path == "/ws/metrics" && strings.Contains(r.Query, "token=right-token")
+	})
+}
+
+func TestDashboardSaysWhenTheTokenExpires(t *testing.T) {
+	s := startScriptedEdge(t, "", func(conn net.Conn, rw *bufio.ReadWriter) {
+		sendSnapshots(2)(conn, rw)
+		_ = ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(4401, "token expired")))
+	})
+	p := openDashboard(t, s.srv.URL+"/#token=soon-expired")
+	if err := p.WaitJS(20*time.Second, `document.getElementById('status').dataset.state === 'auth' && !document.getElementById('auth').hidden &&
+		document.getElementById('banner').textContent.includes('expired')`); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.seen()); n == 0 {
+		t.Fatal("no requests seen")
+	}
+}
+
+// TestDashboardMemoryStaysBounded feeds the page 20 000 snapshots (5.5 hours
+// at one a second) over a real WebSocket and measures the JS heap after
+// forced collections: points are bucketed and trimmed to the range, so the
+// heap must not grow with the snapshots appended.
+func TestDashboardMemoryStaysBounded(t *testing.T) {
+	const n, warm = 20000, 1000
+	const bound = 4 << 20       // stated bound on the used JS heap, bytes
+	const maxGrowth = 256 << 10 // from 1 000 to 20 000 snapshots, bytes
+	end := time.Now().UTC().Truncate(time.Second)
+	stamp := func(i int) string {
+		return end.Add(time.Duration(i-n+1) * time.Second).Format("2006-01-02T15:04:05.000Z")
+	}
+	release := make(chan struct{})
+	s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+		if writeSnapshots(conn, end, n, 0, warm) != nil {
+			return
+		}
+		select {
+		case <-release:
+		case <-time.After(60 * time.Second):
+			return
+		}
+		_ = writeSnapshots(conn, end, n, warm, n)
+	})
+	p := openDashboard(t, s.srv.URL+"/#range=15m")
+	heap := func(i int) float64 {
+		t.Helper()
+		if err := p.WaitJS(60*time.Second, fmt.Sprintf(`window.meridianDashboard.state().lastTimestamp === %q`, stamp(i))); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(p.Context(), 30*time.Second)
+		defer cancel()
+		if _, err := chromedp.Call(ctx, heapprofiler.CollectGarbage, cdp.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+		u, err := chromedp.Call(ctx, runtime.GetHeapUsage, cdp.Empty{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u.UsedSize
+	}
+	first := heap(warm - 1)
+	close(release)
+	last := heap(n - 1)
+	st := readState(t, p)
+	points := len(st.Series["requests_total"].T)
+	t.Logf("JS heap used after GC: %.2f MiB after %d snapshots, %.2f MiB after %d (growth %+.0f KiB); %d points per series",
+		first/(1<<20), warm, last/(1<<20), n, (last-first)/1024, points)
+	if points > 15*60/2+1 {
+		t.Errorf("%d points of requests_total held; the 15 min range at a 2 s step needs at most 451", points)
+	}
+	if last > bound || last-first > maxGrowth {
+		t.Errorf("JS heap %.2f MiB after %d snapshots (%.2f MiB after %d): want ≤ %d MiB and growth ≤ %d KiB",
+			last/(1<<20), n, first/(1<<20), warm, bound>>20, maxGrowth>>10)
+	}
+}
