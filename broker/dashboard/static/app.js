@@ -65,9 +65,12 @@
     $('status').dataset.state = state;
     $('status').textContent = text;
   }
-  function say(text, level) {
+  // say shows one message; kind says what clears it: 'stale' and 'list'
+  // messages go when snapshots flow again, the edge's own Error messages
+  // when the scope or range changes.
+  function say(text, level, kind) {
     const b = $('banner');
-    b.hidden = !text; b.textContent = text || ''; b.className = level || '';
+    b.hidden = !text; b.textContent = text || ''; b.className = level || ''; b.dataset.kind = kind || '';
   }
   function askToken(text) {
     setStatus('auth', 'token refused');
@@ -152,7 +155,7 @@
     switch (ev.type) {
       case 'Snapshot': return onSnapshot(ev);
       case 'TimeSeries': return onHistory(ev);
-      case 'Error': return say('The edge says: ' + ev.message, 'warn');
+      case 'Error': return say('The edge says: ' + ev.message, 'warn', 'edge');
     }
   }
 
@@ -160,7 +163,10 @@
     const t = Date.parse(ev.timestamp);
     if (!(t > st.lastTs)) return; // a duplicate of what we hold
     st.lastTs = t; st.lastWall = performance.now(); st.retries = 0;
-    if (st.status !== 'live') { setStatus('live', 'live'); if ($('banner').className !== 'warn') say(''); }
+    if (st.status !== 'live') {
+      setStatus('live', 'live');
+      if ($('banner').dataset.kind !== 'edge') say('');
+    }
     const v = {};
     for (const m of st.metrics) if (typeof ev[m] === 'number') v[m] = ev[m];
     st.recent.push({ t, v });
@@ -274,9 +280,8 @@
       let s;
       try {
         s = await getJSON('/api/metrics/latest?scope=region.' + encodeURIComponent(region));
-      } catch (err) {
-        if (err instanceof AuthError) continue; // the token may cover other scopes only
-        continue;
+      } catch {
+        continue; // down, not yet known, or outside the token's scopes: the row keeps its last values
       }
       const t = Date.parse(s.timestamp);
       if (samples.length && samples[samples.length - 1].t >= t) continue;
@@ -317,12 +322,13 @@
     const quiet = (performance.now() - st.lastWall) / 1000;
     if (quiet > STALE_AFTER * INTERVAL + 1) {
       setStatus('stale', `stale — no data for ${Math.floor(quiet)} s`);
-      say('No new snapshot for ' + Math.floor(quiet) + ' s: the edge is connected but the aggregator may be down.', 'warn');
+      say('No new snapshot for ' + Math.floor(quiet) + ' s: the edge is connected but the aggregator may be down.', 'warn', 'stale');
     }
   }, 1000);
 
   // --- choices ---------------------------------------------------------------
   function reset() {
+    say('');
     st.lastTs = 0; st.recent = []; st.series = {}; st.historyPoints = {}; st.retries = 0;
     $('tiles').replaceChildren();
     renderCharts();
@@ -341,7 +347,7 @@
       await loadList();
     } catch (err) {
       if (err instanceof AuthError) return askToken(err.message);
-      say('Could not read /api/metrics/list (' + err.message + '); showing the guide metrics only.', 'warn');
+      say('Could not read /api/metrics/list (' + err.message + '); showing the guide metrics only.', 'warn', 'list');
     }
     connect();
     if (!started) {

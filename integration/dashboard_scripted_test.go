@@ -238,6 +238,21 @@ func TestDashboardSaysWhenTheTokenExpires(t *testing.T) {
 	}
 }
 
+func TestDashboardSaysWhenDataIsStale(t *testing.T) {
+	// Two snapshots, then silence on an open connection: an edge whose
+	// aggregator went away.
+	s := startScriptedEdge(t, "", sendSnapshots(2))
+	p := openDashboard(t, s.srv.URL+"/")
+	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().lastTimestamp !== null`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitJS(20*time.Second, `document.getElementById('status').dataset.state === 'stale' &&
+		document.getElementById('status').textContent.includes('no data for') &&
+		document.getElementById('banner').textContent.includes('No new snapshot')`); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDashboardMemoryStaysBounded feeds the page 20 000 snapshots (5.5 hours
 // at one a second) over a real WebSocket and measures the JS heap after
 // forced collections: points are bucketed and trimmed to the range, so the
