@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -37,9 +38,12 @@ type scriptedEdge struct {
 	wantToken string
 	// stream runs on each WebSocket after the subscription arrives.
 	stream func(conn net.Conn, rw *bufio.ReadWriter)
+	// listed are metrics /api/metrics/list names beyond the guide's six.
+	listed []string
 
 	mu       sync.Mutex
 	requests []seenRequest
+	subs     []string // subscription messages received
 	wg       sync.WaitGroup
 }
 
@@ -47,17 +51,17 @@ type seenRequest struct {
 	Path, Query, Authorization string
 }
 
-func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bufio.ReadWriter)) *scriptedEdge {
+func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bufio.ReadWriter), listed ...string) *scriptedEdge {
 	t.Helper()
-	s := &scriptedEdge{t: t, wantToken: wantToken, stream: stream}
+	s := &scriptedEdge{t: t, wantToken: wantToken, stream: stream, listed: listed}
 	mux := http.NewServeMux()
 	dashboard.New().Mount(mux)
 	mux.HandleFunc("GET /api/metrics/list", s.api(func(w http.ResponseWriter) {
-		json.NewEncoder(w).Encode(map[string]any{
-			"metrics": []map[string]string{{"name": "requests_total"}, {"name": "requests_success"}, {"name": "requests_error"},
-				{"name": "active_connections"}, {"name": "avg_response_time"}, {"name": "success_rate"}},
-			"scopes": []string{"cluster", "region.eu"},
-		})
+		var metrics []map[string]string
+		for _, m := range append(proto.MetricNames(), s.listed...) {
+			metrics = append(metrics, map[string]string{"name": m})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"metrics": metrics, "scopes": []string{"cluster", "region.eu"}})
 	}))
 	mux.HandleFunc("GET /api/metrics/latest", s.api(func(w http.ResponseWriter) {
 		fmt.Fprintf(w, `{"scope":"region.eu","timestamp":%q,"requests_total":10,"requests_error":1,"instances":1}`, time.Now().UTC().Format(time.RFC3339))
@@ -77,9 +81,13 @@ func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bu
 		go func() {
 			defer s.wg.Done()
 			defer conn.Close()
-			if _, err := wsutil.ReadClientText(rw); err != nil { // the subscription
+			sub, err := wsutil.ReadClientText(rw)
+			if err != nil {
 				return
 			}
+			s.mu.Lock()
+			s.subs = append(s.subs, string(sub))
+			s.mu.Unlock()
 			s.stream(conn, rw)
 			// Hold the connection until the page or the test ends it.
 			for {
@@ -235,6 +243,49 @@ func TestDashboardSaysWhenTheTokenExpires(t *testing.T) {
 	}
 	if n := len(s.seen()); n == 0 {
 		t.Fatal("no requests seen")
+	}
+}
+
+// TestDashboardLatencyTiles: the latency percentiles are asked for by name
+// only when the edge lists them (naming an unknown metric is an error), and
+// get a tile each when snapshots carry them.
+func TestDashboardLatencyTiles(t *testing.T) {
+	latency := []string{"latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms"}
+	for _, tt := range []struct {
+		name   string
+		listed []string
+	}{{"without", nil}, {"with", latency}} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+				snap := proto.Snapshot{Time: time.Now().UTC().Truncate(time.Second), RequestsTotal: 10, RequestsSuccess: 10, SuccessRate: 100}
+				ev := proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics)
+				for i, m := range tt.listed {
+					ev = append(ev[:len(ev)-1], fmt.Sprintf(`,%q:%d.5}`, m, 10*(i+1))...)
+				}
+				_ = wsutil.WriteServerText(conn, ev)
+			}, tt.listed...)
+			p := openDashboard(t, s.srv.URL+"/")
+			if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live'`); err != nil {
+				t.Fatal(err)
+			}
+			s.mu.Lock()
+			subs := append([]string(nil), s.subs...)
+			s.mu.Unlock()
+			var sub struct{ Metrics []string }
+			if len(subs) == 0 || json.Unmarshal([]byte(subs[0]), &sub) != nil {
+				t.Fatalf("subscriptions %q", subs)
+			}
+			if want := append(proto.MetricNames(), tt.listed...); !slices.Equal(sub.Metrics, want) {
+				t.Fatalf("subscribed to %v, want %v", sub.Metrics, want)
+			}
+			tiles := readTiles(t, p)
+			for i, m := range latency {
+				got, shown := tiles.Text[m]
+				if want := fmt.Sprintf("%d.5 ms", 10*(i+1)); tt.listed != nil && got != want || tt.listed == nil && shown {
+					t.Errorf("%s tile %q (shown %v)", m, got, shown)
+				}
+			}
+		})
 	}
 }
 
