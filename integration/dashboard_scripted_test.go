@@ -289,6 +289,38 @@ func TestDashboardLatencyTiles(t *testing.T) {
 	}
 }
 
+// TestDashboardChangeOverTheLastMinute: a page opened a moment ago takes
+// the tiles' one-minute change from history.
+func TestDashboardChangeOverTheLastMinute(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	bucket := now.Truncate(2 * time.Second) // the 15 min range's step
+	var points []proto.Point
+	for k := 60; k >= 1; k-- {
+		points = append(points, proto.Point{Time: bucket.Add(-time.Duration(k) * 2 * time.Second), Value: float64(10 * (60 - k))})
+	}
+	s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+		_ = wsutil.WriteServerText(conn, proto.AppendTimeSeriesEvent(nil, proto.RequestsTotal, points))
+		snap := proto.Snapshot{Time: now, RequestsTotal: 2000, RequestsSuccess: 2000, SuccessRate: 100}
+		_ = wsutil.WriteServerText(conn, proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics))
+	})
+	// The newest history point whose bucket ended a minute or more ago.
+	var base proto.Point
+	for _, p := range points {
+		if !p.Time.Add(time.Second).After(now.Add(-time.Minute)) {
+			base = p
+		}
+	}
+	want := fmt.Sprintf("+%s in %d s", commas(uint64(2000-base.Value)), int(now.Sub(base.Time.Add(time.Second)).Seconds()))
+	p := openDashboard(t, s.srv.URL+"/")
+	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live'`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := browser.Eval[string](p, `document.querySelector('[data-metric="requests_total"] .change').textContent`)
+	if err != nil || !strings.HasPrefix(got, want) {
+		t.Fatalf("requests_total change %q (%v), want it to start %q", got, err, want)
+	}
+}
+
 func TestDashboardSaysWhenDataIsStale(t *testing.T) {
 	// Two snapshots, then silence on an open connection: an edge whose
 	// aggregator went away.

@@ -230,16 +230,31 @@
       const v = last.v[m], f = LABELS[m][1];
       tile.dataset.value = v;
       tile.querySelector('.value').textContent = f(v);
-      const secs = Math.round((last.t - first.t) / 1000);
+      const base = baseline(m, first, last.t), secs = base && Math.round((last.t - base.t) / 1000);
       let change = 'change over 1 min: —';
-      if (secs > 0 && m in first.v) {
-        const d = v - first.v[m], sign = d > 0 ? '+' : d < 0 ? '−' : '±';
+      if (secs > 0) {
+        const d = v - base.v, sign = d > 0 ? '+' : d < 0 ? '−' : '±';
         change = `${sign}${f(Math.abs(d))} in ${secs} s`;
         if (COUNTERS.has(m)) change += ` (${fmt.rate(d / secs)}/s)`;
         tile.dataset.change = d;
       }
       tile.querySelector('.change').textContent = change;
     }
+  }
+
+  // baseline is the value a minute before t: from the snapshots received
+  // when they span the minute, else from fine-grained history (a freshly
+  // opened page), else the oldest snapshot received.
+  function baseline(m, first, t) {
+    const step = stepMs(), s = st.series[m];
+    if (first.t > t - CHANGE_WINDOW + 5e3 && s && step <= 5e3) {
+      for (let i = s.t.length - 1; i >= 0; i--) {
+        // A history point holds its bucket's last value (counters): as of
+        // the bucket's last second.
+        if (s.t[i] + step - 1e3 <= t - CHANGE_WINDOW) return { t: s.t[i] + step - 1e3, v: s.v[i] };
+      }
+    }
+    return m in first.v ? { t: first.t, v: first.v[m] } : null;
   }
 
   const charts = {};
