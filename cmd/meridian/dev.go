@@ -49,7 +49,8 @@ func devCommand() *cli.Command {
 		Description: "Starts an embedded NATS server with JetStream (data under --data-dir), one aggregator, one edge on\n" +
 			"--listen, a demo upstream, one gateway per --gateways entry (default eu and us) in front of it, and\n" +
 			"a light load (--demo-rps; 0 turns it off) so the numbers move. Every HTTP endpoint is on --listen:\n" +
-			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Ctrl-C stops it cleanly.",
+			"the dashboard at /, /ws/metrics, /api/metrics/..., /metrics, /metrics/gateways, /healthz, /readyz.\n" +
+			"Ctrl-C stops it cleanly.",
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: ":5900", Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian", Usage: "where JetStream keeps history", Destination: &cfg.DataDir},

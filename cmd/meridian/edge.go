@@ -74,8 +74,9 @@ func edgeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
-		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
-			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
+		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz, /readyz,\n" +
+			"the history API (/api/metrics/...) and the live dashboard at / on the same port. Shuts down with\n" +
+			"close code 1001 so clients reconnect elsewhere.",
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
