@@ -335,6 +335,9 @@ func TestDashboardEndToEnd(t *testing.T) {
 	})
 
 	t.Run("scope switch", func(t *testing.T) {
+		if err := p.WaitJS(30*time.Second, `(o => ['cluster', 'region.eu', 'region.us', 'instance.gw-eu-1', 'instance.gw-us-1'].every(s => o.includes(s)))([...document.getElementById('scope').options].map(o => o.value))`); err != nil {
+			t.Fatalf("the scope picker lacks the cluster, a region or an instance: %v", err)
+		}
 		if _, err := browser.Eval[bool](p, `(s => { s.value = 'region.eu'; s.dispatchEvent(new Event('change')); return true; })(document.getElementById('scope'))`); err != nil {
 			t.Fatal(err)
 		}
@@ -346,6 +349,22 @@ func TestDashboardEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkTiles(t, p, cluster, "cluster")
+	})
+
+	t.Run("range switch", func(t *testing.T) {
+		for _, r := range []struct {
+			name   string
+			stepMs int
+		}{{"1h", 5000}, {"7d", 840000}, {"15m", 2000}} {
+			if _, err := browser.Eval[bool](p, fmt.Sprintf(`(s => { s.value = %q; s.dispatchEvent(new Event('change')); return true; })(document.getElementById('range'))`, r.name)); err != nil {
+				t.Fatal(err)
+			}
+			// A new history for the range (from memory or the rollups),
+			// then live snapshots.
+			if err := p.WaitJS(30*time.Second, fmt.Sprintf(`(s => s.range === %q && s.stepMs === %d && s.historyPoints.requests_total >= 1 && s.status === 'live' && location.hash.includes('range=%s'))(window.meridianDashboard.state())`, r.name, r.stepMs, r.name)); err != nil {
+				t.Fatalf("range %s: %v", r.name, err)
+			}
+		}
 	})
 
 	t.Run("edge restart: disconnected, reconnects, no gap", func(t *testing.T) {
