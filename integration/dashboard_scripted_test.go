@@ -40,6 +40,9 @@ type scriptedEdge struct {
 	stream func(conn net.Conn, rw *bufio.ReadWriter)
 	// listed are metrics /api/metrics/list names beyond the guide's six.
 	listed []string
+	// onlyScope, when set, is the one scope the token allows (403 for
+	// others, on the WebSocket before the upgrade and on /latest).
+	onlyScope string
 
 	mu       sync.Mutex
 	requests []seenRequest
@@ -51,9 +54,15 @@ type seenRequest struct {
 	Path, Query, Authorization string
 }
 
-func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bufio.ReadWriter), listed ...string) *scriptedEdge {
+// scriptedOptions are a scriptedEdge's fixed settings.
+type scriptedOptions struct {
+	wantToken, onlyScope string
+	listed               []string
+}
+
+func startScriptedEdge(t *testing.T, o scriptedOptions, stream func(net.Conn, *bufio.ReadWriter)) *scriptedEdge {
 	t.Helper()
-	s := &scriptedEdge{t: t, wantToken: wantToken, stream: stream, listed: listed}
+	s := &scriptedEdge{t: t, wantToken: o.wantToken, onlyScope: o.onlyScope, listed: o.listed, stream: stream}
 	mux := http.NewServeMux()
 	dashboard.New().Mount(mux)
 	mux.HandleFunc("GET /api/metrics/list", s.api(func(w http.ResponseWriter) {
@@ -63,14 +72,28 @@ func startScriptedEdge(t *testing.T, wantToken string, stream func(net.Conn, *bu
 		}
 		json.NewEncoder(w).Encode(map[string]any{"metrics": metrics, "scopes": []string{"cluster", "region.eu"}})
 	}))
-	mux.HandleFunc("GET /api/metrics/latest", s.api(func(w http.ResponseWriter) {
+	latest := s.api(func(w http.ResponseWriter) {
 		fmt.Fprintf(w, `{"scope":"region.eu","timestamp":%q,"requests_total":10,"requests_error":1,"instances":1}`, time.Now().UTC().Format(time.RFC3339))
-	}))
+	})
+	mux.HandleFunc("GET /api/metrics/latest", func(w http.ResponseWriter, r *http.Request) {
+		if sc := r.URL.Query().Get("scope"); s.onlyScope != "" && sc != s.onlyScope {
+			s.record(r)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintln(w, `{"error":"scope outside the token"}`)
+			return
+		}
+		latest(w, r)
+	})
 	mux.HandleFunc("GET /ws/metrics", func(w http.ResponseWriter, r *http.Request) {
 		s.record(r)
 		if !s.allowed(r.URL.Query().Get("token")) {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "invalid token", http.StatusUnauthorized)
+			return
+		}
+		if sc, _ := proto.ScopeOf(r.URL.Query().Get("region"), r.URL.Query().Get("instance")); s.onlyScope != "" && sc.String() != s.onlyScope {
+			http.Error(w, "scope outside the token", http.StatusForbidden)
 			return
 		}
 		conn, rw, _, err := ws.UpgradeHTTP(r, w)
@@ -175,7 +198,7 @@ func sendSnapshots(n int) func(net.Conn, *bufio.ReadWriter) {
 
 func TestDashboardSendsTheTokenAndKeepsItOutOfSight(t *testing.T) {
 	const token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJub2MifQ.c2lnbmF0dXJl" // JWT-shaped, signs nothing
-	s := startScriptedEdge(t, token, sendSnapshots(3))
+	s := startScriptedEdge(t, scriptedOptions{wantToken: token}, sendSnapshots(3))
 	p := openDashboard(t, s.srv.URL+"/#token="+token+"&range=1h")
 	s.waitSeen("the WebSocket with ?token=", func(r seenRequest) bool {
 		return r.Path == "/ws/metrics" && strings.Contains(r.Query, "token="+token) && r.Authorization == ""
@@ -213,7 +236,7 @@ func TestDashboardSendsTheTokenAndKeepsItOutOfSight(t *testing.T) {
 }
 
 func TestDashboardAsksForATokenOn401(t *testing.T) {
-	s := startScriptedEdge(t, "right-token", sendSnapshots(3))
+	s := startScriptedEdge(t, scriptedOptions{wantToken: "right-token"}, sendSnapshots(3))
 	p := openDashboard(t, s.srv.URL+"/", "the server responded with a status of 401")
 	if err := p.WaitJS(20*time.Second, `document.getElementById('status').dataset.state === 'auth' && !document.getElementById('auth').hidden &&
 		document.getElementById('banner').textContent.includes('401')`); err != nil {
@@ -231,8 +254,26 @@ func TestDashboardAsksForATokenOn401(t *testing.T) {
 	})
 }
 
+// TestDashboardSaysWhenTheScopeIsOutsideTheToken: the edge refuses the
+// handshake with 403; the page finds out why over REST, says so, stops
+// retrying, and works once a scope the token allows is picked.
+func TestDashboardSaysWhenTheScopeIsOutsideTheToken(t *testing.T) {
+	s := startScriptedEdge(t, scriptedOptions{wantToken: "eu-only", onlyScope: "region.eu"}, sendSnapshots(3))
+	p := openDashboard(t, s.srv.URL+"/#token=eu-only", "the server responded with a status of 403", "Unexpected response code: 403")
+	if err := p.WaitJS(20*time.Second, `document.getElementById('status').dataset.state === 'auth' &&
+		document.getElementById('banner').textContent.includes('does not allow cluster (403)')`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := browser.Eval[bool](p, `(s => { s.value = 'region.eu'; s.dispatchEvent(new Event('change')); return true; })(document.getElementById('scope'))`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live' && document.getElementById('banner').hidden`); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestDashboardSaysWhenTheTokenExpires(t *testing.T) {
-	s := startScriptedEdge(t, "", func(conn net.Conn, rw *bufio.ReadWriter) {
+	s := startScriptedEdge(t, scriptedOptions{}, func(conn net.Conn, rw *bufio.ReadWriter) {
 		sendSnapshots(2)(conn, rw)
 		_ = ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(4401, "token expired")))
 	})
@@ -256,14 +297,14 @@ func TestDashboardLatencyTiles(t *testing.T) {
 		listed []string
 	}{{"without", nil}, {"with", latency}} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+			s := startScriptedEdge(t, scriptedOptions{listed: tt.listed}, func(conn net.Conn, _ *bufio.ReadWriter) {
 				snap := proto.Snapshot{Time: time.Now().UTC().Truncate(time.Second), RequestsTotal: 10, RequestsSuccess: 10, SuccessRate: 100}
 				ev := proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics)
 				for i, m := range tt.listed {
 					ev = append(ev[:len(ev)-1], fmt.Sprintf(`,%q:%d.5}`, m, 10*(i+1))...)
 				}
 				_ = wsutil.WriteServerText(conn, ev)
-			}, tt.listed...)
+			})
 			p := openDashboard(t, s.srv.URL+"/")
 			if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().status === 'live'`); err != nil {
 				t.Fatal(err)
@@ -298,7 +339,7 @@ func TestDashboardChangeOverTheLastMinute(t *testing.T) {
 	for k := 60; k >= 1; k-- {
 		points = append(points, proto.Point{Time: bucket.Add(-time.Duration(k) * 2 * time.Second), Value: float64(10 * (60 - k))})
 	}
-	s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+	s := startScriptedEdge(t, scriptedOptions{}, func(conn net.Conn, _ *bufio.ReadWriter) {
 		_ = wsutil.WriteServerText(conn, proto.AppendTimeSeriesEvent(nil, proto.RequestsTotal, points))
 		snap := proto.Snapshot{Time: now, RequestsTotal: 2000, RequestsSuccess: 2000, SuccessRate: 100}
 		_ = wsutil.WriteServerText(conn, proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics))
@@ -324,7 +365,7 @@ func TestDashboardChangeOverTheLastMinute(t *testing.T) {
 func TestDashboardSaysWhenDataIsStale(t *testing.T) {
 	// Two snapshots, then silence on an open connection: an edge whose
 	// aggregator went away.
-	s := startScriptedEdge(t, "", sendSnapshots(2))
+	s := startScriptedEdge(t, scriptedOptions{}, sendSnapshots(2))
 	p := openDashboard(t, s.srv.URL+"/")
 	if err := p.WaitJS(20*time.Second, `window.meridianDashboard.state().lastTimestamp !== null`); err != nil {
 		t.Fatal(err)
@@ -349,7 +390,7 @@ func TestDashboardMemoryStaysBounded(t *testing.T) {
 		return end.Add(time.Duration(i-n+1) * time.Second).Format("2006-01-02T15:04:05.000Z")
 	}
 	release := make(chan struct{})
-	s := startScriptedEdge(t, "", func(conn net.Conn, _ *bufio.ReadWriter) {
+	s := startScriptedEdge(t, scriptedOptions{}, func(conn net.Conn, _ *bufio.ReadWriter) {
 		if writeSnapshots(conn, end, n, 0, warm) != nil {
 			return
 		}

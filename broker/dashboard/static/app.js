@@ -93,7 +93,7 @@
     const headers = token ? { Authorization: 'Bearer ' + token } : {};
     const r = await fetch(path, { headers, cache: 'no-store' });
     if (r.status === 401) throw new AuthError('The edge refused the access token (401). Enter a valid token.');
-    if (r.status === 403) throw new AuthError('The access token does not allow this (403). Enter a token with access to ' + st.scope + '.');
+    if (r.status === 403) throw new AuthError('The access token does not allow ' + st.scope + ' (403). Pick another scope, or enter a token with access to it.');
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(body.error || path + ': HTTP ' + r.status);
     return body;
@@ -142,8 +142,9 @@
       if (e.code === 4401) { askToken('The access token expired (4401). Enter a new token to continue.'); return; }
       if (!st.opened) {
         // A refused handshake is invisible to a browser WebSocket; the REST
-        // API answers the same token with a status we can show.
-        loadList().catch((err) => { if (err instanceof AuthError) { st.gen++; askToken(err.message); } });
+        // API answers the same token and scope with a status we can show.
+        getJSON('/api/metrics/latest?scope=' + encodeURIComponent(st.scope))
+          .catch((err) => { if (err instanceof AuthError && gen === st.gen) { st.gen++; askToken(err.message); } });
       }
       const delay = Math.min(BACKOFF_MAX, BACKOFF_MIN * 2 ** st.retries++) * (0.5 + Math.random() / 2);
       setStatus('disconnected', `disconnected — retrying in ${Math.ceil(delay / 1000)} s`);
@@ -344,6 +345,7 @@
   // --- choices ---------------------------------------------------------------
   function reset() {
     say('');
+    $('auth').hidden = true;
     st.lastTs = 0; st.recent = []; st.series = {}; st.historyPoints = {}; st.retries = 0;
     $('tiles').replaceChildren();
     renderCharts();
