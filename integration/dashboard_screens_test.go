@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/meridian-metrics/meridian/integration/browser"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // TestDashboardScreenshots renders the dashboard light and dark, on a phone
@@ -40,7 +41,7 @@ func TestDashboardScreenshots(t *testing.T) {
 	c := startDashCluster(t)
 	log := recordSnapshots(t, c.wsURL)
 	n := int(warmup / time.Second)
-	waitFor(t, warmup+60*time.Second, fmt.Sprintf("%d cluster snapshots", n), func() bool { return log.count() >= n })
+	wait.For(t, warmup+60*time.Second, fmt.Sprintf("%d cluster snapshots", n), func() bool { return log.count() >= n })
 
 	for _, tt := range []struct {
 		name          string

@@ -23,6 +23,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/dashboard"
 	"github.com/meridian-metrics/meridian/integration/browser"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -161,7 +162,7 @@ func (s *scriptedEdge) seen() []seenRequest {
 // waitSeen waits until a request satisfies cond.
 func (s *scriptedEdge) waitSeen(what string, cond func(seenRequest) bool) {
 	s.t.Helper()
-	waitFor(s.t, 30*time.Second, what, func() bool {
+	wait.For(s.t, 30*time.Second, what, func() bool {
 		for _, r := range s.seen() {
 			if cond(r) {
 				return true

@@ -23,6 +23,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
 	"github.com/meridian-metrics/meridian/integration/browser"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -282,7 +283,7 @@ func TestDashboardEndToEnd(t *testing.T) {
 	cluster := recordSnapshots(t, c.wsURL)
 	eu := recordSnapshots(t, c.wsURL+"?region=eu")
 	// Let a few seconds of history accumulate, so the page has some to load.
-	waitFor(t, 30*time.Second, "8 cluster snapshots", func() bool { return cluster.count() >= 8 })
+	wait.For(t, 30*time.Second, "8 cluster snapshots", func() bool { return cluster.count() >= 8 })
 
 	p := openDashboard(t, c.httpURL+"/", "net::ERR_CONNECTION_REFUSED")
 
