@@ -28,9 +28,9 @@ func TestDashboardScreenshots(t *testing.T) {
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	// Some history, so the charts have lines to draw: 20 s in the test
+	// Some history, so the charts have lines to draw: 10 s in the test
 	// suite, longer for the README ($MERIDIAN_SCREENSHOTS_WARMUP, e.g. 3m).
-	warmup := 20 * time.Second
+	warmup := 10 * time.Second
 	if w := os.Getenv("MERIDIAN_SCREENSHOTS_WARMUP"); w != "" {
 		d, err := time.ParseDuration(w)
 		if err != nil || d < 0 {
@@ -43,6 +43,7 @@ func TestDashboardScreenshots(t *testing.T) {
 	n := int(warmup / time.Second)
 	wait.For(t, warmup+60*time.Second, fmt.Sprintf("%d cluster snapshots", n), func() bool { return log.count() >= n })
 
+	b := browser.Start(t, browser.Options{})
 	for _, tt := range []struct {
 		name          string
 		width, height int64
@@ -53,7 +54,7 @@ func TestDashboardScreenshots(t *testing.T) {
 	} {
 		for _, scheme := range []string{"light", "dark"} {
 			t.Run(tt.name+"-"+scheme, func(t *testing.T) {
-				p := openDashboard(t, "about:blank")
+				p := newWatchedPage(t, b)
 				opts := []chromedp.EmulateViewportOption{}
 				if tt.mobile {
 					opts = append(opts, chromedp.EmulateMobile, chromedp.EmulatePortrait)

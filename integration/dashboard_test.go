@@ -265,7 +265,14 @@ func maxGap(ts []float64) time.Duration {
 // of its own.
 func openDashboard(t *testing.T, url string, expected ...string) *browser.Page {
 	t.Helper()
-	b := browser.Start(t, browser.Options{Width: 1280, Height: 1000})
+	p := newWatchedPage(t, browser.Start(t, browser.Options{Width: 1280, Height: 1000}), expected...)
+	p.Navigate(url)
+	return p
+}
+
+// newWatchedPage opens a tab whose console errors fail t at its end.
+func newWatchedPage(t *testing.T, b *browser.Browser, expected ...string) *browser.Page {
+	t.Helper()
 	p := b.NewPage()
 	t.Cleanup(func() {
 		for _, e := range p.Errors() {
@@ -274,7 +281,6 @@ func openDashboard(t *testing.T, url string, expected ...string) *browser.Page {
 			}
 		}
 	})
-	p.Navigate(url)
 	return p
 }
 
