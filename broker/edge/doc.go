@@ -145,6 +145,11 @@
 //     without write progress.
 //   - Shutdown sends close 1001 "server shutting down" to every client and
 //     waits (bounded by its context) for the clients to close.
+//   - Instance scopes are published by the aggregators on demand: one
+//     announce goroutine tells them every second, on proto.InterestSubject,
+//     which instances this edge's connections follow (interest.go).
+//   - A subscriber whose scope's snapshots stop gets one Error saying since
+//     when the data is stale (StaleAfter, stale.go).
 //
 // # Concurrency
 //
