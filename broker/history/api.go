@@ -150,16 +150,24 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if fine != nil {
-		resp.History.RetentionSeconds = int64(fine.Config.MaxAge / time.Second)
-		for subj := range fine.State.Subjects {
-			if sc := strings.TrimPrefix(subj, proto.SnapshotSubjectPrefix+"."); sc != "cluster" {
+	// Instances have 1 s snapshots only while someone follows them, but
+	// rollups always: a scope with either has history.
+	seen := map[string]bool{"cluster": true}
+	addScopes := func(info *jetstream.StreamInfo, prefix string) {
+		for subj := range info.State.Subjects {
+			if sc := strings.TrimPrefix(subj, prefix+"."); !seen[sc] {
+				seen[sc] = true
 				resp.Scopes = append(resp.Scopes, sc)
 			}
 		}
 	}
-	if roll, err := a.streamInfo(ctx, proto.RollupStream, ""); err == nil && roll != nil {
+	if fine != nil {
+		resp.History.RetentionSeconds = int64(fine.Config.MaxAge / time.Second)
+		addScopes(fine, proto.SnapshotSubjectPrefix)
+	}
+	if roll, err := a.streamInfo(ctx, proto.RollupStream, proto.RollupSubjectAll); err == nil && roll != nil {
 		resp.History.RollupRetentionSeconds = int64(roll.Config.MaxAge / time.Second)
+		addScopes(roll, proto.RollupSubjectPrefix)
 	}
 	slices.Sort(resp.Scopes[1:])
 	writeJSON(w, http.StatusOK, resp)

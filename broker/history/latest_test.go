@@ -1,6 +1,7 @@
 package history
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -58,5 +59,33 @@ func TestAPILatest(t *testing.T) {
 				t.Fatalf("timestamp %s, want the newest %s", got.Timestamp, now)
 			}
 		})
+	}
+}
+
+// TestAPIListNamesScopesWithRollupsOnly: an instance nobody follows has no
+// 1 s snapshots but has rollups, and is listed.
+func TestAPIListNamesScopesWithRollupsOnly(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Minute)
+	srv, js := startAPI(t, now)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := EnsureRollupStream(ctx, js, StreamConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	s := snap(0, 10, 0, 0, 0, 0)
+	s.Time, s.Scope = now, proto.RegionScope("eu")
+	publish(t, js, s)
+	s.Scope = proto.InstanceScope("gw-eu-1")
+	data, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, proto.RollupSubject(s.Scope), data); err != nil {
+		t.Fatal(err)
+	}
+	var list struct{ Scopes []string }
+	getJSON(t, srv.URL+"/api/metrics/list", http.StatusOK, &list)
+	if got := strings.Join(list.Scopes, ","); got != "cluster,instance.gw-eu-1,region.eu" {
+		t.Fatalf("scopes %s, want cluster,instance.gw-eu-1,region.eu", got)
 	}
 }
