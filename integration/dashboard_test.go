@@ -100,12 +100,16 @@ type snapLog struct {
 // recordSnapshots dials url and records its snapshots until the test ends.
 func recordSnapshots(t *testing.T, url string) *snapLog {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ws, err := wsclient.Dial(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A region's scope is known once its first snapshot reached the edge,
+	// which may trail the cluster's: until then the URL gets a 404.
+	var ws *wsclient.Client
+	var err error
+	wait.For(t, 15*time.Second, "a WebSocket to "+url, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ws, err = wsclient.Dial(ctx, url)
+		return err == nil
+	})
 	l := &snapLog{byTime: map[time.Time]map[string]float64{}}
 	l.cond = sync.NewCond(&l.mu)
 	done := make(chan struct{})
