@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"math"
@@ -17,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/auth"
 	"github.com/meridian-metrics/meridian/broker/dashboard"
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
@@ -35,11 +37,17 @@ type dashCluster struct {
 }
 
 func startDashCluster(t *testing.T) *dashCluster {
+	return startDashClusterWith(t, edge.Config{})
+}
+
+// startDashClusterWith starts it with ecfg's settings (Auth, say).
+func startDashClusterWith(t *testing.T, ecfg edge.Config) *dashCluster {
 	t.Helper()
 	// The mux is filled once NATS runs; ServeMux registration is safe
 	// while it serves.
 	mux := http.NewServeMux()
-	c := startCluster(t, clusterOptions{edge: edge.Config{HTTP: mux}})
+	ecfg.HTTP, ecfg.PublicHTTP = mux, dashboard.Patterns
+	c := startCluster(t, clusterOptions{edge: ecfg})
 	js, err := jetstream.New(c.nc)
 	if err != nil {
 		t.Fatal(err)
@@ -428,4 +436,38 @@ func TestDashboardEndToEnd(t *testing.T) {
 		checkTiles(t, p, recordSnapshots(t, c.wsURL), "cluster")
 		t.Logf("reconnected after the restart; %d points of requests_total, none further apart than the %d ms step", len(ts), s.StepMs)
 	})
+}
+
+// TestDashboardOnAnEdgeThatRequiresTokens: the page and its scripts load
+// without a token (they hold no data; a browser cannot send one when it
+// navigates), the API does not, and the page with #token= goes live.
+func TestDashboardOnAnEdgeThatRequiresTokens(t *testing.T) {
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(context.Background(), auth.Config{HMACSecret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	c := startDashClusterWith(t, edge.Config{Auth: v})
+	for path, want := range map[string]int{"/": 200, "/dashboard/app.js": 200, "/api/metrics/list": 401, "/api/metrics/latest?scope=cluster": 401} {
+		resp, err := http.Get(c.httpURL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s without a token: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+	tok, err := auth.MintHMAC(secret, auth.MintOptions{TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := openDashboard(t, c.httpURL+"/#token="+tok)
+	if err := p.WaitJS(30*time.Second, `window.meridianDashboard.state().status === 'live' && document.querySelectorAll('#tiles .tile').length >= 6 && !location.href.includes('token')`); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -46,6 +46,12 @@ func TestParseSubscription(t *testing.T) {
 		{"history_seconds zero", `{"history_seconds":0}`, Subscription{}, []string{"history_seconds", "1 to 2592000"}},
 		{"history_points too many", `{"history_points":20000}`, Subscription{}, []string{"history_points", "1 to 10000"}},
 		{"bad since", `{"since":"yesterday"}`, Subscription{}, []string{"since", "RFC 3339"}},
+		// Year 0 parses, but cannot be marshalled (it leaked a Go JSON error) or replayed.
+		{"since year 0", `{"since":"0000-01-01T00:00:00Z"}`, Subscription{}, []string{"since", "out of range", "1970-01-01T00:00:00Z"}},
+		{"since before the epoch", `{"since":"1969-12-31T23:59:59+00:00"}`, Subscription{}, []string{"out of range"}},
+		{"since year 0 with an offset", `{"since":"0000-01-01T00:30:00+01:00"}`, Subscription{}, []string{"out of range"}},
+		{"multi-byte character named as sent", `{"region":"eü"}`, Subscription{}, []string{`has character 'ü'`}},
+		{"invalid byte named as such", "{\"region\":\"e\xff\"}", Subscription{}, []string{`character`}},
 		{"empty metrics means all", `{"metrics":[],"interval_seconds":5,"include_history":true}`, with(func(s *Subscription) { s.IntervalSeconds = 5; s.IncludeHistory = true }), nil},
 		{"null fields take defaults", `{"metrics":null,"interval_seconds":null,"include_history":null}`, def(), nil},
 		{"integral float interval", `{"interval_seconds":60.0}`, with(func(s *Subscription) { s.IntervalSeconds = 60 }), nil},

@@ -71,10 +71,17 @@ func New() *Handler {
 	return h
 }
 
-// Mount serves the dashboard on mux at GET / (exactly) and GET /dashboard/.
+// Patterns are the ServeMux patterns the dashboard serves: GET / (exactly)
+// and GET /dashboard/. They hold no data, so an edge that requires tokens
+// serves them without one (edge.Config.PublicHTTP): a browser must load the
+// page before it can present its token.
+var Patterns = []string{"GET /{$}", "GET " + AssetPrefix}
+
+// Mount serves the dashboard on mux at its Patterns.
 func (h *Handler) Mount(mux *http.ServeMux) {
-	mux.Handle("GET /{$}", h)
-	mux.Handle("GET "+AssetPrefix, h)
+	for _, p := range Patterns {
+		mux.Handle(p, h)
+	}
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

@@ -9,11 +9,13 @@ package wsclient
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -36,7 +38,23 @@ type Client struct {
 
 // Dial connects to a ws:// URL such as ws://127.0.0.1:5900/ws/metrics.
 func Dial(ctx context.Context, url string) (*Client, error) {
-	d := ws.Dialer{Timeout: 10 * time.Second}
+	return DialWith(ctx, url, Options{})
+}
+
+// Options are how a client proves itself and checks the server.
+type Options struct {
+	// Token, when set, is sent as "Authorization: Bearer <token>".
+	Token string
+	// TLS configures wss:// (nil: the system roots).
+	TLS *tls.Config
+}
+
+// DialWith connects to a ws:// or wss:// URL with o.
+func DialWith(ctx context.Context, url string, o Options) (*Client, error) {
+	d := ws.Dialer{Timeout: 10 * time.Second, TLSConfig: o.TLS}
+	if o.Token != "" {
+		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + o.Token}})
+	}
 	conn, br, _, err := d.Dial(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
