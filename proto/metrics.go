@@ -5,10 +5,13 @@ import (
 	"strings"
 )
 
-// Metric is one of the Kairos snapshot metrics.
+// Metric is one of the snapshot metrics: the Kairos guide's six, then
+// Meridian's additions.
 type Metric uint8
 
 // The metrics in wire order: a Snapshot event lists its fields in this order.
+// The guide's six come first; metrics Meridian adds go after SuccessRate (see
+// GuideMetrics).
 const (
 	RequestsTotal Metric = iota
 	RequestsSuccess
@@ -71,8 +74,16 @@ var validMetricsText = strings.Join(metricNames[:], ", ") + " (alias: response_t
 // 2^NumMetrics), which lets an edge encode a snapshot once per set.
 type MetricSet uint32
 
-// AllMetrics selects every metric.
+// AllMetrics selects every metric the protocol knows.
 const AllMetrics MetricSet = 1<<NumMetrics - 1
+
+// GuideMetrics is the Kairos guide's six metrics. Every Snapshot event carries
+// them whatever the subscription names, because the guide defines a Snapshot
+// as carrying every KPI and its clients read fields they did not subscribe to.
+// A metric outside GuideMetrics is a Meridian extra: it is sent only to
+// clients that name it. The subscription's strict_metrics extension is the
+// one way to get fewer (see Subscription.SnapshotMetrics).
+const GuideMetrics MetricSet = 1<<(SuccessRate+1) - 1
 
 // With returns s plus m.
 func (s MetricSet) With(m Metric) MetricSet { return s | 1<<m }

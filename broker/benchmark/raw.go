@@ -114,7 +114,7 @@ func (r *rawServer) counters() (counters, error) {
 // snapshotFrame is the unmasked text frame of s's Snapshot event with every
 // metric: byte for byte what the edge writes.
 func snapshotFrame(s *proto.Snapshot) []byte {
-	payload := proto.AppendSnapshotEvent(nil, s, proto.AllMetrics)
+	payload := proto.AppendSnapshotEvent(nil, s, proto.GuideMetrics)
 	var h [ws.MaxHeaderSize]byte
 	hw := &byteWriter{b: h[:0]}
 	_ = ws.WriteHeader(hw, ws.Header{Fin: true, OpCode: ws.OpText, Length: int64(len(payload))})

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/meridian-metrics/meridian/proto"
 )
 
 // One listener, one port. The accept loop only accepts: each connection's
@@ -292,7 +290,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	}
 	if sf := c.scope.latest.Load(); sf != nil && !replay {
 		c.lastSnap, c.sentSnap = c.opened, true
-		if c.enqueueLocked(sf.frame(proto.AllMetrics), true) {
+		if c.enqueueLocked(sf.frame(c.sub.SnapshotMetrics()), true) {
 			e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 		}
 	}

@@ -125,7 +125,7 @@ func (c *wsConn) writeLoop() {
 	defer close(c.writerDone)
 	s := c.s
 	sub := proto.DefaultSubscription()
-	if snap := s.latest.Load(); snap != nil && !c.deliver(snap, proto.AllMetrics) {
+	if snap := s.latest.Load(); snap != nil && !c.deliver(snap, proto.GuideMetrics) {
 		return
 	}
 	last := time.Now() // t0, the phase of this connection's ticks
@@ -167,7 +167,7 @@ func (c *wsConn) writeLoop() {
 				s.skippedTicks.Add(uint64(missed))
 			}
 			last = t
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 		case sub = <-c.subs:
@@ -184,14 +184,14 @@ func (c *wsConn) writeLoop() {
 				continue
 			}
 			last = now
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 			ticker.Reset(interval)
 		case <-realignC:
 			realignC = nil
 			last = realignAt
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 			ticker.Reset(interval)
