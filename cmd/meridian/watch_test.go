@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridian-metrics/meridian/broker/edge"
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+)
+
+// runWatch runs `meridian watch args...` in this process. ctx bounds it: a
+// watch that retried what it should refuse would run until ctx ends and
+// exit 0, failing the caller's exit-code check.
+func runWatch(t *testing.T, timeout time.Duration, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	code = run(ctx, append([]string{"meridian", "watch"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestWatchRefusesWhatIsNotAWebSocketURL(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"http scheme", []string{"http://127.0.0.1:5900/ws/metrics"}, `"http://127.0.0.1:5900/ws/metrics" is not a WebSocket URL: the scheme must be ws:// or wss://`},
+		{"no scheme", []string{"127.0.0.1:5900/ws/metrics"}, "is not a"},
+		{"malformed", []string{"ws://[::1/ws/metrics"}, `"ws://[::1/ws/metrics" is not a URL`},
+		{"no host", []string{"ws:///ws/metrics"}, "names no host"},
+		{"flag after the URL", []string{"ws://127.0.0.1:1/ws/metrics", "--count", "3"}, "--count after the URLs: write flags before the URLs"},
+		{"flag after the second URL", []string{"ws://127.0.0.1:1/ws/metrics", "ws://127.0.0.1:2/ws/metrics", "--raw"}, "--raw after the URLs"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runWatch(t, 30*time.Second, append([]string{"--reconnect-timeout", "1h"}, tt.args...)...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr, tt.want)
+			}
+			if strings.Contains(stderr, "attempt") {
+				t.Errorf("tried to connect: %q", stderr)
+			}
+		})
+	}
+}
+
+// startEdge runs a real edge (with NATS, no aggregator: no scope is known
+// but the cluster) and returns its /ws/metrics URL.
+func startEdge(t *testing.T) string {
+	t.Helper()
+	_, nc := natstest.StartTest(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := edge.New(edge.Config{Listener: ln, NATS: nc, Registerer: prometheus.NewRegistry(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(context.Background()) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := <-done; err != nil && !errors.Is(err, edge.ErrClosed) {
+			t.Errorf("edge: Run: %v", err)
+		}
+	})
+	return "ws://" + e.Addr().String() + "/ws/metrics"
+}
+
+// A refusal that retrying cannot fix ends watch at once with the edge's
+// reason, however long it would otherwise retry.
+func TestWatchEndsAtOnceOnRefusal(t *testing.T) {
+	url := startEdge(t)
+	tests := []struct {
+		name  string
+		query string
+		want  string
+	}{
+		{"bad query parameter", "?region=e.u", "the server refused the WebSocket upgrade with 400 Bad Request: bad query parameter: "},
+		{"both scopes", "?region=eu&instance=gw-1", "400 Bad Request: bad query parameter: "},
+		{"unknown scope", "?region=mars", "404 Not Found: unknown scope region.mars"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runWatch(t, 30*time.Second, "--reconnect-timeout", "1h", url+tt.query)
+			if code != 1 || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, url+tt.query) {
+				t.Errorf("exit %d, stderr %q; want 1 and %q with the URL", code, stderr, tt.want)
+			}
+			if strings.Contains(stderr, "attempt") {
+				t.Errorf("retried a refusal that cannot change: %q", stderr)
+			}
+		})
+	}
+}
+
+// While nothing answers, every attempt says so; then watch gives up with
+// exit 1.
+func TestWatchSaysWhenRetrying(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + ln.Addr().String() + "/ws/metrics"
+	ln.Close() // now refused
+	code, _, stderr := runWatch(t, 60*time.Second, "--reconnect-timeout", "1s", url)
+	if code != 1 || !strings.Contains(stderr, "cannot connect to "+url) {
+		t.Fatalf("exit %d, stderr %q; want 1 and cannot connect", code, stderr)
+	}
+	attempt := regexp.MustCompile(`^attempt (\d+): dial ` + regexp.QuoteMeta(url) + `: .*connection refused; retrying in \d+(\.\d+)?m?s \(giving up in `)
+	n := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		if attempt.MatchString(l) {
+			n++
+		}
+	}
+	if n < 2 {
+		t.Errorf("%d attempt lines, want one per attempt (at least 2 in 1 s):\n%s", n, stderr)
+	}
+}
