@@ -18,8 +18,12 @@ import (
 const defaultWatchURL = "ws://127.0.0.1:5900/ws/metrics"
 
 type watchConfig struct {
-	URLs             []string
-	Metrics          []string
+	URLs    []string
+	Metrics []string
+	// Show is the set of metrics printed, from Metrics; 0 prints every
+	// metric a snapshot carries (snapshots carry the guide's six whatever
+	// the subscription names).
+	Show             proto.MetricSet
 	Interval         int
 	History          bool
 	Count            int
@@ -40,7 +44,7 @@ func watchCommand() *cli.Command {
 			"unknown scope, any other 4xx but 408 and 429) ends it at once (exit 1); a URL that is not ws://\n" +
 			"or wss://, or a flag written after the URLs, is a usage error (exit 2).",
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringSliceFlag{Name: "metrics", Usage: "metrics to subscribe to (default all): " + strings.Join(proto.MetricNames(), ", ")},
+			&cli.StringSliceFlag{Name: "metrics", Usage: "metrics to subscribe to and print (default the guide's six): " + strings.Join(proto.MetricNames(), ", ")},
 			&cli.IntFlag{Name: "interval", Value: 1, Usage: "seconds between snapshots, 1 to 60", Destination: &cfg.Interval},
 			&cli.BoolFlag{Name: "history", Usage: "request history (TimeSeries) first", Destination: &cfg.History},
 			&cli.IntFlag{Name: "count", Usage: "exit after this many snapshots (0: run until interrupted)", Destination: &cfg.Count},
@@ -61,10 +65,12 @@ func watchCommand() *cli.Command {
 			if cfg.Interval < proto.MinIntervalSeconds || cfg.Interval > proto.MaxIntervalSeconds {
 				return usageError("--interval %d: must be from 1 to 60", cfg.Interval)
 			}
-			for _, m := range cfg.Metrics {
-				if _, ok := proto.ParseMetric(m); !ok {
-					return usageError("--metrics: unknown metric %q; valid: %s", m, strings.Join(proto.MetricNames(), ", "))
+			for _, name := range cfg.Metrics {
+				m, ok := proto.ParseMetric(name)
+				if !ok {
+					return usageError("--metrics: unknown metric %q; valid: %s", name, strings.Join(proto.MetricNames(), ", "))
 				}
+				cfg.Show = cfg.Show.With(m)
 			}
 			return watch(c.Context, cfg, c.App.Writer, c.App.ErrWriter)
 		},
@@ -200,7 +206,7 @@ func watchConn(ctx context.Context, c *wsclient.Client, sub map[string]any, cfg 
 		if cfg.Raw {
 			fmt.Fprintln(out, string(data))
 		} else {
-			printEvent(out, errOut, ev)
+			printEvent(out, errOut, ev, cfg.Show)
 		}
 		if ev.Type == proto.EventSnapshot {
 			*seen++
@@ -211,14 +217,14 @@ func watchConn(ctx context.Context, c *wsclient.Client, sub map[string]any, cfg 
 	}
 }
 
-func printEvent(out, errOut io.Writer, ev proto.Event) {
+func printEvent(out, errOut io.Writer, ev proto.Event, show proto.MetricSet) {
 	switch ev.Type {
 	case proto.EventSnapshot:
 		var b strings.Builder
 		b.WriteString(ev.Timestamp.UTC().Format("2006-01-02T15:04:05Z"))
 		for _, name := range proto.MetricNames() {
 			v, ok := ev.Values[name]
-			if !ok {
+			if m, _ := proto.ParseMetric(name); !ok || show != 0 && !show.Has(m) {
 				continue
 			}
 			switch name {

@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/proto"
 )
 
 // runWatch runs `meridian watch args...` in this process. ctx bounds it: a
@@ -57,8 +59,9 @@ func TestWatchRefusesWhatIsNotAWebSocketURL(t *testing.T) {
 }
 
 // startEdge runs a real edge (with NATS, no aggregator: no scope is known
-// but the cluster) and returns its /ws/metrics URL.
-func startEdge(t *testing.T) string {
+// but the cluster) and returns it, its /ws/metrics URL and the NATS
+// connection to publish snapshots on.
+func startEdge(t *testing.T) (*edge.Edge, string, *nats.Conn) {
 	t.Helper()
 	_, nc := natstest.StartTest(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -82,13 +85,13 @@ func startEdge(t *testing.T) string {
 			t.Errorf("edge: Run: %v", err)
 		}
 	})
-	return "ws://" + e.Addr().String() + "/ws/metrics"
+	return e, "ws://" + e.Addr().String() + "/ws/metrics", nc
 }
 
 // A refusal that retrying cannot fix ends watch at once with the edge's
 // reason, however long it would otherwise retry.
 func TestWatchEndsAtOnceOnRefusal(t *testing.T) {
-	url := startEdge(t)
+	_, url, _ := startEdge(t)
 	tests := []struct {
 		name  string
 		query string
@@ -133,5 +136,48 @@ func TestWatchSaysWhenRetrying(t *testing.T) {
 	}
 	if n < 2 {
 		t.Errorf("%d attempt lines, want one per attempt (at least 2 in 1 s):\n%s", n, stderr)
+	}
+}
+
+// Snapshots carry the guide's six whatever the subscription names; watch
+// prints what --metrics names, and every metric without it.
+func TestWatchPrintsTheNamedMetrics(t *testing.T) {
+	e, url, nc := startEdge(t)
+	s := proto.Snapshot{Version: proto.SnapshotVersion, Time: time.Now().UTC().Truncate(time.Second),
+		RequestsTotal: 100, RequestsSuccess: 90, RequestsError: 10, ActiveConnections: 2,
+		AvgResponseTimeMs: 12.5, SuccessRate: 90}
+	data, err := s.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Published until the edge has it: it may not have subscribed yet.
+	deadline := time.Now().Add(20 * time.Second)
+	for !e.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("the edge did not take the snapshot")
+		}
+		if err := nc.Publish(proto.SnapshotSubject(proto.ClusterScope()), data); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling a condition
+	}
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--count", "2", url}, "total=100  success=90  error=10  active_connections=2  avg=12.50ms  success_rate=90.00%"},
+		{[]string{"--count", "2", "--metrics", "requests_total,response_time_avg", url}, "total=100  avg=12.50ms"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runWatch(t, 30*time.Second, tt.args...)
+		lines := strings.Split(strings.TrimSpace(stdout), "\n")
+		if code != 0 || stderr != "" || len(lines) != 2 {
+			t.Fatalf("%v: exit %d, stdout %q, stderr %q; want two lines", tt.args, code, stdout, stderr)
+		}
+		for _, l := range lines {
+			if _, rest, _ := strings.Cut(l, "  "); rest != tt.want {
+				t.Errorf("%v: printed %q, want %q after the time", tt.args, rest, tt.want)
+			}
+		}
 	}
 }
