@@ -11,11 +11,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
-const defaultWatchURL = "ws://127.0.0.1:5900/ws/metrics"
+const defaultWatchURL = "ws://127.0.0.1" + edge.DefaultListen + "/ws/metrics"
 
 type watchConfig struct {
 	URLs    []string
@@ -143,16 +144,19 @@ func dialAny(ctx context.Context, urls []string, next *int, timeout time.Duratio
 			wait = min(backoff, left)
 			backoff = min(backoff*2, 2*time.Second)
 		}
+		if wait == 0 {
+			fmt.Fprintf(errOut, "attempt %d: %v; trying %s next (giving up in %s)\n",
+				attempt, err, urls[*next%len(urls)], left.Round(100*time.Millisecond))
+			continue
+		}
 		fmt.Fprintf(errOut, "attempt %d: %v; retrying in %s (giving up in %s)\n",
 			attempt, err, wait.Round(time.Millisecond), left.Round(100*time.Millisecond))
-		if wait > 0 {
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, url, ctx.Err()
-			case <-t.C:
-			}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, url, ctx.Err()
+		case <-t.C:
 		}
 	}
 }

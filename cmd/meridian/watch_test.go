@@ -117,25 +117,38 @@ func TestWatchEndsAtOnceOnRefusal(t *testing.T) {
 // While nothing answers, every attempt says so; then watch gives up with
 // exit 1.
 func TestWatchSaysWhenRetrying(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	refused := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close() // from now on refused
+		return "ws://" + ln.Addr().String() + "/ws/metrics"
 	}
-	url := "ws://" + ln.Addr().String() + "/ws/metrics"
-	ln.Close() // now refused
-	code, _, stderr := runWatch(t, 60*time.Second, "--reconnect-timeout", "1s", url)
-	if code != 1 || !strings.Contains(stderr, "cannot connect to "+url) {
+	one, two := refused(), refused()
+	code, _, stderr := runWatch(t, 60*time.Second, "--reconnect-timeout", "1s", one, two)
+	if code != 1 || !strings.Contains(stderr, "cannot connect to "+one+" or "+two) {
 		t.Fatalf("exit %d, stderr %q; want 1 and cannot connect", code, stderr)
 	}
-	attempt := regexp.MustCompile(`^attempt (\d+): dial ` + regexp.QuoteMeta(url) + `: .*connection refused; retrying in \d+(\.\d+)?m?s \(giving up in `)
-	n := 0
-	for _, l := range strings.Split(stderr, "\n") {
-		if attempt.MatchString(l) {
-			n++
+	attempt := regexp.MustCompile(`^attempt (\d+): dial (\S+): .*connection refused; (trying (\S+) next|retrying in \d+(\.\d+)?m?s) \(giving up in `)
+	var next, retry int
+	for _, l := range strings.Split(strings.TrimSpace(stderr), "\n") {
+		m := attempt.FindStringSubmatch(l)
+		switch {
+		case m == nil:
+			if !strings.HasPrefix(l, "meridian: cannot connect") {
+				t.Errorf("unexpected line %q", l)
+			}
+		case m[2] == one && m[4] == two:
+			next++
+		case m[2] == two && strings.HasPrefix(m[3], "retrying"):
+			retry++
+		default:
+			t.Errorf("attempt line %q: want %s then the next URL, %s then a retry", l, one, two)
 		}
 	}
-	if n < 2 {
-		t.Errorf("%d attempt lines, want one per attempt (at least 2 in 1 s):\n%s", n, stderr)
+	if next < 2 || retry < 2 {
+		t.Errorf("%d lines moving to the next URL and %d retries in 1 s, want one per attempt (at least 2 each):\n%s", next, retry, stderr)
 	}
 }
 
