@@ -227,11 +227,11 @@ func TestKairosGuideRustClientLogic(t *testing.T) {
 		return "null"
 	}
 	var lines []string
-	var stamps []time.Time
-	for len(stamps) < 4 { // the one on connect, then three intervals
+	var arrivals []time.Time
+	for len(arrivals) < 4 { // the one on connect, then three intervals
 		data, err := ws.NextRaw(ctx)
 		if err != nil {
-			t.Fatalf("after %d snapshots: %v", len(stamps), err)
+			t.Fatalf("after %d snapshots: %v", len(arrivals), err)
 		}
 		var ev map[string]json.RawMessage
 		if err := json.Unmarshal(data, &ev); err != nil {
@@ -240,9 +240,7 @@ func TestKairosGuideRustClientLogic(t *testing.T) {
 		switch show(ev, "type") {
 		case `"Snapshot"`:
 			lines = append(lines, fmt.Sprintf("Metrics - Total: %s, Success Rate: %s%%", show(ev, "requests_total"), show(ev, "success_rate")))
-			var ts time.Time
-			_ = json.Unmarshal(ev["timestamp"], &ts)
-			stamps = append(stamps, ts)
+			arrivals = append(arrivals, time.Now())
 		case `"Error"`:
 			t.Fatalf("Error: %s", show(ev, "message"))
 		}
@@ -257,9 +255,10 @@ func TestKairosGuideRustClientLogic(t *testing.T) {
 		totals = append(totals, m[1])
 	}
 	increasing(t, "requests_total", totals[1:])
-	for i := 2; i < len(stamps); i++ {
-		if d := stamps[i].Sub(stamps[i-1]); d < interval-time.Second || d > interval+time.Second {
-			t.Errorf("snapshots %s apart, want the subscribed %s: %v", d, interval, stamps)
+	// Generous bounds: the edge keeps the cadence, the loaded machine may not.
+	for i := 2; i < len(arrivals); i++ {
+		if d := arrivals[i].Sub(arrivals[i-1]); d < interval/2 || d > interval*2 {
+			t.Errorf("snapshots %s apart, want the subscribed %s", d, interval)
 		}
 	}
 }
