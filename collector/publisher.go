@@ -49,6 +49,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -58,10 +59,13 @@ const (
 	// DefaultFlushTimeout bounds Flush's round trip to the NATS server when
 	// the caller's context has no deadline (nats.go requires one).
 	DefaultFlushTimeout = 5 * time.Second
+
+	// maxBootID bounds Config.BootID, which every report carries.
+	maxBootID = 128
 )
 
 // ErrRunning is returned by Run when the Publisher is already running.
-var ErrRunning = errors.New("publisher is already running")
+var ErrRunning = service.ErrRunning
 
 // Config configures a Publisher. Zero fields take the documented defaults.
 type Config struct {
@@ -110,6 +114,39 @@ type Publisher struct {
 	done      chan struct{}
 }
 
+// Validate reports the first value in cfg that no default repairs. (New
+// also checks that NATS and Source are set.)
+func (c Config) Validate() error {
+	if len(c.BootID) > maxBootID {
+		return fmt.Errorf("boot id is %d characters, at most %d allowed", len(c.BootID), maxBootID)
+	}
+	return service.First(
+		proto.ValidateToken("region", c.Region),
+		proto.ValidateToken("instance", c.Instance),
+		service.NonNegative("Interval", c.Interval),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c Config) withDefaults() Config {
+	if c.Interval == 0 {
+		c.Interval = DefaultInterval
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.BootID == "" {
+		var b [16]byte
+		// crypto/rand.Read never fails on supported platforms.
+		_, _ = rand.Read(b[:])
+		c.BootID = hex.EncodeToString(b[:])
+	}
+	return c
+}
+
 // New validates cfg and builds a Publisher. StartTime of every report is the
 // time New was called.
 func New(cfg Config) (*Publisher, error) {
@@ -119,32 +156,10 @@ func New(cfg Config) (*Publisher, error) {
 	if cfg.Source == nil {
 		return nil, errors.New("new publisher: Source is required")
 	}
-	if err := proto.ValidateToken("region", cfg.Region); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
-	if err := proto.ValidateToken("instance", cfg.Instance); err != nil {
-		return nil, fmt.Errorf("new publisher: %w", err)
-	}
-	switch {
-	case cfg.Interval < 0:
-		return nil, fmt.Errorf("new publisher: interval %s is negative", cfg.Interval)
-	case cfg.Interval == 0:
-		cfg.Interval = DefaultInterval
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.BootID == "" {
-		var b [16]byte
-		// crypto/rand.Read never fails on supported platforms.
-		_, _ = rand.Read(b[:])
-		cfg.BootID = hex.EncodeToString(b[:])
-	} else if len(cfg.BootID) > 128 {
-		return nil, fmt.Errorf("new publisher: boot id is %d characters, at most 128 allowed", len(cfg.BootID))
-	}
+	cfg = cfg.withDefaults()
 	cfg.Logger = cfg.Logger.With("component", "collector", "region", cfg.Region, "instance", cfg.Instance)
 	return &Publisher{
 		cfg:       cfg,

@@ -343,7 +343,7 @@ func TestNewValidates(t *testing.T) {
 		{"no source", Config{NATS: nc, Region: "eu", Instance: "a"}, "Source is required"},
 		{"bad region", Config{NATS: nc, Region: "e u", Instance: "a", Source: src}, `region "e u" has character ' '`},
 		{"no instance", Config{NATS: nc, Region: "eu", Source: src}, "instance is empty"},
-		{"negative interval", Config{NATS: nc, Region: "eu", Instance: "a", Source: src, Interval: -time.Second}, "negative"},
+		{"negative interval", Config{NATS: nc, Region: "eu", Instance: "a", Source: src, Interval: -time.Second}, "Interval -1s must not be negative"},
 		{"long boot id", Config{NATS: nc, Region: "eu", Instance: "a", Source: src, BootID: strings.Repeat("x", 129)}, "at most 128"},
 	}
 	for _, tt := range tests {

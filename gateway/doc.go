@@ -23,9 +23,10 @@
 // at scrape time, so they always agree with the reports.
 //
 // Concurrency contract: Recorder, the Middleware handler and every Node method
-// are safe for concurrent use. A Node is run once: Run serves until its
-// context ends or Shutdown is called; Shutdown is idempotent and may be called
-// from any goroutine, before, during or after Run.
+// are safe for concurrent use. New binds the listener (Addr works at once).
+// A Node is run once: Run serves until its context ends or Shutdown is
+// called; Shutdown is idempotent and may be called from any goroutine,
+// before, during or after Run (the lifecycle of package broker/service).
 //
 // Status accounting: a request counts as a success when its final status is
 // below 400 and as an error otherwise. Informational 1xx headers are not final

@@ -75,8 +75,8 @@ func ExampleNode() {
 		fmt.Println(err)
 		return
 	}
+	// New opened the listener: requests queue until Run serves them.
 	go node.Run(context.Background())
-	<-node.Ready()
 
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // classCounts reads a Recorder's per-class counts, indexed like classNames.
@@ -147,7 +149,7 @@ func TestMiddlewareCancelledRequest(t *testing.T) {
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("client error = %v, want context.Canceled", err)
 	}
-	eventually(t, 5*time.Second, "the cancelled request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
+	wait.For(t, 5*time.Second, "the cancelled request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
 	onlyStatus(t, &rec, StatusClientClosedRequest)
 }
 
@@ -207,7 +209,7 @@ func TestMiddlewarePanicOverHTTP(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("got a response (%s) from a panicking handler", resp.Status)
 	}
-	eventually(t, 5*time.Second, "the panic to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
+	wait.For(t, 5*time.Second, "the panic to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
 	onlyStatus(t, &rec, 500)
 }
 
@@ -263,7 +265,7 @@ func TestMiddlewareFlushStreams(t *testing.T) {
 			if string(rest) != "second\n" {
 				t.Fatalf("rest = %q", rest)
 			}
-			eventually(t, 5*time.Second, "the request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
+			wait.For(t, 5*time.Second, "the request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
 			onlyStatus(t, &rec, 200)
 		})
 	}
@@ -289,7 +291,7 @@ func TestMiddlewareResponseControllerDeadlines(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	eventually(t, 5*time.Second, "the request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
+	wait.For(t, 5*time.Second, "the request to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
 	onlyStatus(t, &rec, 202)
 }
 
@@ -337,7 +339,7 @@ func TestMiddlewareHijack(t *testing.T) {
 			if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
 				t.Fatalf("echo = %q, %v", line, err)
 			}
-			eventually(t, 5*time.Second, "the upgrade to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
+			wait.For(t, 5*time.Second, "the upgrade to be recorded", func() bool { return rec.Counters().RequestsTotal == 1 })
 			onlyStatus(t, &rec, 101)
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/collector"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -25,6 +26,7 @@ const (
 	DefaultNamespace       = "meridian"
 	DefaultUpstreamTimeout = 30 * time.Second
 	DefaultDrainTimeout    = 10 * time.Second
+	DefaultPublishInterval = collector.DefaultInterval
 )
 
 // forcedGrace is how long Shutdown waits, after its deadline has passed and
@@ -36,9 +38,9 @@ const forcedGrace = time.Second
 
 var (
 	// ErrClosed is returned by Run once Shutdown has been called.
-	ErrClosed = errors.New("gateway node is shut down")
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by Run when the node is already running.
-	ErrRunning = errors.New("gateway node is already running")
+	ErrRunning = service.ErrRunning
 )
 
 // Config configures a Node. Zero fields take the documented defaults.
@@ -46,7 +48,7 @@ type Config struct {
 	// Upstream is where requests are proxied: scheme and host, optionally a
 	// base path that request paths are joined to. Required.
 	Upstream *url.URL
-	// Listen is the address Run listens on. Default DefaultListen.
+	// Listen is the address New listens on. Default DefaultListen.
 	Listen string
 	// Listener, if set, is served instead of listening on Listen (tests pass
 	// a 127.0.0.1:0 listener). The Node takes ownership and closes it.
@@ -58,7 +60,8 @@ type Config struct {
 	// NATS is the connection reports are published on. Required; the Node
 	// does not close it.
 	NATS *nats.Conn
-	// PublishInterval is the time between reports. Default 1s.
+	// PublishInterval is the time between reports. Default
+	// DefaultPublishInterval (1s).
 	PublishInterval time.Duration
 	// Registerer receives the node's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
@@ -100,11 +103,14 @@ type Node struct {
 	draining atomic.Bool
 	drained  chan struct{}
 
-	ready chan struct{} // closed when Run is listening
+	serving chan struct{} // closed when Run serves
+	ln      net.Listener  // bound by New
 
+	// The gateway keeps its own run state rather than service.Lifecycle:
+	// its Shutdown drains requests itself, bounded by the caller's context,
+	// and Run waits for that Shutdown instead of the other way round.
 	mu        sync.Mutex
 	state     nodeState
-	ln        net.Listener
 	stopPub   func() // cancels the publisher's Run and waits for it
 	serveDone chan struct{}
 
@@ -121,45 +127,63 @@ const (
 	stateClosed
 )
 
-// New validates cfg and builds a Node; it does not listen yet. It registers
-// the node's metrics on cfg.Registerer.
+// Validate reports the first value in cfg that no default repairs. (New
+// also checks that NATS is set.)
+func (c Config) Validate() error {
+	if c.Upstream == nil {
+		return errors.New("Upstream is required")
+	}
+	if c.Upstream.Scheme != "http" && c.Upstream.Scheme != "https" || c.Upstream.Host == "" {
+		return fmt.Errorf("upstream %q must be an absolute http or https URL", c.Upstream.Redacted())
+	}
+	return service.First(
+		proto.ValidateToken("region", c.Region),
+		proto.ValidateToken("instance", c.Instance),
+		service.NonNegative("PublishInterval", c.PublishInterval),
+		service.NonNegative("UpstreamTimeout", c.UpstreamTimeout),
+		service.NonNegative("DrainTimeout", c.DrainTimeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.PublishInterval == 0 {
+		c.PublishInterval = DefaultPublishInterval
+	}
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.UpstreamTimeout == 0 {
+		c.UpstreamTimeout = DefaultUpstreamTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c
+}
+
+// New validates cfg, builds a Node and listens on cfg.Listen (unless
+// cfg.Listener is set), so that Addr works at once and a taken port fails
+// here, before anything serves. It registers the node's metrics on
+// cfg.Registerer. A New not followed by Run must be followed by Shutdown to
+// release the listener.
 func New(cfg Config) (*Node, error) {
-	if cfg.Upstream == nil {
-		return nil, errors.New("new gateway: Upstream is required")
-	}
-	if cfg.Upstream.Scheme != "http" && cfg.Upstream.Scheme != "https" || cfg.Upstream.Host == "" {
-		return nil, fmt.Errorf("new gateway: upstream %q must be an absolute http or https URL", cfg.Upstream.Redacted())
-	}
-	if err := proto.ValidateToken("region", cfg.Region); err != nil {
-		return nil, fmt.Errorf("new gateway: %w", err)
-	}
-	if err := proto.ValidateToken("instance", cfg.Instance); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new gateway: %w", err)
 	}
 	if cfg.NATS == nil {
 		return nil, errors.New("new gateway: NATS connection is required")
 	}
-	if cfg.PublishInterval < 0 || cfg.UpstreamTimeout < 0 || cfg.DrainTimeout < 0 {
-		return nil, errors.New("new gateway: intervals and timeouts must not be negative")
-	}
-	if cfg.Listen == "" {
-		cfg.Listen = DefaultListen
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = DefaultNamespace
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.UpstreamTimeout == 0 {
-		cfg.UpstreamTimeout = DefaultUpstreamTimeout
-	}
-	if cfg.DrainTimeout == 0 {
-		cfg.DrainTimeout = DefaultDrainTimeout
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("component", "gateway", "region", cfg.Region, "instance", cfg.Instance)
 
 	n := &Node{
@@ -168,7 +192,7 @@ func New(cfg Config) (*Node, error) {
 		rec:             new(Recorder),
 		transport:       newTransport(cfg.UpstreamTimeout),
 		drained:         make(chan struct{}, 1),
-		ready:           make(chan struct{}),
+		serving:         make(chan struct{}),
 		shutdownStarted: make(chan struct{}),
 		shutdownDone:    make(chan struct{}),
 	}
@@ -203,6 +227,15 @@ func New(cfg Config) (*Node, error) {
 		BaseContext:       func(net.Listener) context.Context { return n.baseCtx },
 	}
 	n.mwHandler = Middleware(n.rec, proxy)
+	n.ln = cfg.Listener
+	if n.ln == nil {
+		if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			if cfg.Registerer != nil {
+				cfg.Registerer.Unregister(n.metrics)
+			}
+			return nil, fmt.Errorf("new gateway: listen on %s: %w", cfg.Listen, err)
+		}
+	}
 	return n, nil
 }
 
@@ -227,8 +260,7 @@ func (n *Node) noteDone() {
 	}
 }
 
-// Run listens (unless Config.Listener is set), serves the proxy and publishes
-// reports until ctx ends or Shutdown is called. When ctx ends, Run shuts the
+// Run serves the proxy on the listener New opened and publishes reports until ctx ends or Shutdown is called. When ctx ends, Run shuts the
 // node down gracefully itself, bounded by DrainTimeout, and returns that
 // shutdown's error. When Shutdown is called, Run returns nil once Shutdown
 // has finished. If serving fails, Run shuts down and returns the error.
@@ -242,15 +274,7 @@ func (n *Node) Run(ctx context.Context) error {
 		n.mu.Unlock()
 		return ErrClosed
 	}
-	ln := n.cfg.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", n.cfg.Listen); err != nil {
-			n.mu.Unlock()
-			return fmt.Errorf("run gateway: listen on %s: %w", n.cfg.Listen, err)
-		}
-	}
-	n.ln = ln
+	ln := n.ln
 	n.state = stateRunning
 
 	pubCtx, cancelPub := context.WithCancel(context.Background())
@@ -268,7 +292,7 @@ func (n *Node) Run(ctx context.Context) error {
 		serveErr <- n.srv.Serve(ln)
 	}()
 	n.mu.Unlock()
-	close(n.ready)
+	close(n.serving)
 	n.log.Info("gateway serving", "addr", ln.Addr().String(), "upstream", n.cfg.Upstream.Redacted(),
 		"boot_id", n.pub.BootID())
 
@@ -294,18 +318,27 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// Ready is closed once Run is listening; Addr is valid from then on.
-func (n *Node) Ready() <-chan struct{} { return n.ready }
-
-// Addr is the address the node listens on, or nil before Run is listening.
-func (n *Node) Addr() net.Addr {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.ln == nil {
-		return nil
+// Ready reports whether the node serves and its NATS connection is up; if
+// not, reason says why.
+func (n *Node) Ready() (reason string, ok bool) {
+	select {
+	case <-n.shutdownStarted:
+		return "gateway is shutting down", false
+	default:
 	}
-	return n.ln.Addr()
+	select {
+	case <-n.serving:
+	default:
+		return "gateway is not serving yet", false
+	}
+	if !n.cfg.NATS.IsConnected() {
+		return "not connected to NATS (" + n.cfg.NATS.Status().String() + ")", false
+	}
+	return "ready", true
 }
+
+// Addr is the address the node listens on.
+func (n *Node) Addr() net.Addr { return n.ln.Addr() }
 
 // BootID identifies this boot in the node's reports.
 func (n *Node) BootID() string { return n.pub.BootID() }
@@ -348,8 +381,8 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	}
 	if prev == stateRunning {
 		n.shutdownErr = n.shutdown(ctx)
-	} else if n.cfg.Listener != nil {
-		_ = n.cfg.Listener.Close()
+	} else {
+		_ = n.ln.Close()
 	}
 	n.cancelBase(ErrClosed)
 	close(n.shutdownDone)

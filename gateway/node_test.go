@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/gateway/demo"
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -87,11 +88,15 @@ func startNodeOn(t *testing.T, nc *nats.Conn, upstream string, modify func(*Conf
 		client:  &http.Client{Transport: &http.Transport{}},
 	}
 	go func() { tn.runErr <- n.Run(context.Background()) }()
-	select {
-	case <-n.Ready():
-	case err := <-tn.runErr:
-		t.Fatalf("run gateway: %v", err)
-	}
+	wait.For(t, 10*time.Second, "the node to be ready", func() bool {
+		select {
+		case err := <-tn.runErr:
+			t.Fatalf("run gateway: %v", err)
+		default:
+		}
+		_, ok := n.Ready()
+		return ok
+	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -158,7 +163,7 @@ func (tn *testNode) shutdown(t *testing.T) {
 func (tn *testNode) waitRecorded(t *testing.T, n uint64) proto.Counters {
 	t.Helper()
 	var c proto.Counters
-	eventually(t, 5*time.Second, "requests to be recorded", func() bool {
+	wait.For(t, 5*time.Second, "requests to be recorded", func() bool {
 		c = tn.Counters()
 		return c.RequestsTotal >= n && c.ActiveConnections == 0
 	})
@@ -434,7 +439,7 @@ func TestNodeShutdownDrainsInFlight(t *testing.T) {
 		shut <- tn.Shutdown(ctx)
 	}()
 	// Shutdown is waiting for the request; new connections are refused.
-	eventually(t, 5*time.Second, "the listener to close", func() bool {
+	wait.For(t, 5*time.Second, "the listener to close", func() bool {
 		c, err := net.Dial("tcp", strings.TrimPrefix(tn.url, "http://"))
 		if err == nil {
 			c.Close()
@@ -607,8 +612,11 @@ func TestNodeRunCancelShutsDownGracefully(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	runErr := make(chan error, 1)
+	if reason, ok := n.Ready(); ok || reason != "gateway is not serving yet" {
+		t.Errorf("Ready before Run = %q, %v", reason, ok)
+	}
 	go func() { runErr <- n.Run(ctx) }()
-	<-n.Ready()
+	wait.For(t, 10*time.Second, "Ready", func() bool { _, ok := n.Ready(); return ok })
 	if n.Addr().String() != ln.Addr().String() {
 		t.Errorf("Addr %v, want %v", n.Addr(), ln.Addr())
 	}
@@ -647,8 +655,9 @@ func TestNodeShutdownBeforeRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Addr() != nil {
-		t.Errorf("Addr before Run = %v, want nil", n.Addr())
+	// The listener is the node's from New on: Addr works before Run.
+	if n.Addr().String() != ln.Addr().String() {
+		t.Errorf("Addr before Run = %v, want %v", n.Addr(), ln.Addr())
 	}
 	var wg sync.WaitGroup
 	for range 3 { // concurrent calls are fine
@@ -672,8 +681,18 @@ func TestNewValidates(t *testing.T) {
 	_, nc := natstest.StartTest(t)
 	good := func() Config {
 		u, _ := url.Parse("http://127.0.0.1:9")
-		return Config{Upstream: u, Region: "eu", Instance: "gw-1", NATS: nc}
+		return Config{Upstream: u, Listen: "127.0.0.1:0", Region: "eu", Instance: "gw-1", NATS: nc}
 	}
+	shutdown := func(n *Node) {
+		if err := n.Shutdown(context.Background()); err != nil {
+			t.Errorf("Shutdown before Run: %v", err)
+		}
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 	tests := []struct {
 		name   string
 		modify func(*Config)
@@ -685,26 +704,46 @@ func TestNewValidates(t *testing.T) {
 		{"no region", func(c *Config) { c.Region = "" }, "region is empty"},
 		{"bad instance", func(c *Config) { c.Instance = "gw.1" }, `instance "gw.1" has character '.'`},
 		{"no nats", func(c *Config) { c.NATS = nil }, "NATS connection is required"},
-		{"negative timeout", func(c *Config) { c.UpstreamTimeout = -1 }, "must not be negative"},
+		{"negative timeout", func(c *Config) { c.UpstreamTimeout = -1 }, "UpstreamTimeout -1ns must not be negative"},
+		{"negative interval", func(c *Config) { c.PublishInterval = -time.Second }, "PublishInterval -1s must not be negative"},
+		{"negative drain", func(c *Config) { c.DrainTimeout = -1 }, "DrainTimeout -1ns must not be negative"},
 		{"duplicate metrics", func(c *Config) {
 			reg := prometheus.NewRegistry()
-			if _, err := New(Config{Upstream: c.Upstream, Region: "eu", Instance: "gw-0", NATS: nc, Registerer: reg}); err != nil {
+			n, err := New(Config{Upstream: c.Upstream, Listen: "127.0.0.1:0", Region: "eu", Instance: "gw-0", NATS: nc, Registerer: reg})
+			if err != nil {
 				t.Fatal(err)
 			}
+			shutdown(n)
 			c.Registerer = reg
 		}, "register metrics"},
+		{"port taken", func(c *Config) { c.Listen = taken.Addr().String() }, "address already in use"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := good()
 			tt.modify(&cfg)
-			_, err := New(cfg)
+			n, err := New(cfg)
+			if err == nil {
+				shutdown(n)
+			}
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("New: %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}
-	if _, err := New(good()); err != nil {
+	// A New that failed to listen registered nothing: the registry takes
+	// the same metrics again.
+	reg := prometheus.NewRegistry()
+	bad := good()
+	bad.Listen, bad.Registerer = taken.Addr().String(), reg
+	if _, err := New(bad); err == nil {
+		t.Fatal("New on a taken port succeeded")
+	}
+	ok := good()
+	ok.Registerer = reg
+	n, err := New(ok)
+	if err != nil {
 		t.Fatalf("New with a good config: %v", err)
 	}
+	shutdown(n)
 }

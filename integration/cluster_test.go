@@ -24,11 +24,13 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/edge"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/gateway/demo"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -99,7 +101,7 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 
 	c.startGateway("eu", "gw-eu-1")
 	c.startGateway("us", "gw-us-1")
-	waitFor(t, 15*time.Second, "edge ready with live snapshots", func() bool { return c.edge.Ready() })
+	wait.For(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := c.edge.Ready(); return ok })
 	return c
 }
 
@@ -134,7 +136,7 @@ func (c *cluster) restartEdge() {
 		c.t.Fatalf("shut down edge: %v", err)
 	}
 	c.startEdge(addr)
-	waitFor(c.t, 15*time.Second, "restarted edge ready", func() bool { return c.edge.Ready() })
+	wait.For(c.t, 15*time.Second, "restarted edge ready", func() bool { _, ok := c.edge.Ready(); return ok })
 }
 
 // startAggregator starts one more aggregator; all are stopped at cleanup.
@@ -146,7 +148,7 @@ func (c *cluster) startAggregator() *runningAggregator {
 	}
 	agg, err := aggregator.New(aggregator.Config{
 		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1),
-		Leader: aggregator.LeaderConfig{TTL: c.opts.leaderTTL},
+		Leader: leader.Config{TTL: c.opts.leaderTTL},
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -287,18 +289,6 @@ func (c *cluster) dial(ctx context.Context) *wsclient.Client {
 	}
 	c.t.Cleanup(func() { ws.Close() })
 	return ws
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval of a condition wait, not synchronisation
-	}
 }
 
 // snapshotWhere reads Snapshot events until one satisfies cond.

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -90,13 +91,13 @@ func TestFailoverKeepsTotalsExact(t *testing.T) {
 	}
 	waitExact := func(what string) {
 		t.Helper()
-		waitFor(t, 15*time.Second, what, func() bool {
+		wait.For(t, 15*time.Second, what, func() bool {
 			s := log.latest()
 			return s.RequestsTotal == sent.Sent && s.RequestsSuccess == sent.Succeeded && s.RequestsError == sent.Failed
 		})
 	}
 
-	waitFor(t, 10*time.Second, "a leader", func() bool { return c.leader() != nil })
+	wait.For(t, 10*time.Second, "a leader", func() bool { return c.leader() != nil })
 	load(300)
 	waitExact("totals after the first load")
 
@@ -106,10 +107,10 @@ func TestFailoverKeepsTotalsExact(t *testing.T) {
 	first := c.leader()
 	killed := time.Now()
 	c.stopAggregator(first, true)
-	waitFor(t, 5*time.Second, "the follower to take over", func() bool { return c.leader() != nil })
+	wait.For(t, 5*time.Second, "the follower to take over", func() bool { return c.leader() != nil })
 	resumed := time.Now()
 	before := log.latest().Time
-	waitFor(t, 5*time.Second, "a snapshot from the new leader", func() bool { return log.latest().Time.After(before) })
+	wait.For(t, 5*time.Second, "a snapshot from the new leader", func() bool { return log.latest().Time.After(before) })
 	t.Logf("leader killed; follower leads after %v, live snapshots resumed %v after the kill",
 		resumed.Sub(killed).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 	wg.Wait()
@@ -130,7 +131,7 @@ func TestFailoverKeepsTotalsExact(t *testing.T) {
 	}
 	c.startAggregator()
 	c.startAggregator()
-	waitFor(t, 10*time.Second, "a leader after a full restart", func() bool { return c.leader() != nil })
+	wait.For(t, 10*time.Second, "a leader after a full restart", func() bool { return c.leader() != nil })
 	load(300)
 	waitExact("totals after every aggregator restarted")
 

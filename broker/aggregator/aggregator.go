@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/leader"
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -24,6 +25,9 @@ import (
 const (
 	DefaultNamespace = "meridian"
 	DefaultExportTTL = 5 * time.Minute
+	// DefaultStateReplicas is the replication factor of the lease and state
+	// buckets on a single NATS node.
+	DefaultStateReplicas = 1
 
 	// ackTimeout bounds how long an unacknowledged history write stays
 	// pending before it counts as an error: a stored 300-byte snapshot is
@@ -44,12 +48,12 @@ const (
 )
 
 var (
-	// ErrClosed is returned by Run after Shutdown.
-	ErrClosed = errors.New("aggregator is shut down")
+	// ErrClosed is returned by Run after Shutdown or a first Run.
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by a second concurrent Run.
-	ErrRunning = errors.New("aggregator is already running")
+	ErrRunning = service.ErrRunning
 	// ErrElection is returned by SetLeader while leadership is elected.
-	ErrElection = errors.New("leadership is elected; SetLeader needs Leader.Disabled")
+	ErrElection = errors.New("leadership is elected; SetLeader needs LeaderDisabled")
 )
 
 // Config configures an Aggregator. Zero fields take the documented defaults.
@@ -59,11 +63,8 @@ type Config struct {
 	NATS *nats.Conn
 	// History configures the history stream, created or updated at start.
 	History history.StreamConfig
-	// StaleAfter, AvgWindow and ForgetAfter configure the merge; see
-	// MergerConfig for their meaning and defaults.
-	StaleAfter  time.Duration
-	AvgWindow   time.Duration
-	ForgetAfter time.Duration
+	// Merge configures the merge (staleness, average window, forgetting).
+	Merge MergerConfig
 	// Registerer receives the aggregator's own metrics; nil registers none.
 	// The per-gateway series are served separately by GatewayHandler.
 	Registerer prometheus.Registerer
@@ -81,22 +82,65 @@ type Config struct {
 	// ID names this aggregator in the leader lease and in logs. Default:
 	// the host name and a random suffix.
 	ID string
-	// Leader configures the election of the one aggregator that publishes.
-	Leader LeaderConfig
+	// Leader times the election of the one aggregator that publishes (see
+	// package leader); every aggregator of a cluster must use the same TTL.
+	// The aggregator sets JS, KV, Bucket, Key, Replicas, ID, Now, Logger
+	// and OnChange itself; only the timings (TTL, Renew, RenewDeadline,
+	// Poll) are read.
+	Leader leader.Config
+	// LeaderDisabled turns the election off: SetLeader decides whether this
+	// aggregator publishes (it starts publishing), and the merge state is
+	// neither restored nor persisted. For a single aggregator without
+	// JetStream, or leadership decided elsewhere.
+	LeaderDisabled bool
 	// StateReplicas is the replication factor of the lease and state
-	// buckets: 1 (default) on a single node, 3 in a cluster.
+	// buckets: DefaultStateReplicas (1) on a single node, 3 in a cluster.
 	StateReplicas int
-	// Rollups configures the stream of 1-minute rollups.
-	Rollups RollupConfig
+	// Rollups configures the stream of 1-minute rollups (see
+	// history.EnsureRollupStream). The leader publishes one rollup per scope
+	// and minute on proto.RollupSubject(scope), with Nats-Msg-Id
+	// "<scope>@<minute unix>". MaxAge defaults to history.DefaultRollupMaxAge.
+	Rollups history.StreamConfig
 }
 
-type runState uint8
+// Validate reports the first value in cfg that no default repairs. (New
+// also checks that NATS is set.)
+func (c Config) Validate() error {
+	return service.First(
+		service.In("History", c.History.Validate()),
+		service.In("Merge", c.Merge.Validate()),
+		service.NonNegative("ExportTTL", c.ExportTTL),
+		service.NonNegative("StateReplicas", c.StateReplicas),
+		service.In("Rollups", c.Rollups.Validate()),
+	)
+}
 
-const (
-	stateNew runState = iota
-	stateRunning
-	stateClosed
-)
+// withDefaults fills zero fields; call it after Validate. The election's
+// and streams' own defaults are applied by their packages.
+func (c Config) withDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = DefaultNamespace
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.ExportTTL == 0 {
+		c.ExportTTL = DefaultExportTTL
+	}
+	if c.ID == "" {
+		c.ID = leader.DefaultID()
+	}
+	if c.StateReplicas == 0 {
+		c.StateReplicas = DefaultStateReplicas
+	}
+	if c.Rollups.MaxAge == 0 {
+		c.Rollups.MaxAge = history.DefaultRollupMaxAge
+	}
+	return c
+}
 
 // Aggregator merges gateway reports from NATS and publishes one snapshot per
 // scope every wall-clock second. Its methods are safe for concurrent use.
@@ -111,11 +155,11 @@ type Aggregator struct {
 	mu     sync.Mutex // guards merger and replay; held only to apply a report or copy snapshots and state out
 	merger *Merger
 
-	leader      atomic.Bool // Leader.Disabled: set by SetLeader
+	leader      atomic.Bool // LeaderDisabled: set by SetLeader
 	streamReady atomic.Bool
 	recheck     chan struct{} // capacity 1: asks the stream loop to ensure the streams again
 
-	// Election (nil with Leader.Disabled). active is set by the tick
+	// Election (nil with LeaderDisabled). active is set by the tick
 	// goroutine once it leads with the persisted state restored; replay is
 	// guarded by mu.
 	elector *leader.Elector
@@ -137,39 +181,26 @@ type Aggregator struct {
 	publishLog logLimiter
 	stateLog   logLimiter
 
-	life   sync.Mutex // guards state and cancel
-	state  runState
-	cancel context.CancelFunc
-	done   chan struct{} // closed when Run returns
+	life service.Lifecycle
 
 	snaps []proto.Snapshot // the tick goroutine's reused buffer
 }
 
 // New validates cfg and builds an Aggregator; Run starts it. With the
 // election (the default) it publishes once it holds the lease; with
-// Leader.Disabled it starts as the leader (see SetLeader).
+// LeaderDisabled it starts as the leader (see SetLeader).
 func New(cfg Config) (*Aggregator, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new aggregator: Config.NATS is required")
 	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = DefaultNamespace
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new aggregator: %w", err)
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.ExportTTL <= 0 {
-		cfg.ExportTTL = DefaultExportTTL
-	}
+	cfg = cfg.withDefaults()
 	a := &Aggregator{
-		cfg: cfg,
-		log: cfg.Logger.With("component", "aggregator"),
-		merger: NewMerger(MergerConfig{
-			StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ForgetAfter: cfg.ForgetAfter,
-		}),
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "aggregator"),
+		merger:     NewMerger(cfg.Merge),
 		recheck:    make(chan struct{}, 1),
 		nudge:      make(chan struct{}, 1),
 		replay:     newReplayBuffer(),
@@ -177,11 +208,6 @@ func New(cfg Config) (*Aggregator, error) {
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
-		done:       make(chan struct{}),
-	}
-	if cfg.ID == "" {
-		cfg.ID = leader.DefaultID()
-		a.cfg.ID = cfg.ID
 	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
@@ -193,12 +219,11 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("new aggregator: jetstream context: %w", err)
 	}
 	a.js = js
-	if !cfg.Leader.Disabled {
-		a.elector, err = leader.New(leader.Config{
-			JS: js, Bucket: LeaseBucket, Key: LeaseKey, Replicas: cfg.StateReplicas, ID: cfg.ID,
-			TTL: cfg.Leader.TTL, Renew: cfg.Leader.Renew, RenewDeadline: cfg.Leader.RenewDeadline, Poll: cfg.Leader.Poll,
-			Now: cfg.Now, Logger: cfg.Logger, OnChange: a.onLeadership,
-		})
+	if !cfg.LeaderDisabled {
+		lc := cfg.Leader
+		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, LeaseKey, cfg.StateReplicas, cfg.ID
+		lc.Now, lc.Logger, lc.OnChange = cfg.Now, cfg.Logger, a.onLeadership
+		a.elector, err = leader.New(lc)
 		if err != nil {
 			return nil, fmt.Errorf("new aggregator: %w", err)
 		}
@@ -228,7 +253,7 @@ func (a *Aggregator) GatewayCollector() prometheus.Collector { return a.gateways
 // exporter.go); scrape every aggregator and the series follow the leader.
 func (a *Aggregator) GatewayHandler() http.Handler { return a.gwHTTP }
 
-// SetLeader switches publishing on or off when Config.Leader.Disabled is
+// SetLeader switches publishing on or off when Config.LeaderDisabled is
 // set, that is when something other than the built-in election decides who
 // leads. A follower keeps merging reports and ticking, so that it can take
 // over with warm state and windows. With the election, leadership follows
@@ -275,7 +300,7 @@ func (a *Aggregator) Restore(s State) error {
 // resigns, so that a follower takes over at once with nothing lost; it waits
 // briefly for outstanding acks and returns nil.
 //
-// A JetStream outage is not an error: with Leader.Disabled snapshots still
+// A JetStream outage is not an error: with LeaderDisabled snapshots still
 // reach live subscribers and failed history writes are counted; with the
 // election the leader stops publishing within its renew deadline, because it
 // can no longer prove that it alone leads. Streams are ensured again with
@@ -283,26 +308,14 @@ func (a *Aggregator) Restore(s State) error {
 // bucket's TTL differs from Leader.TTL (leader.ErrTTLMismatch), or with
 // ErrClosed or ErrRunning.
 func (a *Aggregator) Run(ctx context.Context) error {
-	a.life.Lock()
-	switch a.state {
-	case stateClosed:
-		a.life.Unlock()
-		return ErrClosed
-	case stateRunning:
-		a.life.Unlock()
-		return ErrRunning
+	ctx, err := a.life.Start(ctx)
+	if err != nil {
+		return err
 	}
+	defer a.life.Exit()
+	// The election's failure ends the tick loop below.
 	ctx, cancel := context.WithCancel(ctx)
-	a.cancel = cancel
-	a.state = stateRunning
-	a.life.Unlock()
-	defer func() {
-		cancel()
-		a.life.Lock()
-		a.state = stateClosed
-		a.life.Unlock()
-		close(a.done)
-	}()
+	defer cancel()
 
 	var subs []*nats.Subscription
 	defer func() {
@@ -375,22 +388,13 @@ func (a *Aggregator) Run(ctx context.Context) error {
 // Shutdown stops Run and waits for it to return, or for ctx to end. It is
 // idempotent; after it, Run returns ErrClosed.
 func (a *Aggregator) Shutdown(ctx context.Context) error {
-	a.life.Lock()
-	started := a.cancel != nil // Run got as far as starting
-	a.state = stateClosed
-	if a.cancel != nil {
-		a.cancel()
-	}
-	a.life.Unlock()
-	if !started {
+	if !a.life.Stop() {
 		return nil
 	}
-	select {
-	case <-a.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down aggregator: %w", ctx.Err())
+	if err := a.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down aggregator: %w", err)
 	}
+	return nil
 }
 
 // onReport runs on the subscription's delivery goroutine. The report's body

@@ -20,7 +20,7 @@ import (
 func BenchmarkPublishTick(b *testing.B) {
 	_, nc := natstest.StartTest(b)
 	sec := t0
-	a, err := New(Config{NATS: nc, Logger: quiet, Now: func() time.Time { return sec }, Leader: LeaderConfig{Disabled: true}})
+	a, err := New(Config{NATS: nc, Logger: quiet, Now: func() time.Time { return sec }, LeaderDisabled: true})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,26 +18,16 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
 
 // startAggregator runs an aggregator on nc until the test ends, and waits
 // until it is subscribed (the stream is ready only after the subscription).
@@ -65,7 +55,7 @@ func startWith(t *testing.T, cfg Config, waitReady bool) *Aggregator {
 		}
 	})
 	if waitReady {
-		eventually(t, 10*time.Second, "history stream ready", a.streamReady.Load)
+		wait.For(t, 10*time.Second, "history stream ready", a.streamReady.Load)
 	}
 	return a
 }
@@ -113,7 +103,7 @@ func (w *snapshotWatcher) drain(t *testing.T) {
 // waitFor drains until scope's latest snapshot satisfies cond.
 func (w *snapshotWatcher) waitFor(t *testing.T, scope string, cond func(proto.Snapshot) bool) proto.Snapshot {
 	t.Helper()
-	eventually(t, 10*time.Second, "snapshot of "+scope, func() bool {
+	wait.For(t, 10*time.Second, "snapshot of "+scope, func() bool {
 		w.drain(t)
 		s, ok := w.latest[scope]
 		return ok && cond(s)
@@ -211,7 +201,7 @@ func TestAggregatorMergesPublishesAndKeepsHistory(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var firstRun []proto.Snapshot
-	eventually(t, 10*time.Second, "history of the first run", func() bool {
+	wait.For(t, 10*time.Second, "history of the first run", func() bool {
 		firstRun, err = history.Load(ctx, js, proto.ClusterScope(), start, 1000)
 		if err != nil {
 			t.Fatal(err)
@@ -232,7 +222,7 @@ func TestAggregatorMergesPublishesAndKeepsHistory(t *testing.T) {
 	publishReport(t, nc, rp{inst: "gw-b", region: "us", boot: "b", seq: 2, total: 45, errs: 1, durMs: 450})
 	w.waitFor(t, "cluster", func(s proto.Snapshot) bool { return s.RequestsTotal == 215 && s.RequestsError == 7 })
 
-	eventually(t, 10*time.Second, "history of both runs", func() bool {
+	wait.For(t, 10*time.Second, "history of both runs", func() bool {
 		all, err := history.Load(ctx, js, proto.ClusterScope(), start, 1000)
 		if err != nil {
 			t.Fatal(err)
@@ -275,14 +265,14 @@ func TestAggregatorWithoutJetStreamKeepsPublishingLive(t *testing.T) {
 	})
 	w := watchSnapshots(t, nc)
 	// Without JetStream there is no lease: leadership is decided by hand.
-	a := startWith(t, Config{NATS: nc, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, false)
+	a := startWith(t, Config{NATS: nc, Logger: quiet, LeaderDisabled: true}, false)
 	// Cumulative reports are idempotent: re-send until the subscription sees one.
-	eventually(t, 10*time.Second, "a report to arrive", func() bool {
+	wait.For(t, 10*time.Second, "a report to arrive", func() bool {
 		publishReport(t, nc, rp{inst: "gw-a", region: "eu", boot: "a", seq: 1, total: 9, errs: 1, durMs: 90})
 		return testutil.ToFloat64(a.metrics.received) > 0
 	})
 	w.waitFor(t, "cluster", func(s proto.Snapshot) bool { return s.RequestsTotal == 9 })
-	eventually(t, 10*time.Second, "history write errors to be counted", func() bool {
+	wait.For(t, 10*time.Second, "history write errors to be counted", func() bool {
 		return testutil.ToFloat64(a.metrics.historyErrors) > 0
 	})
 	if a.streamReady.Load() {
@@ -306,7 +296,7 @@ func TestAggregatorRecreatesDeletedStream(t *testing.T) {
 	if err := js.DeleteStream(ctx, proto.HistoryStream); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the stream to be recreated and written", func() bool {
+	wait.For(t, 10*time.Second, "the stream to be recreated and written", func() bool {
 		s, err := js.Stream(ctx, proto.HistoryStream)
 		if err != nil {
 			return false
@@ -323,7 +313,7 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	t.Parallel()
 	_, nc := natstest.StartTest(t)
 	reg := prometheus.NewRegistry()
-	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, Leader: LeaderConfig{Disabled: true}}, true)
+	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, LeaderDisabled: true}, true)
 	leader := func() float64 {
 		mfs, err := reg.Gather()
 		if err != nil {
@@ -348,9 +338,9 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	}
 	t1 := ticks()
 	// Once a tick has started after SetLeader, any tick in flight is done.
-	eventually(t, 5*time.Second, "a tick", func() bool { return ticks() >= t1+1 })
+	wait.For(t, 5*time.Second, "a tick", func() bool { return ticks() >= t1+1 })
 	p := published()
-	eventually(t, 5*time.Second, "two more ticks", func() bool { return ticks() >= t1+3 })
+	wait.For(t, 5*time.Second, "two more ticks", func() bool { return ticks() >= t1+3 })
 	if published() != p {
 		t.Errorf("a follower published %v snapshots", published()-p)
 	}
@@ -360,7 +350,7 @@ func TestAggregatorFollowerDoesNotPublish(t *testing.T) {
 	if err := a.SetLeader(true); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "publishing to resume", func() bool { return published() > p })
+	wait.For(t, 5*time.Second, "publishing to resume", func() bool { return published() > p })
 }
 
 func TestNewAndShutdown(t *testing.T) {
@@ -369,6 +359,21 @@ func TestNewAndShutdown(t *testing.T) {
 		t.Fatal("New without NATS succeeded")
 	}
 	_, nc := natstest.StartTest(t)
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{NATS: nc, ExportTTL: -time.Second}, "ExportTTL -1s must not be negative"},
+		{Config{NATS: nc, StateReplicas: -1}, "StateReplicas -1 must not be negative"},
+		{Config{NATS: nc, Merge: MergerConfig{AvgWindow: -time.Second}}, "Merge: AvgWindow -1s must not be negative"},
+		{Config{NATS: nc, History: history.StreamConfig{MaxAge: -time.Hour}}, "History: MaxAge -1h0m0s must not be negative"},
+		{Config{NATS: nc, Rollups: history.StreamConfig{Replicas: -3}}, "Rollups: Replicas -3 must not be negative"},
+		{Config{NATS: nc, Leader: leader.Config{TTL: -time.Second}}, "TTL -1s must not be negative"},
+	} {
+		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New(%+v) = %v, want an error containing %q", tc.cfg, err, tc.want)
+		}
+	}
 	a, err := New(Config{NATS: nc, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
@@ -398,7 +403,7 @@ func TestNewAndShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	eventually(t, 10*time.Second, "run to start", b.streamReady.Load)
+	wait.For(t, 10*time.Second, "run to start", b.streamReady.Load)
 	if err := b.Run(context.Background()); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second Run = %v", err)
 	}

@@ -9,27 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// LeaderConfig configures the election among aggregators (see package
-// leader). Zero fields take defaults; every aggregator of a cluster must use
-// the same TTL.
-type LeaderConfig struct {
-	// Disabled turns the election off: SetLeader decides whether this
-	// aggregator publishes (it starts publishing), and the merge state is
-	// neither restored nor persisted. For a single aggregator without
-	// JetStream, or leadership decided elsewhere.
-	Disabled bool
-	// TTL is the lease's time to live: a dead leader is replaced within
-	// about TTL (between TTL−Renew and TTL+Poll). Default 2s.
-	TTL time.Duration
-	// Renew is how often the leader renews the lease. Default TTL/4.
-	Renew time.Duration
-	// RenewDeadline is how long a leader that cannot renew keeps
-	// publishing. TTL − RenewDeadline separates two leaders. Default TTL/2.
-	RenewDeadline time.Duration
-	// Poll is how often a follower checks the lease. Default TTL/10.
-	Poll time.Duration
-}
-
 // Timeouts of the state operations. They are short because they run on the
 // tick goroutine, and a new leader should publish within its first second.
 const (

@@ -15,8 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -55,7 +57,7 @@ func (c *cluster) start() *member {
 	c.n++
 	a, err := New(Config{
 		NATS: nc, Logger: quiet, Now: c.now, ID: fmt.Sprintf("agg-%d", c.n),
-		Leader: LeaderConfig{TTL: c.ttl},
+		Leader: leader.Config{TTL: c.ttl},
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -101,7 +103,7 @@ func (c *cluster) kill(m *member) {
 func (c *cluster) leader(within time.Duration, except ...*member) *member {
 	c.t.Helper()
 	var l *member
-	eventually(c.t, within, "exactly one leader", func() bool {
+	wait.For(c.t, within, "exactly one leader", func() bool {
 		l = nil
 		n := 0
 		for _, m := range c.members {
@@ -388,7 +390,7 @@ func (w *liveWatch) clusterCount() int { w.drain(); return len(w.arrive) }
 // waitArrivalAfter waits for a cluster snapshot to arrive after t.
 func (w *liveWatch) waitArrivalAfter(t time.Time) {
 	w.t.Helper()
-	eventually(w.t, 10*time.Second, "a cluster snapshot", func() bool {
+	wait.For(w.t, 10*time.Second, "a cluster snapshot", func() bool {
 		w.drain()
 		return len(w.arrive) > 0 && w.arrive[len(w.arrive)-1].After(t)
 	})
@@ -485,10 +487,10 @@ func TestHighAvailability(t *testing.T) {
 	// followers' replay buffers, but not the persisted state.
 	l := c.leader(10 * time.Second)
 	written := l.a.stateWritten.Load()
-	eventually(t, 5*time.Second, "a state write", func() bool { return l.a.stateWritten.Load() != written })
+	wait.For(t, 5*time.Second, "a state write", func() bool { return l.a.stateWritten.Load() != written })
 	f.restart(0)
 	f.crash(2, 7)
-	eventually(t, 5*time.Second, "the leader to apply both", func() bool {
+	wait.For(t, 5*time.Second, "the leader to apply both", func() bool {
 		l.a.mu.Lock()
 		defer l.a.mu.Unlock()
 		return l.a.merger.insts["gw-1"].boot == f.gws[0].boot && l.a.merger.insts["gw-3"].boot == f.gws[2].boot
@@ -636,7 +638,7 @@ func TestRollupsSpanFailover(t *testing.T) {
 		c.start()
 	}
 	c.leader(10 * time.Second)
-	eventually(t, 10*time.Second, "the minute's last seconds", func() bool { return now().After(minute.Add(53 * time.Second)) })
+	wait.For(t, 10*time.Second, "the minute's last seconds", func() bool { return now().After(minute.Add(53 * time.Second)) })
 	failover(t, c, w, "kill within the minute", false)
 	// Aggregators start together, so the new leader may have subscribed
 	// after the old one published its first second: its rollups start
@@ -668,7 +670,7 @@ func TestRollupsSpanFailover(t *testing.T) {
 	}
 	// The leader publishes every scope's rollup in the same tick.
 	flushed := time.Now()
-	eventually(t, 5*time.Second, "the tick's rollups to arrive", func() bool { w.drain(); return time.Since(flushed) > 200*time.Millisecond })
+	wait.For(t, 5*time.Second, "the tick's rollups to arrive", func() bool { w.drain(); return time.Since(flushed) > 200*time.Millisecond })
 	scopes := 0
 	for scope, all := range w.all {
 		var seen []proto.Snapshot
@@ -702,7 +704,7 @@ func TestRollupsSpanFailover(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eventually(t, 10*time.Second, "rollups in the stream", func() bool {
+	wait.For(t, 10*time.Second, "rollups in the stream", func() bool {
 		s, err := js.Stream(ctx, proto.RollupStream)
 		if err != nil {
 			return false

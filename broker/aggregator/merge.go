@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -51,6 +52,15 @@ type MergerConfig struct {
 	// therefore be longer than any partition the totals must survive
 	// exactly. Default 24h.
 	ForgetAfter time.Duration
+}
+
+// Validate rejects negative durations; zero ones take the defaults.
+func (c MergerConfig) Validate() error {
+	return service.First(
+		service.NonNegative("StaleAfter", c.StaleAfter),
+		service.NonNegative("AvgWindow", c.AvgWindow),
+		service.NonNegative("ForgetAfter", c.ForgetAfter),
+	)
 }
 
 func (c MergerConfig) withDefaults() MergerConfig {

@@ -198,7 +198,7 @@ func (a *Aggregator) streamLoop(ctx context.Context) {
 		actx, cancel := context.WithTimeout(ctx, ensureTimeout)
 		_, err := history.EnsureStream(actx, a.js, a.cfg.History)
 		if err == nil {
-			_, err = history.EnsureRollupStream(actx, a.js, history.StreamConfig(a.cfg.Rollups))
+			_, err = history.EnsureRollupStream(actx, a.js, a.cfg.Rollups)
 		}
 		cancel()
 		if ctx.Err() != nil {

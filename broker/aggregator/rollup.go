@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -100,8 +101,8 @@ func (b *rollupBuilder) result(prev *proto.Snapshot) proto.Snapshot {
 		RequestsSuccess:   last.RequestsSuccess,
 		RequestsError:     last.RequestsError,
 		ActiveConnections: int64(roundedMean(b.activeSum, b.n, math.MaxInt64)),
-		AvgResponseTimeMs: minuteAvg(prev, &b.first, last, b.n),
-		SuccessRate:       proto.SuccessRateOf(last.RequestsSuccess, last.RequestsTotal),
+		AvgResponseTimeMs: history.Downsample(proto.AvgResponseTime, prev, &b.first, last, 0),
+		SuccessRate:       history.Downsample(proto.SuccessRate, prev, &b.first, last, 0),
 		DurationSumNanos:  last.DurationSumNanos,
 		DurationCount:     last.DurationCount,
 		Instances:         int(roundedMean(b.instancesSum, b.n, math.MaxInt)),
@@ -116,28 +117,4 @@ func roundedMean(sum float64, n int, limit float64) float64 {
 		return math.Nextafter(limit, 0)
 	}
 	return m
-}
-
-// minuteAvg is the mean response time in milliseconds of the requests
-// counted between base and last. The sums are cumulative modulo 2^64, so
-// their difference is taken by unsigned subtraction, right across a wrap;
-// the counts are compared to spot state lost in between.
-func minuteAvg(prev, first, last *proto.Snapshot, n int) float64 {
-	base := prev
-	if base == nil || base.DurationCount > last.DurationCount {
-		if n == 1 {
-			// Nothing to take a difference from: the snapshot's own
-			// sliding-window mean is the best figure there is.
-			return first.AvgResponseTimeMs
-		}
-		base = first
-	}
-	if base.DurationCount > last.DurationCount {
-		return last.AvgResponseTimeMs // counts went down: don't invent a negative
-	}
-	count := last.DurationCount - base.DurationCount
-	if count == 0 {
-		return 0
-	}
-	return float64(last.DurationSumNanos-base.DurationSumNanos) / float64(count) / 1e6
 }

@@ -145,7 +145,7 @@ func TestStateTooLargeIsCounted(t *testing.T) {
 
 	var logs bytes.Buffer
 	// Without the election, so that writeState may write without a lease.
-	a, err := New(Config{NATS: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Leader: LeaderConfig{Disabled: true}})
+	a, err := New(Config{NATS: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderDisabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/meridian-metrics/meridian/broker/benchmark/naiveedge"
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // subject is the server under test: the edge, the naive baseline or the
@@ -94,7 +95,7 @@ func runServer(ctx context.Context, spec serverSpec, lines *bufio.Scanner, enc *
 		wg.Wait()
 	}()
 
-	if err := waitUntil(ctx, serverReadyTimeout, sut.ready); err != nil {
+	if err := wait.Until(ctx, serverReadyTimeout, sut.ready); err != nil {
 		select {
 		case err := <-runErr:
 			return fmt.Errorf("start %s server: %w", spec.Mode, err)
@@ -156,24 +157,6 @@ func takeSample(sut subject, gc bool) (serverSample, error) {
 		CollectedGC:  gc,
 		counters:     c,
 	}, nil
-}
-
-// waitUntil polls cond every 10 ms until it holds, d passes or ctx ends.
-func waitUntil(ctx context.Context, d time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not done after %s: %w", d, context.DeadlineExceeded)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-	return nil
 }
 
 func newSubject(spec serverSpec, nc *nats.Conn, log *slog.Logger) (subject, error) {
@@ -261,7 +244,10 @@ const edgeNamespace = "meridian"
 func (s *edgeSubject) run(ctx context.Context) error      { return s.e.Run(ctx) }
 func (s *edgeSubject) shutdown(ctx context.Context) error { return s.e.Shutdown(ctx) }
 func (s *edgeSubject) addr() string                       { return s.e.Addr().String() }
-func (s *edgeSubject) ready() bool                        { return s.e.Ready() }
+func (s *edgeSubject) ready() bool {
+	_, ok := s.e.Ready()
+	return ok
+}
 
 func (s *edgeSubject) counters() (counters, error) {
 	mfs, err := s.reg.Gather()

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -58,15 +59,16 @@ const (
 
 // Sentinel errors.
 var (
-	// ErrClosed is returned by Run after Shutdown.
-	ErrClosed = errors.New("edge closed")
+	// ErrClosed is returned by Run after Shutdown or a first Run.
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by a second Run call.
-	ErrRunning = errors.New("edge already running")
+	ErrRunning = service.ErrRunning
 	// ErrUnsupported is returned by Run on platforms without epoll.
 	ErrUnsupported = errors.New("edge requires Linux epoll")
 )
 
-// Config configures an Edge. Zero fields take the documented defaults.
+// Config configures an Edge. Zero fields take the documented defaults;
+// negative numbers are rejected by Validate (and so by New).
 // HeartbeatInterval, PingInterval, IdleTimeout and WriteTimeout are capped
 // at 100 years, which is how to switch one off in effect.
 type Config struct {
@@ -142,56 +144,81 @@ type Config struct {
 	Now func() time.Time
 }
 
+// Validate reports the first value that no default can repair: a negative
+// number. Zero fields are valid; they take the defaults. (New also checks
+// that NATS is set.)
+func (c Config) Validate() error {
+	return service.First(
+		service.NonNegative("HistoryWindow", c.HistoryWindow),
+		service.NonNegative("HistoryPoints", c.HistoryPoints),
+		service.NonNegative("HistoryWorkers", c.HistoryWorkers),
+		service.NonNegative("HistoryTimeout", c.HistoryTimeout),
+		service.NonNegative("HistoryRequestInterval", c.HistoryRequestInterval),
+		service.NonNegative("HistoryRequestBurst", c.HistoryRequestBurst),
+		service.NonNegative("MaxReplaySnapshots", c.MaxReplaySnapshots),
+		service.NonNegative("MaxHistoryScopes", c.MaxHistoryScopes),
+		service.NonNegative("MaxHistoryPendingBytes", c.MaxHistoryPendingBytes),
+		service.NonNegative("MaxMessageBytes", c.MaxMessageBytes),
+		service.NonNegative("HeartbeatInterval", c.HeartbeatInterval),
+		service.NonNegative("PingInterval", c.PingInterval),
+		service.NonNegative("IdleTimeout", c.IdleTimeout),
+		service.NonNegative("HandshakeTimeout", c.HandshakeTimeout),
+		service.NonNegative("MaxPendingBytes", c.MaxPendingBytes),
+		service.NonNegative("WriteTimeout", c.WriteTimeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
 func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = DefaultListen
 	}
-	if c.HistoryWindow <= 0 {
+	if c.HistoryWindow == 0 {
 		c.HistoryWindow = DefaultHistoryWindow
 	}
-	if c.HistoryPoints <= 0 {
+	if c.HistoryPoints == 0 {
 		c.HistoryPoints = DefaultHistoryPoints
 	}
-	if c.HistoryWorkers <= 0 {
+	if c.HistoryWorkers == 0 {
 		c.HistoryWorkers = DefaultHistoryWorkers
 	}
-	if c.HistoryTimeout <= 0 {
+	if c.HistoryTimeout == 0 {
 		c.HistoryTimeout = DefaultHistoryTimeout
 	}
-	if c.HistoryRequestInterval <= 0 {
+	if c.HistoryRequestInterval == 0 {
 		c.HistoryRequestInterval = DefaultHistoryRequestInterval
 	}
-	if c.HistoryRequestBurst <= 0 {
+	if c.HistoryRequestBurst == 0 {
 		c.HistoryRequestBurst = DefaultHistoryRequestBurst
 	}
-	if c.MaxReplaySnapshots <= 0 {
+	if c.MaxReplaySnapshots == 0 {
 		c.MaxReplaySnapshots = DefaultMaxReplaySnapshots
 	}
-	if c.MaxHistoryScopes <= 0 {
+	if c.MaxHistoryScopes == 0 {
 		c.MaxHistoryScopes = DefaultMaxHistoryScopes
 	}
-	if c.MaxHistoryPendingBytes <= 0 {
+	if c.MaxHistoryPendingBytes == 0 {
 		c.MaxHistoryPendingBytes = DefaultMaxHistoryPendingBytes
 	}
-	if c.MaxMessageBytes <= 0 {
+	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = DefaultMaxMessageBytes
 	}
-	if c.HeartbeatInterval <= 0 {
+	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
-	if c.PingInterval <= 0 {
+	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
-	if c.IdleTimeout <= 0 {
+	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}
-	if c.HandshakeTimeout <= 0 {
+	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	if c.MaxPendingBytes <= 0 {
+	if c.MaxPendingBytes == 0 {
 		c.MaxPendingBytes = DefaultMaxPendingBytes
 	}
-	if c.WriteTimeout <= 0 {
+	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
 	// Far beyond any useful setting ("never"), and safe from overflow in
@@ -250,13 +277,10 @@ type Edge struct {
 	running   atomic.Bool           // serving and not shutting down
 	draining  atomic.Bool           // shutdown started: no new connections
 
-	mu          sync.Mutex
-	started     bool
-	stopping    bool
-	graceCtx    context.Context
-	stop        chan struct{} // closed by Shutdown
-	done        chan struct{} // closed when Run returns
-	lnClosed    chan struct{} // closed with the listener
+	life        service.Lifecycle
+	mu          sync.Mutex      // guards graceCtx
+	graceCtx    context.Context // the first Shutdown's
+	lnClosed    chan struct{}   // closed with the listener
 	closeLnOnce sync.Once
 }
 
@@ -266,6 +290,9 @@ type Edge struct {
 func New(cfg Config) (*Edge, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new edge: Config.NATS is required")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new edge: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	js, err := jetstream.New(cfg.NATS)
@@ -281,8 +308,6 @@ func New(cfg Config) (*Edge, error) {
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, maxHandshakes),
 		hsConns:  make(map[net.Conn]struct{}),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
 		lnClosed: make(chan struct{}),
 	}
 	e.hsCtx, e.hsCancel = context.WithCancel(context.Background())
@@ -316,14 +341,9 @@ func New(cfg Config) (*Edge, error) {
 func (e *Edge) Addr() net.Addr { return e.ln.Addr() }
 
 // Ready reports whether the edge is serving, connected to NATS, and received
-// a cluster snapshot within the last 5 seconds.
-func (e *Edge) Ready() bool {
-	_, ok := e.readiness()
-	return ok
-}
-
-// readiness explains Ready for /readyz.
-func (e *Edge) readiness() (string, bool) {
+// a cluster snapshot within the last 5 seconds; if not, reason says why
+// (/readyz answers it).
+func (e *Edge) Ready() (reason string, ok bool) {
 	if !e.running.Load() {
 		return "edge is not serving", false
 	}
@@ -347,18 +367,11 @@ func (e *Edge) mono() int64 { return int64(time.Since(e.base)) }
 // connection gracefully (bounded by Shutdown's context, or 5 s when ctx
 // ended) and returns once every goroutine it started has exited.
 func (e *Edge) Run(ctx context.Context) error {
-	e.mu.Lock()
-	switch {
-	case e.stopping:
-		e.mu.Unlock()
-		return ErrClosed
-	case e.started:
-		e.mu.Unlock()
-		return ErrRunning
+	ctx, err := e.life.Start(ctx)
+	if err != nil {
+		return err
 	}
-	e.started = true
-	e.mu.Unlock()
-	defer close(e.done)
+	defer e.life.Exit()
 
 	p, err := newPoller(e)
 	if err != nil {
@@ -411,10 +424,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.running.Store(true)
 	e.log.Info("edge serving", "addr", e.Addr().String(), "shards", len(e.shards))
 
-	select {
-	case <-ctx.Done():
-	case <-e.stop:
-	}
+	<-ctx.Done() // ctx or Shutdown
 	grace, cancelGrace := e.graceContext()
 	defer cancelGrace()
 	e.running.Store(false)
@@ -461,23 +471,18 @@ func (e *Edge) graceContext() (context.Context, context.CancelFunc) {
 // without Run, to release the listener.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.mu.Lock()
-	if !e.stopping {
-		e.stopping = true
+	if e.graceCtx == nil {
 		e.graceCtx = ctx
-		close(e.stop)
 	}
-	started := e.started
 	e.mu.Unlock()
-	if !started {
+	if !e.life.Stop() {
 		e.closeListener()
 		return nil
 	}
-	select {
-	case <-e.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down edge: %w", ctx.Err())
+	if err := e.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down edge: %w", err)
 	}
+	return nil
 }
 
 func (e *Edge) closeListener() {

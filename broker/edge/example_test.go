@@ -52,7 +52,7 @@ func Example() {
 		ActiveConnections: 15, AvgResponseTimeMs: 45.2, SuccessRate: 98.25,
 	}
 	data, _ := s.Encode()
-	for !e.Ready() {
+	for _, ok := e.Ready(); !ok; _, ok = e.Ready() {
 		_ = nc.Publish(proto.SnapshotSubject(proto.ClusterScope()), data)
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -118,7 +118,7 @@ func Example_regionScope() {
 		data, _ := s.Encode()
 		_ = nc.Publish(proto.SnapshotSubject(s.Scope), data)
 	}
-	for !e.Ready() {
+	for _, ok := e.Ready(); !ok; _, ok = e.Ready() {
 		publish(cluster)
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -144,7 +145,7 @@ func TestInvalidFramesClose1002(t *testing.T) {
 			c.expectEOF(3 * time.Second)
 		})
 	}
-	waitFor(t, "all closed", func() bool { return te.Edge.reg.len() == 0 })
+	wait.For(t, 10*time.Second, "all closed", func() bool { return te.Edge.reg.len() == 0 })
 	if got := testutil.ToFloat64(te.m.errorsByType[errTypeProtocol]); got != float64(len(tests)) {
 		t.Errorf("protocol errors = %v, want %d", got, len(tests))
 	}

@@ -23,7 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
-	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -59,7 +60,7 @@ const noTimer = 50 * 365 * 24 * time.Hour
 func startEdge(t testing.TB, cfg Config) *testEdge {
 	t.Helper()
 	if cfg.NATS == nil {
-		cfg.NATS = startNATS(t)
+		_, cfg.NATS = natstest.StartCore(t)
 	}
 	nc := cfg.NATS
 	if cfg.Listen == "" && cfg.Listener == nil {
@@ -107,33 +108,8 @@ func runEdge(t testing.TB, e *Edge, nc *nats.Conn) *testEdge {
 			t.Errorf("Run did not return after Shutdown")
 		}
 	})
-	waitFor(t, "edge serving", e.running.Load)
+	wait.For(t, 10*time.Second, "edge serving", e.running.Load)
 	return &testEdge{Edge: e, t: t, nc: nc, url: "ws://" + e.Addr().String() + wsPath}
-}
-
-// startNATS starts an embedded NATS server without JetStream (the history
-// backfill then fails and is retried, as in production without JetStream)
-// and connects in-process: cheap enough to give every test its own.
-// Tests of the history backfill use natstest.StartTest, with JetStream.
-func startNATS(t testing.TB) *nats.Conn {
-	t.Helper()
-	quiet := slog.New(slog.DiscardHandler)
-	n, err := natsnode.New(natsnode.Config{DontListen: true, DisableJetStream: true, Logger: quiet})
-	if err != nil {
-		t.Fatalf("new nats node: %v", err)
-	}
-	if err := n.Start(context.Background()); err != nil {
-		t.Fatalf("start nats node: %v", err)
-	}
-	nc, err := n.Connect()
-	if err != nil {
-		t.Fatalf("connect to nats: %v", err)
-	}
-	t.Cleanup(func() {
-		nc.Close()
-		_ = n.Shutdown(context.Background())
-	})
-	return nc
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -181,22 +157,10 @@ func (te *testEdge) publish(s proto.Snapshot) {
 func (te *testEdge) publishWait(s proto.Snapshot) {
 	te.t.Helper()
 	te.publish(s)
-	waitFor(te.t, "snapshot applied", func() bool {
+	wait.For(te.t, 10*time.Second, "snapshot applied", func() bool {
 		got, ok := te.latest(s.Scope)
 		return ok && got.Time.Equal(s.Time)
 	})
-}
-
-// waitFor polls cond until it holds or 10 s pass.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // client is a WebSocket test client that sees every frame (no automatic

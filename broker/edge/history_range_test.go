@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -156,7 +157,7 @@ func TestHistoryPointsHonoured(t *testing.T) {
 	store(t, js, fine...)
 	te := start(Config{HistoryPoints: 1000, HistoryRequestBurst: 10})
 	te.publishWait(fine[len(fine)-1])
-	waitFor(t, "ring full", func() bool { s, _ := te.hist.cluster.view(time.Time{}); return len(s) >= 3590 })
+	wait.For(t, 10*time.Second, "ring full", func() bool { s, _ := te.hist.cluster.view(time.Time{}); return len(s) >= 3590 })
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
 	tests := []struct {

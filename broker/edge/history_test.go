@@ -16,6 +16,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -44,7 +45,7 @@ func TestIncludeHistoryFromJetStream(t *testing.T) {
 		all = append(all, s)
 	}
 	te := startEdge(t, Config{NATS: nc})
-	waitFor(t, "history loaded", te.hist.cluster.loaded.Load)
+	wait.For(t, 10*time.Second, "history loaded", te.hist.cluster.loaded.Load)
 	live := snap(now, 100+600*7)
 	te.publishWait(live)
 	all = append(all, live)
@@ -83,7 +84,7 @@ func TestIncludeHistoryFromJetStream(t *testing.T) {
 // and keeps retrying the backfill.
 func TestHistoryWithoutJetStream(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	te := startEdge(t, Config{NATS: nc})
 	te.publishWait(snap(time.Now(), 42))
 
@@ -94,7 +95,7 @@ func TestHistoryWithoutJetStream(t *testing.T) {
 		t.Errorf("history without JetStream = %+v, want the one live point", ev.DataPoints)
 	}
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
-	waitFor(t, "load retried", func() bool { return testutil.ToFloat64(te.m.historyLoadErrors) >= 2 })
+	wait.For(t, 10*time.Second, "load retried", func() bool { return testutil.ToFloat64(te.m.historyLoadErrors) >= 2 })
 	if te.hist.cluster.loaded.Load() {
 		t.Errorf("history reported loaded without JetStream")
 	}

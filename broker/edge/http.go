@@ -47,7 +47,7 @@ func (e *Edge) serveHealthz(w http.ResponseWriter, _ *http.Request) {
 // serveReadyz is 200 when Ready, else 503 with the reason.
 func (e *Edge) serveReadyz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	reason, ok := e.readiness()
+	reason, ok := e.Ready()
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/gobwas/ws/wsutil"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -47,7 +49,7 @@ func TestShutdownSends1001AndWaitsForClients(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "3 connections", func() bool { return te.Edge.reg.len() == 3 })
+	wait.For(t, 10*time.Second, "3 connections", func() bool { return te.Edge.reg.len() == 3 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -76,12 +78,14 @@ func TestShutdownBoundedByContext(t *testing.T) {
 	t.Parallel()
 	te := startEdge(t, Config{})
 	c := dial(t, te.url) // never answers the close frame
-	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })
+	wait.For(t, 10*time.Second, "registered", func() bool { return te.Edge.reg.len() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_ = te.Shutdown(ctx) // may report the deadline; Run finishes regardless
-	<-te.done
+	_ = te.Shutdown(ctx)                                       // may report the deadline; Run finishes regardless
+	if err := te.life.Wait(context.Background()); err != nil { // Run returns regardless
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("shutdown took %s with a 300ms context", d)
 	}
@@ -105,7 +109,7 @@ func TestRunTwiceAndShutdownWithoutRun(t *testing.T) {
 		t.Errorf("second Run = %v, want ErrRunning", err)
 	}
 
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	e, err := New(Config{NATS: nc, Listen: "127.0.0.1:0", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +128,7 @@ func TestRunTwiceAndShutdownWithoutRun(t *testing.T) {
 
 func TestRunStopsWithContext(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	e, err := New(Config{NATS: nc, Listen: "127.0.0.1:0", Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -132,7 +136,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	waitFor(t, "serving", e.running.Load)
+	wait.For(t, 10*time.Second, "serving", e.running.Load)
 	cancel()
 	select {
 	case err := <-done:
@@ -235,11 +239,11 @@ func TestReadyz(t *testing.T) {
 	rs := snap(time.Now(), 1)
 	rs.Scope = proto.RegionScope("eu")
 	te.publishWait(rs)
-	if te.Ready() {
+	if ready(te.Edge) {
 		t.Errorf("ready with only a region snapshot")
 	}
 	te.publishWait(snap(time.Now(), 1))
-	if code, body := readyz(); code != 200 || body != "ready" || !te.Ready() {
+	if code, body := readyz(); code != 200 || body != "ready" || !ready(te.Edge) {
 		t.Errorf("with data: %d %q", code, body)
 	}
 	skew.Store(int64(6 * time.Second))
@@ -251,11 +255,11 @@ func TestReadyz(t *testing.T) {
 	}
 	// An older snapshot of a scope already held is not applied.
 	te.publish(snap(time.Now().Add(-time.Hour), 1))
-	waitFor(t, "stale counted", func() bool { return testutil.ToFloat64(te.m.snapshotsStale) == 1 })
+	wait.For(t, 10*time.Second, "stale counted", func() bool { return testutil.ToFloat64(te.m.snapshotsStale) == 1 })
 	if err := te.nc.Publish(proto.SnapshotSubject(proto.ClusterScope()), []byte(`{"v":1}`)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "invalid counted", func() bool { return testutil.ToFloat64(te.m.snapshotsInvalid) == 1 })
+	wait.For(t, 10*time.Second, "invalid counted", func() bool { return testutil.ToFloat64(te.m.snapshotsInvalid) == 1 })
 }
 
 func TestMetricsLintAndState(t *testing.T) {
@@ -266,7 +270,7 @@ func TestMetricsLintAndState(t *testing.T) {
 	a.expectEvent(proto.EventSnapshot, 2*time.Second)
 	b.expectEvent(proto.EventSnapshot, 2*time.Second)
 	b.sendText(`{"interval_seconds":7}`)
-	waitFor(t, "subscription applied", func() bool {
+	wait.For(t, 10*time.Second, "subscription applied", func() bool {
 		n := 0
 		te.Edge.reg.each(func(c *conn) {
 			if c.interval.Load() == 7 {
@@ -305,7 +309,7 @@ test_edge_connections_opened_total 2
 		t.Errorf("messages received = %v, want 1", got)
 	}
 	a.conn.Close()
-	waitFor(t, "gauge follows a vanished client", func() bool {
+	wait.For(t, 10*time.Second, "gauge follows a vanished client", func() bool {
 		return connectionsGauge(te) == 1
 	})
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -68,7 +70,7 @@ func TestHandshakeLimits(t *testing.T) {
 
 func TestTooManyHandshakesAreShed(t *testing.T) {
 	t.Parallel()
-	nc := startNATS(t)
+	_, nc := natstest.StartCore(t)
 	e, err := New(Config{NATS: nc, Listen: "127.0.0.1:0", Logger: testLogger(t), HandshakeTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +84,7 @@ func TestTooManyHandshakesAreShed(t *testing.T) {
 		}
 		t.Cleanup(func() { c.Close() })
 	}
-	waitFor(t, "two handshakes in flight", func() bool { return len(e.hsSem) == 2 })
+	wait.For(t, 10*time.Second, "two handshakes in flight", func() bool { return len(e.hsSem) == 2 })
 	extra, err := net.Dial("tcp", te.Addr().String())
 	if err != nil {
 		t.Fatal(err)

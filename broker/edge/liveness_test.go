@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sys/unix"
 
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -66,7 +67,7 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("closed after %s, want about 600ms", d)
 	}
 	c.expectEOF(2 * time.Second)
-	waitFor(t, "unregistered", func() bool { return te.Edge.reg.len() == 0 })
+	wait.For(t, 10*time.Second, "unregistered", func() bool { return te.Edge.reg.len() == 0 })
 	if got := testutil.ToFloat64(te.m.idleTimeouts); got != 1 {
 		t.Errorf("idle timeouts = %v, want 1", got)
 	}
@@ -163,7 +164,7 @@ func TestSlowClientIsConflatedOthersOnTime(t *testing.T) {
 	good.expectEvent(proto.EventSnapshot, 2*time.Second)
 
 	var slowConn *conn
-	waitFor(t, "slow connection blocked", func() bool {
+	wait.For(t, 10*time.Second, "slow connection blocked", func() bool {
 		for _, c := range te.Edge.reg.all() {
 			c.mu.Lock()
 			blocked := c.queued() > 0
@@ -214,9 +215,9 @@ func TestSlowConsumerPendingLimit(t *testing.T) {
 	te := startEdge(t, Config{Listener: listenSmall(t), MaxHistoryPendingBytes: 64 << 10})
 	te.publishWait(seedHistory(te))
 	slow := dialNonReader(t, te.url)
-	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })
+	wait.For(t, 10*time.Second, "registered", func() bool { return te.Edge.reg.len() == 1 })
 	slow.sendText(`{"include_history":true}`)
-	waitFor(t, "slow consumer closed", func() bool { return te.Edge.reg.len() == 0 })
+	wait.For(t, 10*time.Second, "slow consumer closed", func() bool { return te.Edge.reg.len() == 0 })
 	if got := testutil.ToFloat64(te.m.closedByReason[reasonSlowConsumer]); got != 1 {
 		t.Errorf("closed{slow_consumer} = %v, want 1", got)
 	}
@@ -230,10 +231,10 @@ func TestWriteTimeout(t *testing.T) {
 	te := startEdge(t, Config{Listener: listenSmall(t), WriteTimeout: 500 * time.Millisecond})
 	te.publishWait(seedHistory(te))
 	slow := dialNonReader(t, te.url)
-	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })
+	wait.For(t, 10*time.Second, "registered", func() bool { return te.Edge.reg.len() == 1 })
 	start := time.Now()
 	slow.sendText(`{"include_history":true}`)
-	waitFor(t, "write timeout", func() bool { return te.Edge.reg.len() == 0 })
+	wait.For(t, 10*time.Second, "write timeout", func() bool { return te.Edge.reg.len() == 0 })
 	if d := time.Since(start); d < 450*time.Millisecond || d > 2*time.Second {
 		t.Errorf("closed after %s, want about 500ms", d)
 	}

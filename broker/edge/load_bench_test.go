@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
+
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 // The subscriber load benchmark runs its WebSocket clients in a child
@@ -118,7 +120,7 @@ func BenchmarkSubscribers(b *testing.B) {
 		close(stop)
 		pubWG.Wait()
 	}()
-	waitFor(b, "first snapshot", func() bool { return te.scopes.cluster.latest.Load() != nil })
+	wait.For(b, 10*time.Second, "first snapshot", func() bool { return te.scopes.cluster.latest.Load() != nil })
 
 	before := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSubscribers$", "-test.v")
@@ -136,7 +138,7 @@ func BenchmarkSubscribers(b *testing.B) {
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() && lines.Text() != "ready" {
 	}
-	waitFor(b, "all subscribers registered", func() bool { return te.Edge.reg.len() == n })
+	wait.For(b, 10*time.Second, "all subscribers registered", func() bool { return te.Edge.reg.len() == n })
 	time.Sleep(2 * time.Second) // let every connection reach its steady state (first tick passed)
 	after := memInUse()
 

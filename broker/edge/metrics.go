@@ -216,7 +216,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.subs, prometheus.GaugeValue, float64(k), strconv.Itoa(i))
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(c.e.Ready()))
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, b2f(ready(c.e)))
 	ch <- prometheus.MustNewConstMetric(c.histLoad, prometheus.GaugeValue, b2f(c.e.hist.cluster.loaded.Load()))
 	known, served := c.e.scopes.census()
 	ch <- prometheus.MustNewConstMetric(c.scopesKnown, prometheus.GaugeValue, float64(known))
@@ -232,4 +232,9 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+func ready(e *Edge) bool {
+	_, ok := e.Ready()
+	return ok
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/gobwas/ws"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -304,14 +305,14 @@ func TestClientCloseIsEchoed(t *testing.T) {
 	t.Parallel()
 	te := startEdge(t, Config{})
 	c := dial(t, te.url)
-	waitFor(t, "registered", func() bool { return te.Edge.reg.len() == 1 })
+	wait.For(t, 10*time.Second, "registered", func() bool { return te.Edge.reg.len() == 1 })
 	c.sendFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye"))
 	code, _ := c.expectClose(2 * time.Second)
 	if code != ws.StatusNormalClosure {
 		t.Errorf("echoed close code %d, want 1000", code)
 	}
 	c.expectEOF(2 * time.Second)
-	waitFor(t, "unregistered", func() bool { return te.Edge.reg.len() == 0 })
+	wait.For(t, 10*time.Second, "unregistered", func() bool { return te.Edge.reg.len() == 0 })
 	if got := testutil.ToFloat64(te.m.closedByReason[reasonClientClose]); got != 1 {
 		t.Errorf("closed{client_close} = %v, want 1", got)
 	}

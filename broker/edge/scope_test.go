@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -45,7 +46,7 @@ func startJS(t *testing.T) (jetstream.JetStream, func(Config) *jsEdge) {
 		t.Helper()
 		cfg.NATS = nc
 		te := startEdge(t, cfg)
-		waitFor(t, "cluster history loaded", te.hist.cluster.loaded.Load)
+		wait.For(t, 10*time.Second, "cluster history loaded", te.hist.cluster.loaded.Load)
 		return &jsEdge{testEdge: te, js: js}
 	}
 }
@@ -341,7 +342,7 @@ test_edge_replayed_snapshots_total 1
 	}
 	// Gauges follow the state: the region's only client leaves.
 	eu.conn.Close()
-	waitFor(t, "region no longer served", func() bool {
+	wait.For(t, 10*time.Second, "region no longer served", func() bool {
 		_, served := te.scopes.census()
 		return served == [3]int{1, 0, 1}
 	})
@@ -354,7 +355,7 @@ func TestHistoryUnavailable(t *testing.T) {
 	t.Parallel()
 	node, nc := natstest.StartTest(t)
 	te := startEdge(t, Config{NATS: nc, HistoryWindow: time.Minute, HistoryTimeout: 300 * time.Millisecond, HandshakeTimeout: time.Second})
-	waitFor(t, "cluster history loaded", te.hist.cluster.loaded.Load)
+	wait.For(t, 10*time.Second, "cluster history loaded", te.hist.cluster.loaded.Load)
 	te.publishWait(snap(time.Now(), 9))
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)

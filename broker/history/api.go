@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -31,17 +32,47 @@ type API struct {
 	mux *http.ServeMux
 }
 
+// Defaults for zero APIConfig fields.
+const (
+	// DefaultAPIMaxPoints is a day at 8 s, a week at 1 min.
+	DefaultAPIMaxPoints = 11000
+	DefaultAPITimeout   = 10 * time.Second
+)
+
 // APIConfig configures the API. Zero fields take defaults.
 type APIConfig struct {
 	// JetStream reads the history and rollup streams. Required.
 	JetStream jetstream.JetStream
-	// MaxPoints bounds the points of one answer. Default 11000 (a day at
-	// 8 s, a week at 1 min).
+	// MaxPoints bounds the points of one answer. Default
+	// DefaultAPIMaxPoints.
 	MaxPoints int
-	// Timeout bounds one request's stream reads. Default 10s.
+	// Timeout bounds one request's stream reads. Default DefaultAPITimeout.
 	Timeout time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+}
+
+// Validate reports the first value in cfg that no default repairs. (NewAPI
+// also checks that JetStream is set.)
+func (c APIConfig) Validate() error {
+	return service.First(
+		service.NonNegative("MaxPoints", c.MaxPoints),
+		service.NonNegative("Timeout", c.Timeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c APIConfig) withDefaults() APIConfig {
+	if c.MaxPoints == 0 {
+		c.MaxPoints = DefaultAPIMaxPoints
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultAPITimeout
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
 }
 
 // NewAPI returns the API handler.
@@ -49,15 +80,10 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	if cfg.JetStream == nil {
 		return nil, errors.New("new history api: JetStream is required")
 	}
-	if cfg.MaxPoints <= 0 {
-		cfg.MaxPoints = 11000
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new history api: %w", err)
 	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 10 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /api/metrics/list", a.list)
 	a.mux.HandleFunc("GET /api/metrics/history", a.history)
@@ -74,14 +100,24 @@ type MetricInfo struct {
 	Description string `json:"description"`
 }
 
-var metricInfo = [proto.NumMetrics]MetricInfo{
-	{"requests_total", "counter", "requests", "Requests served by the scope's gateways since the cluster started; never decreases."},
-	{"requests_success", "counter", "requests", "Requests answered with a status below 400."},
-	{"requests_error", "counter", "requests", "Requests answered with 400 or above, upstream failures (502/504) and cancelled requests (499)."},
-	{"active_connections", "gauge", "requests", "Requests in flight on live gateway instances."},
-	{"avg_response_time", "ratio", "milliseconds", "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history)."},
-	{"success_rate", "ratio", "percent", "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests."},
+// metricDescriptions explain each metric in /api/metrics/list; names,
+// kinds and units come from proto.
+var metricDescriptions = [proto.NumMetrics]string{
+	proto.RequestsTotal:     "Requests served by the scope's gateways since the cluster started; never decreases.",
+	proto.RequestsSuccess:   "Requests answered with a status below 400.",
+	proto.RequestsError:     "Requests answered with 400 or above, upstream failures (502/504) and cancelled requests (499).",
+	proto.ActiveConnections: "Requests in flight on live gateway instances.",
+	proto.AvgResponseTime:   "Σduration/Σcount of the requests completed in the aggregator's sliding window (per bucket in history).",
+	proto.SuccessRate:       "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests.",
 }
+
+var metricInfo = func() []MetricInfo {
+	out := make([]MetricInfo, proto.NumMetrics)
+	for m := range proto.Metric(proto.NumMetrics) {
+		out[m] = MetricInfo{Name: m.String(), Kind: m.Kind().String(), Unit: m.Unit(), Description: metricDescriptions[m]}
+	}
+	return out
+}()
 
 type listResponse struct {
 	Metrics []MetricInfo      `json:"metrics"`
@@ -101,7 +137,7 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
 	defer cancel()
 	resp := listResponse{
-		Metrics: metricInfo[:],
+		Metrics: metricInfo,
 		Aliases: map[string]string{"response_time_avg": "avg_response_time"},
 		Scopes:  []string{"cluster"},
 		History: historyInfo{ResolutionSeconds: 1, RollupResolutionSeconds: 60},

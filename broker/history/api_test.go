@@ -93,6 +93,16 @@ func TestAPIListAndHistory(t *testing.T) {
 	if len(list.Metrics) != proto.NumMetrics || list.Metrics[4].Name != "avg_response_time" || list.Aliases["response_time_avg"] != "avg_response_time" {
 		t.Fatalf("list metrics %+v aliases %v", list.Metrics, list.Aliases)
 	}
+	// Names, kinds and units come from proto; the wire stays what it was.
+	var kinds []string
+	for _, mi := range list.Metrics {
+		kinds = append(kinds, mi.Name+":"+mi.Kind+":"+mi.Unit)
+	}
+	if got, want := strings.Join(kinds, " "), "requests_total:counter:requests requests_success:counter:requests "+
+		"requests_error:counter:requests active_connections:gauge:requests avg_response_time:ratio:milliseconds "+
+		"success_rate:ratio:percent"; !strings.HasPrefix(got, want) {
+		t.Errorf("list kinds\n got %s\nwant %s", got, want)
+	}
 	if strings.Join(list.Scopes, ",") != "cluster,region.eu" {
 		t.Fatalf("scopes %v", list.Scopes)
 	}

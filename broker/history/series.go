@@ -10,14 +10,7 @@ import (
 // most points Points for metric m. Buckets are equal steps of whole seconds,
 // aligned to multiples of the step since the Unix epoch so that series from
 // different requests line up; each point is stamped with its bucket's start.
-// Empty buckets produce no point. Rules per kind of metric:
-//   - counters (requests_*): the last value in the bucket;
-//   - gauges (active_connections): the mean over the bucket;
-//   - avg_response_time: Σduration/Σcount of the requests in the bucket, from
-//     the cumulative sums at the bucket's end and the previous bucket's end
-//     (0 when the bucket saw no requests);
-//   - success_rate: from the cumulative totals at the bucket's end, the same
-//     definition as the live value.
+// Empty buckets produce no point. Each point is Downsample of its bucket.
 func Series(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, points int) []proto.Point {
 	if points <= 0 {
 		return []proto.Point{}
@@ -67,44 +60,10 @@ func SeriesStep(snaps []proto.Snapshot, m proto.Metric, start, end time.Time, st
 			j++
 		}
 		last := &snaps[j-1]
-		var v float64
-		switch m {
-		case proto.ActiveConnections:
-			v = gaugeSum / float64(j-i)
-		case proto.AvgResponseTime:
-			v = bucketAvg(prev, &snaps[i], last)
-		case proto.SuccessRate:
-			v = proto.SuccessRateOf(last.RequestsSuccess, last.RequestsTotal)
-		default:
-			v = last.Value(m)
-		}
+		v := Downsample(m, prev, &snaps[i], last, gaugeSum/float64(j-i))
 		out = append(out, proto.Point{Time: bucket, Value: v})
 		prev = last
 		i = j
 	}
 	return out
-}
-
-// bucketAvg is the mean response time of the requests counted between the
-// end of the previous bucket and last, in milliseconds.
-func bucketAvg(prev, first, last *proto.Snapshot) float64 {
-	base := prev
-	if base == nil {
-		// Nothing before this bucket: the first snapshot's window average is
-		// the best estimate of what preceded it.
-		if first == last {
-			return first.AvgResponseTimeMs
-		}
-		base = first
-	}
-	if last.DurationCount < base.DurationCount {
-		return last.AvgResponseTimeMs // history from before a state loss; don't invent a negative
-	}
-	n := last.DurationCount - base.DurationCount
-	if n == 0 {
-		return 0
-	}
-	// The cumulative duration sum is kept modulo 2^64 (it wraps after months
-	// of heavy traffic); the unsigned difference is right across a wrap.
-	return float64(last.DurationSumNanos-base.DurationSumNanos) / float64(n) / 1e6
 }

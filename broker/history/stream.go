@@ -8,12 +8,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
 // Defaults for StreamConfig.
 const (
-	DefaultMaxAge = 24 * time.Hour
+	// DefaultReplicas suits a single NATS node; a cluster wants 3.
+	DefaultReplicas = 1
+	DefaultMaxAge   = 24 * time.Hour
 	// DuplicateWindow is how long the history stream remembers Nats-Msg-Id
 	// values: a snapshot re-published for the same scope and second inside it
 	// is stored once.
@@ -30,12 +33,20 @@ const (
 // StreamConfig configures the history stream or the rollup stream. Zero
 // fields take defaults.
 type StreamConfig struct {
-	// Replicas is the stream's replication factor: 1 (default) on a single
-	// node, 3 in a cluster.
+	// Replicas is the stream's replication factor: DefaultReplicas (1) on a
+	// single node, 3 in a cluster.
 	Replicas int
 	// MaxAge is how long messages are kept. Default DefaultMaxAge for the
 	// history stream, DefaultRollupMaxAge for the rollup stream.
 	MaxAge time.Duration
+}
+
+// Validate rejects negative numbers; zero fields take the defaults.
+func (c StreamConfig) Validate() error {
+	return service.First(
+		service.NonNegative("Replicas", c.Replicas),
+		service.NonNegative("MaxAge", c.MaxAge),
+	)
 }
 
 // streamSpec is what distinguishes the two streams.
@@ -65,10 +76,13 @@ func EnsureRollupStream(ctx context.Context, js jetstream.JetStream, cfg StreamC
 }
 
 func ensure(ctx context.Context, js jetstream.JetStream, spec streamSpec, cfg StreamConfig) (jetstream.Stream, error) {
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("ensure stream %s: %w", spec.name, err)
 	}
-	if cfg.MaxAge <= 0 {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = DefaultReplicas
+	}
+	if cfg.MaxAge == 0 {
 		cfg.MaxAge = spec.maxAge
 	}
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meridian-metrics/meridian/broker/service"
 )
 
 // Defaults of Config.
@@ -37,10 +39,11 @@ var (
 	// Config.TTL. Electors that disagree on the TTL cannot fence each other,
 	// so Run refuses to campaign; delete the bucket to change the TTL.
 	ErrTTLMismatch = errors.New("lease bucket TTL differs from the configured TTL")
-	// ErrRunning is returned by a second concurrent Run.
-	ErrRunning = errors.New("elector is already running")
+	// ErrRunning is returned by a second concurrent Run. (An Elector, unlike
+	// the roles, may Run again after a Run returned, until Resign.)
+	ErrRunning = service.ErrRunning
 	// ErrClosed is returned by Run after Resign.
-	ErrClosed = errors.New("elector has resigned")
+	ErrClosed = service.ErrClosed
 )
 
 // Config configures an Elector. Zero fields take the documented defaults.
@@ -106,51 +109,77 @@ type Elector struct {
 	kv       jetstream.KeyValue // the bucket, once a Run has opened it
 }
 
+// Validate reports the first problem with cfg's values: a bad key, a
+// negative number, or timings (after defaults) that cannot fence leaders.
+// (New also checks that JS or KV is set.)
+func (c Config) Validate() error {
+	err := service.First(
+		service.NonNegative("Replicas", c.Replicas),
+		service.NonNegative("TTL", c.TTL),
+		service.NonNegative("Renew", c.Renew),
+		service.NonNegative("RenewDeadline", c.RenewDeadline),
+		service.NonNegative("Poll", c.Poll),
+	)
+	if err != nil {
+		return err
+	}
+	d := c.withDefaults()
+	switch {
+	case !validKey(d.Key):
+		return fmt.Errorf("key %q: use letters, digits, '-', '_', '=' and inner dots", d.Key)
+	case d.TTL < MinTTL:
+		return fmt.Errorf("TTL %v is below the minimum %v", d.TTL, MinTTL)
+	case d.Renew == 0 || d.Renew >= d.RenewDeadline:
+		return fmt.Errorf("Renew %v must be positive and below RenewDeadline %v", d.Renew, d.RenewDeadline)
+	case d.RenewDeadline >= d.TTL:
+		return fmt.Errorf("RenewDeadline %v must be below TTL %v", d.RenewDeadline, d.TTL)
+	case d.Poll == 0 || d.Poll >= d.TTL:
+		return fmt.Errorf("Poll %v must be positive and below TTL %v", d.Poll, d.TTL)
+	}
+	return nil
+}
+
+// withDefaults fills zero fields; the timings default to fractions of TTL.
+func (c Config) withDefaults() Config {
+	if c.Bucket == "" {
+		c.Bucket = DefaultBucket
+	}
+	if c.Key == "" {
+		c.Key = DefaultKey
+	}
+	if c.ID == "" {
+		c.ID = DefaultID()
+	}
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.Renew == 0 {
+		c.Renew = c.TTL / 4
+	}
+	if c.RenewDeadline == 0 {
+		c.RenewDeadline = c.TTL / 2
+	}
+	if c.Poll == 0 {
+		c.Poll = c.TTL / 10
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // New validates cfg and builds an Elector.
 func New(cfg Config) (*Elector, error) {
 	if cfg.JS == nil && cfg.KV == nil {
 		return nil, errors.New("new elector: Config.JS or Config.KV is required")
 	}
-	if cfg.Bucket == "" {
-		cfg.Bucket = DefaultBucket
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new elector: %w", err)
 	}
-	if cfg.Key == "" {
-		cfg.Key = DefaultKey
-	}
-	if !validKey(cfg.Key) {
-		return nil, fmt.Errorf("new elector: key %q: use letters, digits, '-', '_', '=' and inner dots", cfg.Key)
-	}
-	if cfg.ID == "" {
-		cfg.ID = DefaultID()
-	}
-	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
-	}
-	if cfg.Renew == 0 {
-		cfg.Renew = cfg.TTL / 4
-	}
-	if cfg.RenewDeadline == 0 {
-		cfg.RenewDeadline = cfg.TTL / 2
-	}
-	if cfg.Poll == 0 {
-		cfg.Poll = cfg.TTL / 10
-	}
-	switch {
-	case cfg.TTL < MinTTL:
-		return nil, fmt.Errorf("new elector: TTL %v is below the minimum %v", cfg.TTL, MinTTL)
-	case cfg.Renew <= 0 || cfg.Renew >= cfg.RenewDeadline:
-		return nil, fmt.Errorf("new elector: Renew %v must be positive and below RenewDeadline %v", cfg.Renew, cfg.RenewDeadline)
-	case cfg.RenewDeadline >= cfg.TTL:
-		return nil, fmt.Errorf("new elector: RenewDeadline %v must be below TTL %v", cfg.RenewDeadline, cfg.TTL)
-	case cfg.Poll <= 0 || cfg.Poll >= cfg.TTL:
-		return nil, fmt.Errorf("new elector: Poll %v must be positive and below TTL %v", cfg.Poll, cfg.TTL)
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	return &Elector{
 		resignCh: make(chan struct{}),
 		cfg:      cfg,

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -25,18 +26,6 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // Short leases keep the suite fast: takeover within 1s + 100ms.
 const testTTL = time.Second
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling interval, not synchronisation
-	}
-}
 
 // member is one elector under test, on a connection of its own.
 type member struct {
@@ -155,7 +144,7 @@ func leaders(ms []*member) []*member {
 func waitOneLeader(t *testing.T, ms []*member, within time.Duration) *member {
 	t.Helper()
 	var l []*member
-	eventually(t, within, "one leader", func() bool { l = leaders(ms); return len(l) == 1 })
+	wait.For(t, within, "one leader", func() bool { l = leaders(ms); return len(l) == 1 })
 	return l[0]
 }
 
@@ -174,7 +163,7 @@ func TestFailover(t *testing.T) {
 				// Let a few renewals pass, so that takeover is timed from a
 				// renewal, not from the acquisition.
 				found := time.Now()
-				eventually(t, 5*time.Second, "renewals", func() bool {
+				wait.For(t, 5*time.Second, "renewals", func() bool {
 					return time.Since(found) > 3*old.e.cfg.Renew && old.e.Leading()
 				})
 				killed := time.Now()
@@ -215,11 +204,11 @@ func TestFailover(t *testing.T) {
 				}
 				if how == "network-loss" {
 					// The cut-off leader noticed on its own and told OnChange.
-					eventually(t, 5*time.Second, "old leader to step down", func() bool { return len(old.changes) == 2 })
+					wait.For(t, 5*time.Second, "old leader to step down", func() bool { return len(old.changes) == 2 })
 				}
 				// Let the new leader renew a few times with the sampler on.
 				deadline := time.Now().Add(2 * testTTL)
-				eventually(t, 5*time.Second, "new leader to keep the lease", func() bool {
+				wait.For(t, 5*time.Second, "new leader to keep the lease", func() bool {
 					return time.Now().After(deadline) && next.e.Leading()
 				})
 				s.check(t)
@@ -329,7 +318,7 @@ func TestLeaseTakenAwayStepsDown(t *testing.T) {
 		t.Fatal("no step-down after the lease was overwritten")
 	}
 	// It waits the intruder's TTL out and takes the lease back.
-	eventually(t, 5*time.Second, "lease taken back", m.e.Leading)
+	wait.For(t, 5*time.Second, "lease taken back", m.e.Leading)
 }
 
 func TestLostRenewalAnswerKeepsLeading(t *testing.T) {
@@ -355,7 +344,7 @@ func TestLostRenewalAnswerKeepsLeading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a renewal past the injected revision", func() bool {
+	wait.For(t, 5*time.Second, "a renewal past the injected revision", func() bool {
 		e, err := kv.Get(ctx, DefaultKey)
 		return err == nil && e.Revision() > rev
 	})
@@ -406,7 +395,7 @@ func TestElectorWaitsForJetStream(t *testing.T) {
 	m := start(t, n, "patient", nil)
 	// Run keeps retrying instead of failing, and never leads.
 	deadline := time.Now().Add(3 * openBackoffMin)
-	eventually(t, 5*time.Second, "retries", func() bool { return time.Now().After(deadline) })
+	wait.For(t, 5*time.Second, "retries", func() bool { return time.Now().After(deadline) })
 	if m.e.Leading() {
 		t.Fatal("leading without JetStream")
 	}

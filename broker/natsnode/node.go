@@ -19,14 +19,28 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-metrics/meridian/broker/service"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultHost         = "127.0.0.1"
+	DefaultPort         = 4222
+	DefaultReadyTimeout = 10 * time.Second
+	// DefaultNamespace prefixes the Collector's metric names in Meridian.
+	DefaultNamespace = "meridian"
+	// DefaultURL is where clients find a Node with the default host and
+	// port.
+	DefaultURL = nats.DefaultURL
 )
 
 // Config configures a Node. Zero fields take the documented defaults.
 type Config struct {
 	// Name is the server name, unique within a cluster. Default: generated.
 	Name string
-	// Host and Port are the client listen address. Default host 127.0.0.1,
-	// default port 4222; Port -1 picks a free port (tests).
+	// Host and Port are the client listen address. Default DefaultHost and
+	// DefaultPort; Port -1 picks a free port (tests).
 	Host string
 	Port int
 	// DontListen serves in-process clients only (see Node.Connect).
@@ -47,7 +61,7 @@ type Config struct {
 	// move to other cluster members before the server stops. Default 0: stop
 	// at once (fine for a single dev node).
 	LameDuck time.Duration
-	// ReadyTimeout bounds Start. Default 10s.
+	// ReadyTimeout bounds Start. Default DefaultReadyTimeout.
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default: slog.Default().
 	Logger *slog.Logger
@@ -61,23 +75,46 @@ type Node struct {
 	stopOnce sync.Once
 }
 
+// Validate reports the first problem with cfg that no default repairs.
+// Port may be -1 (a free port); other numbers must not be negative.
+func (c Config) Validate() error {
+	if !c.DisableJetStream && c.StoreDir == "" {
+		return errors.New("StoreDir is required with JetStream")
+	}
+	if c.Port < -1 {
+		return fmt.Errorf("Port %d: want -1 (any free port), 0 (default) or a port number", c.Port)
+	}
+	return service.First(
+		service.NonNegative("ClusterPort", c.ClusterPort),
+		service.NonNegative("MonitorPort", c.MonitorPort),
+		service.NonNegative("LameDuck", c.LameDuck),
+		service.NonNegative("ReadyTimeout", c.ReadyTimeout),
+	)
+}
+
+// withDefaults fills zero fields; call it after Validate.
+func (c Config) withDefaults() Config {
+	if c.Host == "" {
+		c.Host = DefaultHost
+	}
+	if c.Port == 0 {
+		c.Port = DefaultPort
+	}
+	if c.ReadyTimeout == 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // New validates cfg and builds the server without starting it.
 func New(cfg Config) (*Node, error) {
-	if cfg.Host == "" {
-		cfg.Host = "127.0.0.1"
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
 	}
-	if cfg.Port == 0 {
-		cfg.Port = 4222
-	}
-	if cfg.ReadyTimeout == 0 {
-		cfg.ReadyTimeout = 10 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if !cfg.DisableJetStream && cfg.StoreDir == "" {
-		return nil, errors.New("new nats node: StoreDir is required with JetStream")
-	}
+	cfg = cfg.withDefaults()
 	// A fresh Options per server: the server keeps and mutates it.
 	opts := &server.Options{
 		ServerName:          cfg.Name,

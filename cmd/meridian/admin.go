@@ -15,6 +15,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// Default admin addresses (/metrics, /healthz, /readyz) of the roles whose
+// main port serves something else. They differ so that one of each role
+// can share a host; a second process of the same role needs its own.
+const (
+	defaultGatewayAdminListen    = ":9101"
+	defaultAggregatorAdminListen = ":9102"
+	defaultNATSMetricsListen     = ":7777"
+)
+
+// portsNote is the line of a role's --help naming the ports it binds.
+func portsNote(ports string) string {
+	return "Binds " + ports + ".\nA second process of the same role on one host needs other ports; a taken port\n" +
+		"ends the process with exit code 1 before it serves anything."
+}
+
 // newRegistry is a process's own registry: Go runtime and process figures
 // plus whatever the roles register. Nothing uses the global registry.
 func newRegistry() *prometheus.Registry {
@@ -45,7 +60,8 @@ func registerNATSClient(reg prometheus.Registerer, namespace, client string, nc 
 	)
 }
 
-// readyCheck says whether a role can do its job, and if not, why.
+// readyCheck says whether a role can do its job, and if not, why: the
+// signature of every role's Ready method.
 type readyCheck func() (reason string, ok bool)
 
 // natsReady is ready while the connection is up.
@@ -58,22 +74,17 @@ func natsReady(nc *nats.Conn) readyCheck {
 	}
 }
 
-// allReady is ready when every check is.
-func allReady(checks ...readyCheck) readyCheck {
-	return func() (string, bool) {
-		for _, c := range checks {
-			if reason, ok := c(); !ok {
-				return reason, false
-			}
-		}
-		return "", true
-	}
+// metricsMux serves /metrics. The edge serves it beside its own /healthz
+// and /readyz, which answer from Edge.Ready.
+func metricsMux(reg *prometheus.Registry) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: false}))
+	return mux
 }
 
 // adminMux serves /metrics, /healthz and /readyz.
 func adminMux(reg *prometheus.Registry, ready readyCheck) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg, EnableOpenMetrics: false}))
+	mux := metricsMux(reg)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
@@ -87,13 +98,15 @@ func adminMux(reg *prometheus.Registry, ready readyCheck) *http.ServeMux {
 	return mux
 }
 
-// serveHTTP serves h on addr until ctx ends, then shuts down gracefully.
-func serveHTTP(ctx context.Context, addr string, h http.Handler, log *slog.Logger) error {
+// listenFlag binds the address a flag names. Roles bind every port before
+// they start anything, so that a taken port ends the process (exit 1)
+// before it serves or publishes.
+func listenFlag(flag, addr string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", addr, err)
+		return nil, fmt.Errorf("--%s: %w", flag, err)
 	}
-	return serveListener(ctx, ln, h, log)
+	return ln, nil
 }
 
 // serveListener serves h on ln until ctx ends, then shuts down gracefully.

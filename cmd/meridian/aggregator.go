@@ -1,32 +1,18 @@
 package main
 
 import (
-	"time"
-
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/leader"
 )
 
-type aggregatorConfig struct {
-	NATSURL          string
-	Listen           string
-	Namespace        string
-	HistoryRetention time.Duration
-	HistoryReplicas  int
-	StaleAfter       time.Duration
-	AvgWindow        time.Duration
-	ExportTTL        time.Duration
-	ID               string
-	LeaderTTL        time.Duration
-	StateReplicas    int
-	RollupRetention  time.Duration
-	RollupReplicas   int
-}
-
 func aggregatorCommand() *cli.Command {
-	var cfg aggregatorConfig
+	var (
+		cfg            aggregator.Config
+		natsURL, admin string
+	)
 	return &cli.Command{
 		Name:  "aggregator",
 		Usage: "merge gateway reports into cluster, region and instance snapshots every second",
@@ -35,52 +21,55 @@ func aggregatorCommand() *cli.Command {
 			"MERIDIAN_ROLLUPS (--rollup-retention). Run any number: one leads (a lease in the KV bucket\n" +
 			"MERIDIAN_LEADER), the others follow hot and take over with the persisted merge state\n" +
 			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
-			"instance and region labels; the leader only), /healthz and /readyz.",
+			"instance and region labels; the leader only), /healthz and /readyz.\n" +
+			portsNote("--listen (default "+defaultAggregatorAdminListen+")"),
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
-			&cli.StringFlag{Name: "listen", Value: ":9102", Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &cfg.Listen},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
-			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
-			&cli.IntFlag{Name: "history-replicas", Value: 1, Usage: "replicas of the history stream (3 in a NATS cluster)", Destination: &cfg.HistoryReplicas},
-			&cli.DurationFlag{Name: "stale-after", Usage: "drop an instance from gauges after this silence (default: 3 × its publish interval, at least 3s)", Destination: &cfg.StaleAfter},
-			&cli.DurationFlag{Name: "avg-window", Value: 10 * time.Second, Usage: "sliding window of avg_response_time", Destination: &cfg.AvgWindow},
+			natsURLFlag(&natsURL),
+			&cli.StringFlag{Name: "listen", Value: defaultAggregatorAdminListen, Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &admin},
+			&cli.StringFlag{Name: "namespace", Value: aggregator.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.History.MaxAge},
+			&cli.IntFlag{Name: "history-replicas", Value: history.DefaultReplicas, Usage: "replicas of the history stream (3 in a NATS cluster)", Destination: &cfg.History.Replicas},
+			&cli.DurationFlag{Name: "stale-after", Usage: "drop an instance from gauges after this silence (default: 3 × its publish interval, at least 3s)", Destination: &cfg.Merge.StaleAfter},
+			&cli.DurationFlag{Name: "avg-window", Value: aggregator.DefaultAvgWindow, Usage: "sliding window of avg_response_time", Destination: &cfg.Merge.AvgWindow},
 			&cli.StringFlag{Name: "id", Usage: "name of this aggregator in the leader lease (default: hostname plus a random suffix)", Destination: &cfg.ID},
-			&cli.DurationFlag{Name: "leader-ttl", Value: 2 * time.Second, Usage: "leader lease TTL: a dead leader is replaced within about this long (all aggregators must agree)", Destination: &cfg.LeaderTTL},
-			&cli.IntFlag{Name: "state-replicas", Value: 1, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
-			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.RollupRetention},
-			&cli.IntFlag{Name: "rollup-replicas", Value: 1, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.RollupReplicas},
-			&cli.DurationFlag{Name: "export-ttl", Value: 5 * time.Minute, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
+			&cli.DurationFlag{Name: "leader-ttl", Value: leader.DefaultTTL, Usage: "leader lease TTL: a dead leader is replaced within about this long (all aggregators must agree)", Destination: &cfg.Leader.TTL},
+			&cli.IntFlag{Name: "state-replicas", Value: aggregator.DefaultStateReplicas, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
+			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.Rollups.MaxAge},
+			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
+			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}),
 		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "aggregator")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-aggregator", log)
+			adminLn, err := listenFlag("listen", admin)
+			if err != nil {
+				return err
+			}
+			defer adminLn.Close()
+			nc, err := connectNATS(natsURL, "meridian-aggregator", log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			reg := newRegistry()
-			agg, err := aggregator.New(aggregator.Config{
-				NATS:       nc,
-				History:    history.StreamConfig{Replicas: cfg.HistoryReplicas, MaxAge: cfg.HistoryRetention},
-				StaleAfter: cfg.StaleAfter, AvgWindow: cfg.AvgWindow, ExportTTL: cfg.ExportTTL,
-				ID: cfg.ID, Leader: aggregator.LeaderConfig{TTL: cfg.LeaderTTL}, StateReplicas: cfg.StateReplicas,
-				Rollups:    aggregator.RollupConfig{Replicas: cfg.RollupReplicas, MaxAge: cfg.RollupRetention},
-				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
-			})
+			cfg.NATS, cfg.Registerer, cfg.Logger = nc, reg, log
+			agg, err := aggregator.New(cfg)
 			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
 			registerNATSClient(reg, cfg.Namespace, "aggregator", nc)
 			mux := adminMux(reg, natsReady(nc))
 			mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
-			g.Go(func() error { return serveHTTP(ctx, cfg.Listen, mux, log) })
-			log.Info("aggregator running", "id", agg.ID(), "nats", cfg.NATSURL, "listen", cfg.Listen)
+			g.Go(func() error { return serveListener(ctx, adminLn, mux, log) })
+			log.Info("aggregator running", "id", agg.ID(), "nats", natsURL, "listen", admin)
 			return g.Wait()
 		},
 	}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,7 +39,7 @@ type devConfig struct {
 	DemoErrorRatio   float64
 	Namespace        string
 	HistoryRetention time.Duration
-	Edge             edgeConfig
+	Edge             edge.Config
 }
 
 func devCommand() *cli.Command {
@@ -51,13 +52,13 @@ func devCommand() *cli.Command {
 			"a light load (--demo-rps; 0 turns it off) so the numbers move. Every HTTP endpoint is on --listen:\n" +
 			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Ctrl-C stops it cleanly.",
 		Flags: bindEnv(append([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: ":5900", Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian", Usage: "where JetStream keeps history", Destination: &cfg.DataDir},
-			&cli.StringFlag{Name: "nats-listen", Value: "127.0.0.1:4222", Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
+			&cli.StringFlag{Name: "nats-listen", Value: net.JoinHostPort(natsnode.DefaultHost, strconv.Itoa(natsnode.DefaultPort)), Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
 			&cli.StringSliceFlag{Name: "gateways", Value: cli.NewStringSlice("eu=127.0.0.1:8081", "us=127.0.0.1:8082"), Usage: "gateways to run, as region=listen-address"},
 			&cli.Float64Flag{Name: "demo-rps", Value: 20, Usage: "demo requests per second across the gateways; 0 turns the demo load off", Destination: &cfg.DemoRPS},
 			&cli.Float64Flag{Name: "demo-error-ratio", Value: 0.05, Usage: "fraction of each gateway's demo requests that ask the upstream for a 500", Destination: &cfg.DemoErrorRatio},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
 		}, edgeFlags(&cfg.Edge)...)),
 		Action: func(c *cli.Context) error {
@@ -81,9 +82,7 @@ type devGateway struct {
 func parseDevGateways(specs []string) (gws []devGateway, err error) {
 	defer func() {
 		if err != nil {
-			for _, g := range gws {
-				g.ln.Close()
-			}
+			closeDevGateways(gws)
 		}
 	}()
 	perRegion := map[string]int{}
@@ -109,7 +108,68 @@ func parseDevGateways(specs []string) (gws []devGateway, err error) {
 // so that the gateways' final reports reach the aggregator and clients get
 // close frames before NATS goes away.
 func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger) error {
-	host, port, err := splitHostPort("--nats-listen", cfg.NATSListen)
+	// The gateways' ports first: a taken one fails before anything starts.
+	gws, err := parseDevGateways(cfg.Gateways)
+	if err != nil {
+		return err
+	}
+	d := &devCluster{cfg: cfg, log: log, failed: make(chan error, 8)}
+	defer d.stops.run(log)
+	if err := d.startNATS(ctx); err != nil {
+		closeDevGateways(gws)
+		return err
+	}
+	e, err := d.startBroker()
+	if err != nil {
+		closeDevGateways(gws)
+		return err
+	}
+	upURL, err := d.startUpstream()
+	if err != nil {
+		closeDevGateways(gws)
+		return err
+	}
+	targets, err := d.startGateways(gws, upURL)
+	if err != nil {
+		return err
+	}
+	if cfg.DemoRPS > 0 && len(targets) > 0 {
+		d.start("demo load", func(ctx context.Context) error {
+			_, err := loadgen.Run(ctx, loadgen.Config{
+				Targets: targets, RPS: cfg.DemoRPS, Continuous: true, ErrorRatio: cfg.DemoErrorRatio,
+			})
+			return err
+		}, nil)
+	}
+	printDevURLs(out, cfg, d.node, e.Addr(), gws, targets, upURL)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "stopping…")
+	case runErr = <-d.failed:
+		log.Error("dev cluster stopping", "err", runErr)
+	}
+	d.stops.run(log)
+	d.wg.Wait()
+	return runErr
+}
+
+// devCluster is what runDev has started: every role pushes its stop on
+// stops, and a role whose Run fails reports on failed.
+type devCluster struct {
+	cfg    devConfig
+	log    *slog.Logger
+	node   *natsnode.Node
+	reg    *prometheus.Registry
+	stops  stack
+	wg     sync.WaitGroup
+	failed chan error
+}
+
+// startNATS starts the embedded NATS server and the process's registry.
+func (d *devCluster) startNATS(ctx context.Context) error {
+	host, port, err := splitHostPort("--nats-listen", d.cfg.NATSListen)
 	if err != nil {
 		return err
 	}
@@ -118,7 +178,7 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	}
 	node, err := natsnode.New(natsnode.Config{
 		Name: "meridian-dev", Host: host, Port: port,
-		StoreDir: filepath.Join(cfg.DataDir, "nats"), Logger: log.With("role", "nats"),
+		StoreDir: filepath.Join(d.cfg.DataDir, "nats"), Logger: d.log.With("role", "nats"),
 	})
 	if err != nil {
 		return err
@@ -126,146 +186,138 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer, log *slog.Logger)
 	if err := node.Start(ctx); err != nil {
 		return err
 	}
-	var stops stack
-	defer stops.run(log)
-	stops.push("nats", node.Shutdown)
+	d.stops.push("nats", node.Shutdown)
+	d.node = node
+	d.reg = newRegistry()
+	d.reg.MustRegister(node.Collector(d.cfg.Namespace))
+	return nil
+}
 
-	reg := newRegistry()
-	reg.MustRegister(node.Collector(cfg.Namespace))
-	connect := func(name string) (*nats.Conn, error) {
-		nc, err := node.Connect(nats.Name(name), nats.MaxReconnects(-1))
-		if err == nil {
-			registerNATSClient(reg, cfg.Namespace, name, nc)
-			stops.push(name+" connection", func(context.Context) error { nc.Close(); return nil })
+// connect opens an in-process NATS connection for one role.
+func (d *devCluster) connect(name string) (*nats.Conn, error) {
+	nc, err := d.node.Connect(nats.Name(name), nats.MaxReconnects(-1))
+	if err == nil {
+		registerNATSClient(d.reg, d.cfg.Namespace, name, nc)
+		d.stops.push(name+" connection", func(context.Context) error { nc.Close(); return nil })
+	}
+	return nc, err
+}
+
+// start runs a role until its stop (or the cluster's) ends it.
+func (d *devCluster) start(name string, run func(context.Context) error, stop func(context.Context) error) {
+	rctx, cancel := context.WithCancel(context.Background())
+	d.wg.Go(func() {
+		if err := run(rctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.failed <- fmt.Errorf("%s: %w", name, err)
 		}
-		return nc, err
-	}
-
-	gatewaysLns, err := parseDevGateways(cfg.Gateways)
-	if err != nil {
+	})
+	d.stops.push(name, func(sctx context.Context) error {
+		var err error
+		if stop != nil {
+			err = stop(sctx)
+		}
+		cancel()
 		return err
-	}
+	})
+}
 
-	// Aggregator.
-	aggNC, err := connect("aggregator")
+// startBroker starts the aggregator and the edge, which serves every HTTP
+// endpoint of the process on its port.
+func (d *devCluster) startBroker() (*edge.Edge, error) {
+	aggNC, err := d.connect("aggregator")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	agg, err := aggregator.New(aggregator.Config{
-		NATS: aggNC, History: history.StreamConfig{MaxAge: cfg.HistoryRetention},
-		Registerer: reg, Namespace: cfg.Namespace, Logger: log.With("role", "aggregator"),
+		NATS: aggNC, History: history.StreamConfig{MaxAge: d.cfg.HistoryRetention},
+		Registerer: d.reg, Namespace: d.cfg.Namespace, Logger: d.log.With("role", "aggregator"),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	// Edge, serving every HTTP endpoint of the process on its port.
-	edgeNC, err := connect("edge")
+	edgeNC, err := d.connect("edge")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
 	mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
 	if err := mountHistoryAPI(mux, edgeNC); err != nil {
-		return err
+		return nil, err
 	}
-	e, err := edge.New(cfg.Edge.apply(edge.Config{
-		Listen: cfg.Listen, NATS: edgeNC, HTTP: mux,
-		Registerer: reg, Namespace: cfg.Namespace, Logger: log.With("role", "edge"),
-	}))
+	ecfg := d.cfg.Edge
+	ecfg.Listen, ecfg.NATS, ecfg.HTTP = d.cfg.Listen, edgeNC, mux
+	ecfg.Registerer, ecfg.Namespace, ecfg.Logger = d.reg, d.cfg.Namespace, d.log.With("role", "edge")
+	e, err := edge.New(ecfg)
 	if err != nil {
-		for _, g := range gatewaysLns {
-			g.ln.Close()
-		}
-		return err
+		return nil, err
 	}
+	d.start("aggregator", agg.Run, agg.Shutdown)
+	d.start("edge", e.Run, e.Shutdown)
+	return e, nil
+}
 
-	// Demo upstream.
-	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+// startUpstream serves the demo upstream on a free loopback port.
+func (d *devCluster) startUpstream() (*url.URL, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("listen for demo upstream: %w", err)
+		return nil, fmt.Errorf("listen for demo upstream: %w", err)
 	}
-	upURL := &url.URL{Scheme: "http", Host: upLn.Addr().String()}
-
-	var wg sync.WaitGroup
-	failed := make(chan error, 8)
-	start := func(name string, run func(context.Context) error, stop func(context.Context) error) {
-		rctx, cancel := context.WithCancel(context.Background())
-		wg.Go(func() {
-			if err := run(rctx); err != nil && !errors.Is(err, context.Canceled) {
-				failed <- fmt.Errorf("%s: %w", name, err)
-			}
-		})
-		stops.push(name, func(sctx context.Context) error {
-			var err error
-			if stop != nil {
-				err = stop(sctx)
-			}
-			cancel()
-			return err
-		})
-	}
-
-	start("aggregator", agg.Run, agg.Shutdown)
-	start("edge", e.Run, e.Shutdown)
-	start("demo upstream", func(ctx context.Context) error {
-		return serveListener(ctx, upLn, demo.Handler(demo.Config{}), log.With("role", "upstream"))
+	d.start("demo upstream", func(ctx context.Context) error {
+		return serveListener(ctx, ln, demo.Handler(demo.Config{}), d.log.With("role", "upstream"))
 	}, nil)
+	return &url.URL{Scheme: "http", Host: ln.Addr().String()}, nil
+}
 
+// startGateways runs one gateway per listener and returns their URLs.
+func (d *devCluster) startGateways(gws []devGateway, upURL *url.URL) ([]string, error) {
 	var targets []string
-	for _, g := range gatewaysLns {
-		gnc, err := connect(g.instance)
-		if err != nil {
-			return err
+	for i, g := range gws {
+		gnc, err := d.connect(g.instance)
+		if err == nil {
+			var gw *gateway.Node
+			gw, err = gateway.New(gateway.Config{
+				Upstream: upURL, Listener: g.ln, Region: g.region, Instance: g.instance, NATS: gnc,
+				Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"instance": g.instance, "region": g.region}, d.reg),
+				Namespace:  d.cfg.Namespace, Logger: d.log.With("role", "gateway"),
+			})
+			if err == nil {
+				d.start(g.instance, gw.Run, gw.Shutdown)
+			}
 		}
-		gw, err := gateway.New(gateway.Config{
-			Upstream: upURL, Listener: g.ln, Region: g.region, Instance: g.instance, NATS: gnc,
-			Registerer: prometheus.WrapRegistererWith(prometheus.Labels{"instance": g.instance, "region": g.region}, reg),
-			Namespace:  cfg.Namespace, Logger: log.With("role", "gateway"),
-		})
 		if err != nil {
-			return err
+			closeDevGateways(gws[i:])
+			return nil, err
 		}
-		start(g.instance, gw.Run, gw.Shutdown)
 		targets = append(targets, "http://"+g.ln.Addr().String()+"/")
 	}
+	return targets, nil
+}
 
-	if cfg.DemoRPS > 0 && len(targets) > 0 {
-		start("demo load", func(ctx context.Context) error {
-			_, err := loadgen.Run(ctx, loadgen.Config{
-				Targets: targets, RPS: cfg.DemoRPS, Continuous: true, ErrorRatio: cfg.DemoErrorRatio,
-			})
-			return err
-		}, nil)
+func closeDevGateways(gws []devGateway) {
+	for _, g := range gws {
+		g.ln.Close()
 	}
+}
 
-	edgeURL := "ws://" + displayAddr(e.Addr()) + "/ws/metrics"
+// printDevURLs tells the user where everything is.
+func printDevURLs(out io.Writer, cfg devConfig, node *natsnode.Node, edgeAddr net.Addr, gws []devGateway, targets []string, upURL *url.URL) {
+	addr := displayAddr(edgeAddr)
+	edgeURL := "ws://" + addr + "/ws/metrics"
 	fmt.Fprintf(out, "Meridian dev is running (Ctrl-C stops it).\n")
 	fmt.Fprintf(out, "  live metrics (WebSocket)  %s\n", edgeURL)
 	fmt.Fprintf(out, "  watch them                go run ./cmd/meridian watch %s\n", edgeURL)
-	for i, g := range gatewaysLns {
+	for i, g := range gws {
 		fmt.Fprintf(out, "  gateway %-17s %s  (region %s)\n", g.instance, targets[i], g.region)
 	}
 	fmt.Fprintf(out, "  demo upstream             %s\n", upURL)
-	fmt.Fprintf(out, "  prometheus                http://%s/metrics  and  /metrics/gateways\n", displayAddr(e.Addr()))
-	fmt.Fprintf(out, "  health                    http://%s/healthz  /readyz\n", displayAddr(e.Addr()))
-	fmt.Fprintf(out, "  history (REST)           http://%s/api/metrics/list  /api/metrics/history?metric=requests_total\n", displayAddr(e.Addr()))
+	fmt.Fprintf(out, "  prometheus                http://%s/metrics  and  /metrics/gateways\n", addr)
+	fmt.Fprintf(out, "  health                    http://%s/healthz  /readyz\n", addr)
+	fmt.Fprintf(out, "  history (REST)           http://%s/api/metrics/list  /api/metrics/history?metric=requests_total\n", addr)
 	fmt.Fprintf(out, "  nats                      %s  (JetStream data in %s)\n", node.ClientURL(), cfg.DataDir)
 	if cfg.DemoRPS > 0 {
 		fmt.Fprintf(out, "  demo load                 %g req/s, %g%% asking for errors\n", cfg.DemoRPS, cfg.DemoErrorRatio*100)
 	}
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(out, "stopping…")
-	case runErr = <-failed:
-		log.Error("dev cluster stopping", "err", runErr)
-	}
-	stops.run(log)
-	wg.Wait()
-	return runErr
 }
 
 // displayAddr turns a wildcard listen address into one a browser can use.

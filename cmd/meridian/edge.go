@@ -15,41 +15,20 @@ import (
 	"github.com/meridian-metrics/meridian/broker/history"
 )
 
-type edgeConfig struct {
-	Listen            string
-	NATSURL           string
-	Namespace         string
-	HistoryWindow     time.Duration
-	HistoryPoints     int
-	HeartbeatInterval time.Duration
-	PingInterval      time.Duration
-	IdleTimeout       time.Duration
-	MaxMessageBytes   int
-	MaxReplay         int
-	HistoryRate       time.Duration
-	HistoryBurst      int
-}
-
-func edgeFlags(cfg *edgeConfig) []cli.Flag {
+// edgeFlags set the edge.Config fields an operator tunes, defaulting to the
+// package's constants.
+func edgeFlags(cfg *edge.Config) []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "history-window", Value: edge.DefaultHistoryWindow, Usage: "history kept in memory and sent with include_history", Destination: &cfg.HistoryWindow},
 		&cli.IntFlag{Name: "history-points", Value: edge.DefaultHistoryPoints, Usage: "cap on a client's history_points (clients get 720 unless they ask)", Destination: &cfg.HistoryPoints},
 		&cli.DurationFlag{Name: "heartbeat-interval", Value: edge.DefaultHeartbeatInterval, Usage: "period of Heartbeat events", Destination: &cfg.HeartbeatInterval},
 		&cli.DurationFlag{Name: "ping-interval", Value: edge.DefaultPingInterval, Usage: "period of WebSocket pings", Destination: &cfg.PingInterval},
 		&cli.DurationFlag{Name: "idle-timeout", Value: edge.DefaultIdleTimeout, Usage: "close connections silent for this long", Destination: &cfg.IdleTimeout},
-		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplay},
-		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRate},
-		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryBurst},
+		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplaySnapshots},
+		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRequestInterval},
+		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryRequestBurst},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
 	}
-}
-
-func (cfg *edgeConfig) apply(c edge.Config) edge.Config {
-	c.HistoryWindow, c.HistoryPoints = cfg.HistoryWindow, cfg.HistoryPoints
-	c.HeartbeatInterval, c.PingInterval, c.IdleTimeout = cfg.HeartbeatInterval, cfg.PingInterval, cfg.IdleTimeout
-	c.MaxMessageBytes = cfg.MaxMessageBytes
-	c.MaxReplaySnapshots, c.HistoryRequestInterval, c.HistoryRequestBurst = cfg.MaxReplay, cfg.HistoryRate, cfg.HistoryBurst
-	return c
 }
 
 // mountHistoryAPI serves /api/metrics/list and /api/metrics/history.
@@ -67,46 +46,45 @@ func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 }
 
 func edgeCommand() *cli.Command {
-	var cfg edgeConfig
+	var (
+		cfg     edge.Config
+		natsURL string
+	)
 	return &cli.Command{
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
 		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
-			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.",
+			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.\n" +
+			portsNote("--listen (default "+edge.DefaultListen+")"),
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			natsURLFlag(&natsURL),
+			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 		}, edgeFlags(&cfg)...)),
 		Action: func(c *cli.Context) error {
+			if err := cfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
 			log = log.With("role", "edge")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-edge", log)
+			nc, err := connectNATS(natsURL, "meridian-edge", log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			reg := newRegistry()
 			registerNATSClient(reg, cfg.Namespace, "edge", nc)
-			var e *edge.Edge
-			ready := func() (string, bool) {
-				if e != nil && e.Ready() {
-					return "", true
-				}
-				return "no live snapshots (is an aggregator running?)", false
-			}
-			mux := adminMux(reg, allReady(natsReady(nc), ready))
+			mux := metricsMux(reg)
 			if err := mountHistoryAPI(mux, nc); err != nil {
 				return err
 			}
-			e, err = edge.New(cfg.apply(edge.Config{
-				Listen: cfg.Listen, NATS: nc, Registerer: reg, Namespace: cfg.Namespace, Logger: log, HTTP: mux,
-			}))
+			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, mux
+			e, err := edge.New(cfg)
 			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
 			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics")
 			err = e.Run(c.Context)

@@ -13,47 +13,40 @@ import (
 	"github.com/meridian-metrics/meridian/proto"
 )
 
-type gatewayConfig struct {
-	Upstream        string
-	Listen          string
-	Region          string
-	Instance        string
-	NATSURL         string
-	PublishInterval time.Duration
-	UpstreamTimeout time.Duration
-	AdminListen     string
-	Namespace       string
-}
-
 func gatewayCommand() *cli.Command {
-	var cfg gatewayConfig
+	var (
+		cfg                      gateway.Config
+		upstream, natsURL, admin string
+	)
 	return &cli.Command{
 		Name:  "gateway",
 		Usage: "run a counting reverse proxy that publishes its per-instance report to NATS",
 		Description: "Proxies every request on --listen to --upstream and counts it (status < 400 success, >= 400\n" +
 			"error; 502/504 for upstream failures, 499 for clients that went away). Publishes a cumulative\n" +
 			"report on meridian.report.<region>.<instance> every --publish-interval, and a final one on\n" +
-			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.",
+			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.\n" +
+			portsNote("--listen (default "+gateway.DefaultListen+") and --admin-listen (default "+defaultGatewayAdminListen+")"),
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &cfg.Upstream},
+			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &upstream},
 			&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, Usage: "proxy listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of this instance (letters, digits, - and _)", Destination: &cfg.Region},
 			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname, e.g. the container's)", Destination: &cfg.Instance},
-			&cli.StringFlag{Name: "nats-url", Value: "nats://127.0.0.1:4222", Usage: "NATS server URL(s), comma-separated", Destination: &cfg.NATSURL},
-			&cli.DurationFlag{Name: "publish-interval", Value: time.Second, Usage: "time between reports", Destination: &cfg.PublishInterval},
+			natsURLFlag(&natsURL),
+			&cli.DurationFlag{Name: "publish-interval", Value: gateway.DefaultPublishInterval, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: gateway.DefaultUpstreamTimeout, Usage: "upstream connect + response-header timeout (504 beyond)", Destination: &cfg.UpstreamTimeout},
-			&cli.StringFlag{Name: "admin-listen", Value: ":9101", Usage: "address for /metrics, /healthz, /readyz", Destination: &cfg.AdminListen},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "admin-listen", Value: defaultGatewayAdminListen, Usage: "address for /metrics, /healthz, /readyz", Destination: &admin},
+			&cli.StringFlag{Name: "namespace", Value: gateway.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 		}),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
 				return err
 			}
-			up, err := url.Parse(cfg.Upstream)
+			up, err := url.Parse(upstream)
 			if err != nil || up.Scheme == "" || up.Host == "" {
-				return usageError("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", cfg.Upstream)
+				return usageError("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", upstream)
 			}
+			cfg.Upstream = up
 			if cfg.Instance == "" {
 				host, err := os.Hostname()
 				if err != nil {
@@ -66,20 +59,25 @@ func gatewayCommand() *cli.Command {
 					return usageError("--%s: %v", flag, err)
 				}
 			}
+			if err := cfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
 			log = log.With("role", "gateway")
-			nc, err := connectNATS(cfg.NATSURL, "meridian-gateway-"+cfg.Instance, log)
+			adminLn, err := listenFlag("admin-listen", admin)
+			if err != nil {
+				return err
+			}
+			defer adminLn.Close()
+			nc, err := connectNATS(natsURL, "meridian-gateway-"+cfg.Instance, log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			reg := newRegistry()
-			node, err := gateway.New(gateway.Config{
-				Upstream: up, Listen: cfg.Listen, Region: cfg.Region, Instance: cfg.Instance, NATS: nc,
-				PublishInterval: cfg.PublishInterval, UpstreamTimeout: cfg.UpstreamTimeout,
-				Registerer: reg, Namespace: cfg.Namespace, Logger: log,
-			})
+			cfg.NATS, cfg.Registerer, cfg.Logger = nc, reg, log
+			node, err := gateway.New(cfg)
 			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
 			registerNATSClient(reg, cfg.Namespace, "gateway", nc)
 			// Joins this process's own series (labelled by scrape target) with
@@ -91,8 +89,8 @@ func gatewayCommand() *cli.Command {
 			}, func() float64 { return 1 }))
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return node.Run(ctx) })
-			g.Go(func() error { return serveHTTP(ctx, cfg.AdminListen, adminMux(reg, natsReady(nc)), log) })
-			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", cfg.NATSURL)
+			g.Go(func() error { return serveListener(ctx, adminLn, adminMux(reg, node.Ready), log) })
+			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", natsURL)
 			err = g.Wait()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

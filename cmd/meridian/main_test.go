@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"strings"
 	"testing"
 
@@ -75,6 +76,63 @@ func TestBadFlagValuesGetClearErrors(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want non-zero and %q", tc.args[1:], code, errOut.String(), tc.want)
 		}
 	}
+}
+
+// Usage errors exit 2 with one line naming the problem; runtime failures
+// such as a port already in use exit 1, without usage text.
+func TestExitCodes(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	// Nothing answers here: the roles start connecting in the background
+	// and fail on the port before any connection matters.
+	noNATS := "nats://127.0.0.1:1"
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"negative edge timeout", []string{"meridian", "edge", "--idle-timeout", "-1s", "--nats-url", noNATS}, 2, "IdleTimeout -1s must not be negative"},
+		{"negative aggregator ttl", []string{"meridian", "aggregator", "--export-ttl", "-1s", "--nats-url", noNATS}, 2, "ExportTTL -1s must not be negative"},
+		{"negative gateway interval", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
+			"--publish-interval", "-1s", "--nats-url", noNATS}, 2, "PublishInterval -1s must not be negative"},
+		{"negative lame duck", []string{"meridian", "nats", "--lame-duck", "-1s", "--data-dir", t.TempDir()}, 2, "LameDuck -1s must not be negative"},
+		{"edge port taken", []string{"meridian", "edge", "--listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "address already in use"},
+		{"gateway admin port taken", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
+			"--listen", "127.0.0.1:0", "--admin-listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "--admin-listen"},
+		{"gateway proxy port taken", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
+			"--listen", taken.Addr().String(), "--admin-listen", "127.0.0.1:0", "--nats-url", noNATS}, 1, "address already in use"},
+		{"aggregator admin port taken", []string{"meridian", "aggregator", "--listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "address already in use"},
+		{"nats metrics port taken", []string{"meridian", "nats", "--listen", "127.0.0.1:0", "--metrics-listen", taken.Addr().String(),
+			"--data-dir", t.TempDir()}, 1, "--metrics-listen"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errOut)
+			msg := errOut.String()
+			if code != tc.code || !strings.Contains(msg, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d and %q", code, msg, tc.code, tc.want)
+			}
+			if strings.Contains(msg, "USAGE") || strings.Contains(out.String(), "USAGE") {
+				t.Errorf("usage text printed for a runtime or value error: %q", out.String()+msg)
+			}
+			if lines := strings.Count(strings.TrimSpace(lastLines(msg)), "\n"); lines != 0 {
+				t.Errorf("error message spans %d lines: %q", lines+1, msg)
+			}
+		})
+	}
+}
+
+// lastLines is the part of stderr written by run: the "meridian:" line.
+func lastLines(s string) string {
+	if i := strings.LastIndex(s, "meridian: "); i >= 0 {
+		return s[i:]
+	}
+	return s
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

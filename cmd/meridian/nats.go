@@ -30,17 +30,19 @@ func natsCommand() *cli.Command {
 		Name:  "nats",
 		Usage: "run a standalone NATS server node with JetStream (embedded nats-server)",
 		Description: "Runs one NATS server with JetStream storing under --data-dir. With --cluster-name and\n" +
-			"--routes it joins a NATS cluster. SIGTERM/Ctrl-C shuts it down in lame-duck mode.",
+			"--routes it joins a NATS cluster. SIGTERM/Ctrl-C shuts it down in lame-duck mode.\n" +
+			portsNote("--listen (default "+strconv.Itoa(natsnode.DefaultPort)+"), --metrics-listen (default "+defaultNATSMetricsListen+"; empty: none), --cluster-listen\n"+
+				"with --cluster-name, --monitor-port when set"),
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:4222", Usage: "client listen address", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: "0.0.0.0:" + strconv.Itoa(natsnode.DefaultPort), Usage: "client listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian/nats", Usage: "JetStream store directory", Destination: &cfg.DataDir},
 			&cli.StringFlag{Name: "name", Usage: "server name, unique in the cluster (default: generated)", Destination: &cfg.Name},
 			&cli.StringFlag{Name: "cluster-name", Usage: "NATS cluster name; empty runs standalone", Destination: &cfg.ClusterName},
 			&cli.StringFlag{Name: "cluster-listen", Value: "0.0.0.0:6222", Usage: "cluster (route) listen address", Destination: &cfg.ClusterAddr},
 			&cli.StringSliceFlag{Name: "routes", Usage: "cluster routes, e.g. nats-route://nats-2:6222 (repeat or comma-separate)"},
 			&cli.IntFlag{Name: "monitor-port", Usage: "NATS HTTP monitoring port (/varz, /jsz); 0 disables", Destination: &cfg.MonitorPort},
-			&cli.StringFlag{Name: "metrics-listen", Value: ":7777", Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
-			&cli.StringFlag{Name: "namespace", Value: "meridian", Usage: "metric name prefix", Destination: &cfg.Namespace},
+			&cli.StringFlag{Name: "metrics-listen", Value: defaultNATSMetricsListen, Usage: "address for /metrics (server figures as Prometheus metrics), /healthz, /readyz; empty disables", Destination: &cfg.MetricsAddr},
+			&cli.StringFlag{Name: "namespace", Value: natsnode.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "lame-duck", Value: 5 * time.Second, Usage: "lame-duck period on shutdown, letting clients move to other nodes", Destination: &cfg.LameDuck},
 		}),
 		Action: func(c *cli.Context) error {
@@ -67,6 +69,16 @@ func natsCommand() *cli.Command {
 				}
 				ncfg.ClusterName, ncfg.ClusterHost, ncfg.ClusterPort, ncfg.Routes = cfg.ClusterName, chost, cport, cfg.Routes
 			}
+			if err := ncfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
+			var metricsLn net.Listener
+			if cfg.MetricsAddr != "" {
+				if metricsLn, err = listenFlag("metrics-listen", cfg.MetricsAddr); err != nil {
+					return err
+				}
+				defer metricsLn.Close()
+			}
 			node, err := natsnode.New(ncfg)
 			if err != nil {
 				return err
@@ -76,10 +88,10 @@ func natsCommand() *cli.Command {
 			}
 			log.Info("nats server ready", "url", node.ClientURL(), "data_dir", cfg.DataDir, "cluster", cfg.ClusterName)
 			g, ctx := newGroup(c.Context)
-			if cfg.MetricsAddr != "" {
+			if metricsLn != nil {
 				reg := newRegistry()
 				reg.MustRegister(node.Collector(cfg.Namespace))
-				g.Go(func() error { return serveHTTP(ctx, cfg.MetricsAddr, adminMux(reg, node.Ready), log) })
+				g.Go(func() error { return serveListener(ctx, metricsLn, adminMux(reg, node.Ready), log) })
 			}
 			<-ctx.Done()
 			log.Info("nats server shutting down", "lame_duck", cfg.LameDuck)

@@ -6,7 +6,15 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/urfave/cli/v2"
+
+	"github.com/meridian-metrics/meridian/broker/natsnode"
 )
+
+// natsURLFlag is every role's --nats-url.
+func natsURLFlag(dest *string) cli.Flag {
+	return &cli.StringFlag{Name: "nats-url", Value: natsnode.DefaultURL, Usage: "NATS server URL(s), comma-separated", Destination: dest}
+}
 
 // connectNATS opens the client connection a role uses. It never gives up:
 // a role started before its NATS server (docker compose) connects when the

@@ -25,7 +25,11 @@ func upstreamCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return serveHTTP(c.Context, cfg.Listen, demo.Handler(demo.Config{}), log.With("role", "upstream"))
+			ln, err := listenFlag("listen", cfg.Listen)
+			if err != nil {
+				return err
+			}
+			return serveListener(c.Context, ln, demo.Handler(demo.Config{}), log.With("role", "upstream"))
 		},
 	}
 }

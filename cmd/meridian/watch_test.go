@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -164,16 +165,15 @@ func TestWatchPrintsTheNamedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Published until the edge has it: it may not have subscribed yet.
-	deadline := time.Now().Add(20 * time.Second)
-	for !e.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("the edge did not take the snapshot")
+	wait.For(t, 20*time.Second, "the edge holding the snapshot", func() bool {
+		if _, ok := e.Ready(); ok {
+			return true
 		}
 		if err := nc.Publish(proto.SnapshotSubject(proto.ClusterScope()), data); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond) // polling a condition
-	}
+		return false
+	})
 	tests := []struct {
 		args []string
 		want string

@@ -45,6 +45,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -59,10 +60,10 @@ const (
 
 // Sentinel errors.
 var (
-	// ErrClosed is returned by Run after Shutdown.
-	ErrClosed = errors.New("naive edge closed")
+	// ErrClosed is returned by Run after Shutdown or a first Run.
+	ErrClosed = service.ErrClosed
 	// ErrRunning is returned by a second Run call.
-	ErrRunning = errors.New("naive edge already running")
+	ErrRunning = service.ErrRunning
 )
 
 // Config configures a Server. Zero fields take the documented defaults.
@@ -125,14 +126,11 @@ type Server struct {
 	skippedTicks atomic.Uint64
 	writeErrors  atomic.Uint64
 
-	mu       sync.Mutex
-	conns    map[*wsConn]struct{}
-	closing  bool
-	started  bool
-	stopping bool
-	connWG   sync.WaitGroup // handler and reader goroutines of upgraded connections
-	stop     chan struct{}
-	done     chan struct{}
+	mu      sync.Mutex
+	conns   map[*wsConn]struct{}
+	closing bool
+	connWG  sync.WaitGroup // handler and reader goroutines of upgraded connections
+	life    service.Lifecycle
 }
 
 // New validates cfg, opens the listener (so Addr works before Run) and
@@ -147,8 +145,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:   cfg,
 		log:   cfg.Logger.With("component", "naiveedge"),
 		conns: make(map[*wsConn]struct{}),
-		stop:  make(chan struct{}),
-		done:  make(chan struct{}),
 		ln:    cfg.Listener,
 	}
 	if s.ln == nil {
@@ -196,26 +192,16 @@ func (s *Server) Stats() Stats {
 // Run serves until ctx ends or Shutdown is called, then closes every
 // connection and returns once all goroutines it started have exited.
 func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	switch {
-	case s.stopping:
-		s.mu.Unlock()
-		return ErrClosed
-	case s.started:
-		s.mu.Unlock()
-		return ErrRunning
+	ctx, err := s.life.Start(ctx)
+	if err != nil {
+		return err
 	}
-	s.started = true
-	s.mu.Unlock()
-	defer close(s.done)
+	defer s.life.Exit()
 
 	served := make(chan error, 1)
 	go func() { served <- s.srv.Serve(s.ln) }()
 
-	select {
-	case <-ctx.Done():
-	case <-s.stop:
-	}
+	<-ctx.Done() // ctx or Shutdown
 	// Hijacked connections are ours: http.Server.Close leaves them open.
 	_ = s.srv.Close()
 	serveErr := <-served
@@ -231,26 +217,17 @@ func (s *Server) Run(ctx context.Context) error {
 // Shutdown stops the server and waits for Run to return or ctx to end. It
 // is idempotent and may be called without Run, to release the listener.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	if !s.stopping {
-		s.stopping = true
-		close(s.stop)
-	}
-	started := s.started
-	s.mu.Unlock()
-	if !started {
+	if !s.life.Stop() {
 		s.unsubscribe()
 		if err := s.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			return fmt.Errorf("close listener: %w", err)
 		}
 		return nil
 	}
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shut down naive edge: %w", ctx.Err())
+	if err := s.life.Wait(ctx); err != nil {
+		return fmt.Errorf("shut down naive edge: %w", err)
 	}
+	return nil
 }
 
 func (s *Server) unsubscribe() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/natsnode"
 	"github.com/meridian-metrics/meridian/broker/wsclient"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -71,7 +72,7 @@ func startServer(t testing.TB) *testServer {
 	})
 	ts := &testServer{Server: s, t: t, nc: nc, url: "ws://" + s.Addr().String() + Path}
 	ts.publish(snapshot(time.Now().Add(-time.Second), 1000))
-	waitFor(t, "first snapshot", s.HasSnapshot)
+	wait.For(t, 10*time.Second, "first snapshot", s.HasSnapshot)
 	return ts
 }
 
@@ -91,17 +92,6 @@ func (ts *testServer) publish(s proto.Snapshot) {
 	}
 	if err := ts.nc.Publish(proto.SnapshotSubject(s.Scope), data); err != nil {
 		ts.t.Fatal(err)
-	}
-}
-
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -185,7 +175,7 @@ func TestProtocol(t *testing.T) {
 	}
 	// The counter moves once the write returned, which may be after the
 	// client read the frame.
-	waitFor(t, "2 deliveries counted", func() bool { return ts.Stats().Deliveries == 2 })
+	wait.For(t, 10*time.Second, "2 deliveries counted", func() bool { return ts.Stats().Deliveries == 2 })
 	if st := ts.Stats(); st.Connections != 1 || st.WriteErrors != 0 || st.SkippedTicks != 0 {
 		t.Errorf("stats %+v, want 1 connection and no errors", st)
 	}
@@ -202,7 +192,7 @@ func TestShutdownClosesConnectionsAndJoins(t *testing.T) {
 	go func() { runErr <- s.Run(context.Background()) }()
 	url := "ws://" + s.Addr().String() + Path
 	clients := []*wsclient.Client{dial(t, url), dial(t, url)}
-	waitFor(t, "two connections", func() bool { return s.Stats().Connections == 2 })
+	wait.For(t, 10*time.Second, "two connections", func() bool { return s.Stats().Connections == 2 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

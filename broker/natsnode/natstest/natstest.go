@@ -1,9 +1,10 @@
-// Package natstest starts embedded NATS servers for tests.
+// Package natstest starts the embedded NATS servers of every test: one
+// helper per kind of server, each shut down when the test ends. Tests wait
+// for effects with integration/wait.
 package natstest
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"testing"
 	"time"
@@ -18,11 +19,27 @@ import (
 // the node and a client connection (closed at cleanup too).
 func StartTest(t testing.TB) (*natsnode.Node, *nats.Conn) {
 	t.Helper()
-	n, err := natsnode.New(natsnode.Config{
-		Port:     -1,
-		StoreDir: t.TempDir(),
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return start(t, natsnode.Config{Port: -1, StoreDir: t.TempDir()}, func(n *natsnode.Node) (*nats.Conn, error) {
+		return nats.Connect(n.ClientURL())
 	})
+}
+
+// StartCore starts a core NATS node without JetStream that serves
+// in-process clients only, and shuts it down when the test ends. It is
+// cheap enough for every test to have its own; JetStream users get an
+// error from every JetStream call, as in production without JetStream. It
+// returns the node and an in-process client connection (closed at cleanup).
+func StartCore(t testing.TB) (*natsnode.Node, *nats.Conn) {
+	t.Helper()
+	return start(t, natsnode.Config{DontListen: true, DisableJetStream: true}, func(n *natsnode.Node) (*nats.Conn, error) {
+		return n.Connect()
+	})
+}
+
+func start(t testing.TB, cfg natsnode.Config, connect func(*natsnode.Node) (*nats.Conn, error)) (*natsnode.Node, *nats.Conn) {
+	t.Helper()
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	n, err := natsnode.New(cfg)
 	if err != nil {
 		t.Fatalf("new nats node: %v", err)
 	}
@@ -31,7 +48,7 @@ func StartTest(t testing.TB) (*natsnode.Node, *nats.Conn) {
 	if err := n.Start(ctx); err != nil {
 		t.Fatalf("start nats node: %v", err)
 	}
-	nc, err := nats.Connect(n.ClientURL())
+	nc, err := connect(n)
 	if err != nil {
 		n.Shutdown(context.Background())
 		t.Fatalf("connect: %v", err)
