@@ -101,6 +101,10 @@ type Config struct {
 	// and minute on proto.RollupSubject(scope), with Nats-Msg-Id
 	// "<scope>@<minute unix>". MaxAge defaults to history.DefaultRollupMaxAge.
 	Rollups history.StreamConfig
+	// InstanceSnapshots says which instance scopes are published every
+	// second: by default (InstanceSnapshotsOnDemand) only those an edge
+	// follows; see interest.go.
+	InstanceSnapshots InstanceSnapshots
 }
 
 // Validate reports the first value in cfg that no default repairs. (New
@@ -112,6 +116,7 @@ func (c Config) Validate() error {
 		service.NonNegative("ExportTTL", c.ExportTTL),
 		service.NonNegative("StateReplicas", c.StateReplicas),
 		service.In("Rollups", c.Rollups.Validate()),
+		c.InstanceSnapshots.validate(),
 	)
 }
 
@@ -168,10 +173,25 @@ type Aggregator struct {
 	replay  *replayBuffer
 	book    *book // what was published, by anyone; has its own lock
 
-	// Owned by the goroutine running Run (the tick loop, then the hand-over).
-	stateKV  jetstream.KeyValue
-	stateRev uint64 // revision of the state this leader last read or wrote
-	rolls    []proto.Snapshot
+	// liveOnly and yieldUntil (Unix ns): see liveonly.go.
+	liveOnly   atomic.Bool
+	yieldUntil atomic.Int64
+
+	interest    *interestTable // instances the edges follow; has its own lock
+	interestBad prometheus.Counter
+
+	// The persisted state: stateMu guards stateKV and stateRev between the
+	// take-over and the hand-over (Run's goroutine) and stateLoop; see
+	// statewriter.go.
+	stateMu   sync.Mutex
+	stateKV   jetstream.KeyValue
+	stateRev  uint64     // revision of the state this leader last read or wrote
+	stateGen  string     // the chunk set that state names; see statechunks.go
+	stateQ    chan State // capacity 1: the tick's state copy for stateLoop
+	stateBusy atomic.Bool
+
+	// Owned by the goroutine running Run.
+	rolls []proto.Snapshot
 
 	// Read at scrape time.
 	stateSize    atomic.Int64 // bytes of the last state written
@@ -205,6 +225,8 @@ func New(cfg Config) (*Aggregator, error) {
 		nudge:      make(chan struct{}, 1),
 		replay:     newReplayBuffer(),
 		book:       newBook(),
+		interest:   newInterestTable(),
+		stateQ:     make(chan State, 1),
 		decodeLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
@@ -333,6 +355,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		// others published before this aggregator can lead.
 		{proto.SnapshotSubjectAll, a.onSnapshot},
 		{proto.RollupSubjectAll, a.onRollup},
+		{proto.InterestSubject, a.onInterest},
 		{proto.ReportSubjectAll, a.onReport},
 	} {
 		sub, err := a.cfg.NATS.Subscribe(s.subject, s.cb)
@@ -356,7 +379,12 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			}
 		})
 	}
+	var writer sync.WaitGroup
+	if a.elector != nil {
+		writer.Go(func() { a.stateLoop(ctx) })
+	}
 	a.tickLoop(ctx)
+	writer.Wait() // tickLoop returned: ctx ended, so has stateLoop
 
 	// Stop intake, so that the last state holds every report applied.
 	for _, sub := range subs {

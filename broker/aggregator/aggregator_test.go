@@ -128,7 +128,7 @@ func TestAggregatorMergesPublishesAndKeepsHistory(t *testing.T) {
 	_, nc := natstest.StartTest(t)
 	reg := prometheus.NewRegistry()
 	start := time.Now().Truncate(time.Second)
-	a := startAggregator(t, nc, reg, true)
+	a := startWith(t, Config{NATS: nc, Registerer: reg, Logger: quiet, InstanceSnapshots: InstanceSnapshotsAll}, true)
 	w := watchSnapshots(t, nc)
 
 	// Two gateways in two regions; one duplicate and one bad message.

@@ -33,9 +33,12 @@
 // (scope@second) make the history stream store a second once even so.
 //
 // The leader persists its merge State (per-instance boots, sequence numbers,
-// raw counters and reset offsets, windows) in StateBucket every second,
-// compare-and-set on the revision it last read or wrote, gzipped when large,
-// and once more when it stops. A new leader, or the first after every
+// raw counters and reset offsets, windows) in StateBucket every second, or
+// as often as writing allows when that takes longer (the write runs beside
+// the tick, never delaying a second's snapshots), compare-and-set on the
+// revision it last read or wrote, gzipped when large, in chunks behind a
+// manifest when larger than one NATS message (statechunks.go), and once
+// more when it stops. A new leader, or the first after every
 // aggregator restarted, restores that state and replays what it buffered
 // since: for every instance the last report of its current boot and of the
 // boot before. Reports are cumulative and carry sequence numbers, so
@@ -47,6 +50,11 @@
 // second at once, so snapshot times never step by more than 3s. The book of
 // published seconds (and the last published second stored in the state) keeps
 // it from publishing a second that was already published.
+//
+// Without JetStream quorum nobody can hold the lease; the aggregator that
+// led then publishes live snapshots on core NATS until the store recovers
+// (live-only, see liveonly.go), so subscribers keep a live view while the
+// history has a gap.
 //
 // # Exactness contract
 //

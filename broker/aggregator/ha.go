@@ -44,6 +44,8 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	// on in the server after Run returned. The timeout bounds it.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), takeOverTimeout)
 	defer cancel()
+	a.stateMu.Lock() // after a state write of an earlier leadership, if any
+	defer a.stateMu.Unlock()
 	if a.stateKV == nil {
 		kv, err := openStateBucket(ctx, a.js, a.cfg.StateReplicas)
 		if err != nil {
@@ -53,17 +55,17 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	}
 	var (
 		st      *State
-		rev     uint64
 		corrupt error
 	)
-	entry, err := a.stateKV.Get(ctx, StateKey)
+	data, rev, gen, err := getState(ctx, a.stateKV)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case errors.Is(err, errNoState):
+	case errors.Is(err, ErrInvalidState):
+		corrupt = err
 	case err != nil:
-		return fmt.Errorf("read merge state: %w", err)
+		return err
 	default:
-		rev = entry.Revision()
-		s, err := DecodeState(entry.Value())
+		s, err := DecodeState(data)
 		if err != nil {
 			corrupt = err
 		} else {
@@ -84,7 +86,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	instances := a.merger.Len()
 	a.mu.Unlock()
 
-	a.stateRev = rev
+	a.stateRev, a.stateGen = rev, gen
 	if st != nil && corrupt == nil && st.Tick != 0 {
 		a.book.publishedThrough(st.Tick)
 	}
@@ -94,7 +96,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	}
 	attrs := []any{"instances", instances, "took", time.Since(start).Round(time.Microsecond)}
 	if st != nil && corrupt == nil {
-		attrs = append(attrs, "state_revision", rev, "state_written", entry.Created(),
+		attrs = append(attrs, "state_revision", rev, "state_bytes", len(data),
 			"replayed", rs.reports, "replay_applied", rs.applied, "replay_stale", rs.stale)
 	}
 	a.log.Info("took over as leader", attrs...)
@@ -108,27 +110,26 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 // that newer state on the next tick.
 func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	data, err := EncodeState(st)
-	if err == nil && int64(len(data)) > a.cfg.NATS.MaxPayload()-4096 { // room for headers
-		err = fmt.Errorf("%d bytes compressed, %d instances: %w", len(data), len(st.Instances), ErrStateTooLarge)
-	}
 	if err != nil {
 		a.stateWriteFailed(err)
 		return
 	}
-	if !a.mayPublish() {
+	if !a.elected() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, stateWriteTimeout)
 	defer cancel()
-	rev, err := a.stateKV.Update(ctx, StateKey, data, a.stateRev)
+	rev, gen, err := putState(ctx, a.stateKV, data, a.stateRev, chunkSizeFor(a.cfg.NATS.MaxPayload()), stateWriter(a.cfg.ID), a.stateGen)
 	switch {
 	case err == nil:
-		a.stateRev = rev
+		a.stateRev, a.stateGen = rev, gen
 		a.stateSize.Store(int64(len(data)))
 		a.stateWritten.Store(a.cfg.Now().UnixNano())
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		a.active.Store(false)
 		a.stateWriteFailed(fmt.Errorf("another aggregator wrote the merge state; taking over again: %w", err))
+	case ctx.Err() != nil:
+		// Stopping: the hand-over writes the final state.
 	default:
 		a.stateWriteFailed(fmt.Errorf("write merge state: %w", err))
 	}
@@ -153,7 +154,9 @@ func (a *Aggregator) handOver() {
 		a.mu.Lock()
 		st := a.merger.State()
 		a.mu.Unlock()
+		a.stateMu.Lock()
 		a.writeState(ctx, &st)
+		a.stateMu.Unlock()
 	}
 	a.active.Store(false)
 	if err := a.elector.Resign(ctx); err != nil {

@@ -58,6 +58,9 @@ func (c *cluster) start() *member {
 	a, err := New(Config{
 		NATS: nc, Logger: quiet, Now: c.now, ID: fmt.Sprintf("agg-%d", c.n),
 		Leader: leader.Config{TTL: c.ttl},
+		// These tests follow instance scopes on the wire, with no edge to
+		// announce interest.
+		InstanceSnapshots: InstanceSnapshotsAll,
 	})
 	if err != nil {
 		c.t.Fatal(err)

@@ -103,6 +103,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Help: "1 when the history and rollup streams were last created or updated successfully.",
 		}, func() float64 { return boolFloat(a.streamReady.Load()) }),
 	}
+	m.funcs = append(m.funcs, a.interestCollectors(ns)...)
 	return m
 }
 

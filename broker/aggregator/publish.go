@@ -17,16 +17,14 @@ import (
 // mayPublish is the check made before every publish and state write: the
 // fence of the election, or SetLeader's flag.
 func (a *Aggregator) mayPublish() bool {
-	if a.elector == nil {
-		return a.leader.Load()
-	}
-	return a.elector.Leading()
+	return a.elected() || a.liveOnly.Load()
 }
 
 // tick computes the second's snapshots and, leading, publishes them and the
 // rollups of the minutes that ended, and persists the merge state.
 func (a *Aggregator) tick(ctx context.Context, now time.Time) {
-	leading := a.mayPublish()
+	a.checkLiveOnly(now)
+	leading := a.elected()
 	if a.elector != nil {
 		switch {
 		case !leading && a.active.Load():
@@ -45,24 +43,31 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		}
 	}
 	var st State
+	persist := false
 	a.mu.Lock()
 	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
 	if a.elector != nil {
 		a.replay.prune(now, a.merger.cfg.ForgetAfter)
-		if leading {
+		if leading && a.queueState() {
 			st = a.merger.State() // the state these snapshots show
+			persist = true
 		}
 	}
 	a.mu.Unlock()
 	a.metrics.ticks.Inc()
+	if !leading && a.liveOnly.Load() {
+		a.publish(a.snaps, a.instanceFilter(now))
+		a.book.close(now)
+		return
+	}
 	if !leading {
 		a.book.close(now)
 		return
 	}
 	start := time.Now()
-	a.publish(a.snaps)
-	if a.elector != nil {
-		a.writeState(ctx, &st)
+	a.publish(a.snaps, a.instanceFilter(now))
+	if persist {
+		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
 	a.book.close(now)
 	a.rolls = a.book.appendPending(a.rolls[:0])
@@ -88,13 +93,18 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 // would deliver the snapshot to live subscribers twice. When acks back up,
 // the rest of the tick goes out as plain NATS messages (the stream still
 // captures and dedupes them, but unacknowledged) so live data never waits
-// for history.
-func (a *Aggregator) publish(snaps []proto.Snapshot) {
+// for history. Instance snapshots go out only where publishInstance says
+// so; the others still count towards their scope's rollup.
+func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name string) bool) {
 	backedUp := false
 	for i := range snaps {
 		s := &snaps[i]
 		if !a.mayPublish() {
 			return
+		}
+		if s.Scope.Kind == proto.ScopeInstance && !publishInstance(s.Scope.Name) {
+			a.book.claim(s)
+			continue
 		}
 		claimed, held := a.book.claim(s)
 		if !claimed {
@@ -136,8 +146,16 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 		a.writeFailed(fmt.Errorf("encode %s: %w", subject, err))
 		return false
 	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	msg.Header.Set(PublisherHeader, a.cfg.ID)
+	if a.liveOnly.Load() {
+		// No acks to wait for without JetStream; the stream stores it if it
+		// can, once.
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		return a.cfg.NATS.PublishMsg(msg) == nil
+	}
 	if !*backedUp {
-		_, err = a.js.PublishAsync(subject, data,
+		_, err = a.js.PublishMsgAsync(msg,
 			jetstream.WithMsgID(id), jetstream.WithRetryAttempts(0), jetstream.WithStallWait(stallWait))
 		if err == nil {
 			return true
@@ -148,7 +166,6 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 			return false
 		}
 	}
-	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	err = a.cfg.NATS.PublishMsg(msg)
 	a.writeFailed(fmt.Errorf("publish %s: acks backed up: %w", subject, jetstream.ErrTooManyStalledMsgs))
@@ -158,6 +175,7 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 // onSnapshot and onRollup feed the book with what was published, by this
 // aggregator or another. They run on the subscriptions' delivery goroutines.
 func (a *Aggregator) onSnapshot(msg *nats.Msg) {
+	a.noteSnapshotPublisher(msg)
 	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
 		a.book.claim(&s)
 	}

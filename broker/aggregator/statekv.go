@@ -37,9 +37,9 @@ const (
 // gzipMagic starts every gzip stream; JSON never starts with it.
 var gzipMagic = []byte{0x1f, 0x8b}
 
-// ErrStateTooLarge means the encoded merge state does not fit into one NATS
-// message even compressed, so it cannot be persisted; failover and restarts
-// then lose what the persisted state would have carried.
+// ErrStateTooLarge means the encoded merge state does not fit even into
+// maxChunks chunks, so it cannot be persisted; failover and restarts then
+// lose what the persisted state would have carried.
 var ErrStateTooLarge = errors.New("merge state is larger than the NATS maximum payload")
 
 // EncodeState returns the persisted form of s: its JSON, gzipped when that

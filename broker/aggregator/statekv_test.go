@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -118,9 +121,11 @@ func FuzzDecodeState(f *testing.F) {
 	})
 }
 
-// TestStateTooLargeIsCounted runs a server whose maximum payload cannot hold
-// the state: the write fails, loudly, and nothing is stored.
-func TestStateTooLargeIsCounted(t *testing.T) {
+// TestLargeStateIsChunked runs a server whose maximum payload (64 KB)
+// cannot hold the state of 2,000 instances in one message: it is written in
+// chunks behind a manifest, read back exactly, rewritten in place, and a
+// missing or altered chunk is refused as invalid, never half-restored.
+func TestLargeStateIsChunked(t *testing.T) {
 	t.Parallel()
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
@@ -145,36 +150,80 @@ func TestStateTooLargeIsCounted(t *testing.T) {
 
 	var logs bytes.Buffer
 	// Without the election, so that writeState may write without a lease.
-	a, err := New(Config{NATS: nc, Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderDisabled: true})
+	a, err := New(Config{NATS: nc, ID: "agg-1", Logger: slog.New(slog.NewTextHandler(&logs, nil)), LeaderDisabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer a.js.CleanupPublisher()
 	a.merger = mergerWith(2000)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	a.stateKV, err = openStateBucket(ctx, a.js, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := a.merger.State()
-	a.writeState(ctx, &st)
-	if n := testutil.ToFloat64(a.metrics.stateErrors); n != 1 {
-		t.Fatalf("state write errors = %v, want 1", n)
+	want := a.merger.State()
+	a.writeState(ctx, &want)
+	if n := testutil.ToFloat64(a.metrics.stateErrors); n != 0 {
+		t.Fatalf("state write errors = %v: %s", n, logs.String())
 	}
-	if !bytes.Contains(logs.Bytes(), []byte(ErrStateTooLarge.Error())) {
-		t.Fatalf("no error logged: %s", logs.String())
+	raw, err := a.stateKV.Get(ctx, StateKey)
+	if err != nil || !bytes.HasPrefix(raw.Value(), chunkMagic) {
+		t.Fatalf("StateKey holds no manifest: %v", err)
 	}
-	if _, err := a.stateKV.Get(ctx, StateKey); err == nil {
-		t.Fatal("a state was stored")
+	if a.stateSize.Load() <= 64<<10 {
+		t.Fatalf("state of %d bytes did not need chunks: test too small", a.stateSize.Load())
 	}
-	// A state that fits is written, and its size and time are exported.
-	a.merger = mergerWith(10)
-	st = a.merger.State()
-	a.writeState(ctx, &st)
-	if a.stateSize.Load() == 0 || a.stateWritten.Load() == 0 || testutil.ToFloat64(a.metrics.stateErrors) != 1 {
-		t.Fatalf("size %d, written %d, errors %v", a.stateSize.Load(), a.stateWritten.Load(), testutil.ToFloat64(a.metrics.stateErrors))
+	read := func() (State, string, error) {
+		data, _, gen, err := getState(ctx, a.stateKV)
+		if err != nil {
+			return State{}, gen, err
+		}
+		st, err := DecodeState(data)
+		return st, gen, err
 	}
-	a.js.CleanupPublisher()
+	got, gen1, err := read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatal("the state read back differs from the one written")
+	}
+	// The next write fills the other slot and names it.
+	a.writeState(ctx, &want)
+	if _, gen2, err := read(); err != nil || gen2 == gen1 || !strings.HasPrefix(gen2, stateWriter("agg-1")+".") {
+		t.Fatalf("second write: gen %q after %q, %v", gen2, gen1, err)
+	}
+
+	// Another leader's first write removes agg-1's chunks.
+	data, rev, prev, err := getState(ctx, a.stateKV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := putState(ctx, a.stateKV, data, rev, chunkSizeFor(nc.MaxPayload()), stateWriter("agg-2"), prev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.stateKV.Get(ctx, chunkKey(prev, 0)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the previous writer's chunk is still there: %v", err)
+	}
+	if got, _, err := read(); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("state after the other writer: %v", err)
+	}
+
+	// An altered chunk, then a missing one: invalid, not restored.
+	_, _, gen, _ := getState(ctx, a.stateKV)
+	if _, err := a.stateKV.Put(ctx, chunkKey(gen, 1), []byte("altered")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := read(); !errors.Is(err, ErrInvalidState) {
+		t.Fatalf("altered chunk: %v, want ErrInvalidState", err)
+	}
+	if err := a.stateKV.Purge(ctx, chunkKey(gen, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := read(); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("missing chunk: %v, want ErrInvalidState naming it", err)
+	}
 }
 
 func TestDurationSumWrapIsNotAReset(t *testing.T) {
@@ -202,4 +251,23 @@ func TestDurationSumWrapIsNotAReset(t *testing.T) {
 			t.Fatalf("%s duration sum %d, want the instance's %d (mod 2^64)", sc.Scope, sc.DurationSumNanos, r.DurationSumNanos)
 		}
 	}
+}
+
+func FuzzParseManifest(f *testing.F) {
+	f.Add([]byte(`MSTC{"gen":"abc.a","chunks":2,"size":10,"sha256":"` + strings.Repeat("0", 64) + `"}`))
+	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(`MSTC{"chunks":-1}`))
+	f.Add([]byte(`MSTC`))
+	f.Fuzz(func(t *testing.T, value []byte) {
+		m, chunked, err := parseManifest(value)
+		if err != nil {
+			if !chunked || !errors.Is(err, ErrInvalidState) {
+				t.Fatalf("error %v (chunked %v) is not ErrInvalidState", err, chunked)
+			}
+			return
+		}
+		if chunked && (m.Chunks < 1 || m.Chunks > maxChunks || m.Size < m.Chunks || m.Gen == "") {
+			t.Fatalf("accepted manifest %+v", m)
+		}
+	})
 }

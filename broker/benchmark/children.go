@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/meridian-metrics/meridian/broker/benchmark/internal/tail"
 )
 
 // child is a running child process and the harness's end of its JSON-line
@@ -24,7 +26,7 @@ type child struct {
 	lines  chan []byte   // stdout lines; closed at EOF
 	quit   chan struct{} // closed by stop: lines are discarded from then on
 	eof    chan struct{} // closed when stdout is done
-	stderr *tailWriter
+	stderr *tail.Buffer
 	grace  time.Duration // see stop
 	once   sync.Once
 }
@@ -55,7 +57,7 @@ func startChild(name string, newCmd func() *exec.Cmd, start func(*exec.Cmd) erro
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	tail := &tailWriter{max: 16 << 10}
+	tail := tail.New(16 << 10)
 	cmd.Stderr = tail
 	if stderr != nil {
 		cmd.Stderr = io.MultiWriter(tail, stderr)
@@ -160,27 +162,4 @@ func (c *child) stop() {
 		<-c.eof
 		_ = c.cmd.Wait()
 	})
-}
-
-// tailWriter keeps the last max bytes written to it.
-type tailWriter struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (w *tailWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.b = append(w.b, p...)
-	if over := len(w.b) - w.max; over > 0 {
-		w.b = append(w.b[:0], w.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (w *tailWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.b)
 }

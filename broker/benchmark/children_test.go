@@ -89,15 +89,3 @@ func TestStopKillsAStubbornChild(t *testing.T) {
 	}
 	c.stop() // idempotent
 }
-
-func TestTailWriterKeepsTheEnd(t *testing.T) {
-	w := &tailWriter{max: 8}
-	for _, s := range []string{"abc", "defgh", "ijklmnop", "q"} {
-		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
-			t.Fatalf("write %q: %d, %v", s, n, err)
-		}
-	}
-	if got := w.String(); got != "jklmnopq" {
-		t.Errorf("tail %q, want %q", got, "jklmnopq")
-	}
-}

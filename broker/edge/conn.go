@@ -132,6 +132,7 @@ type conn struct {
 	halfClosed bool
 	sub        proto.Subscription
 	scope      *scopeState // sub.Scope's state, pinned by the connection
+	staleMark  int64       // see stale.go
 	work       *connWork   // nil until the first history request or queued message
 	q          *outQueue   // nil unless output is queued or the connection is closing
 }

@@ -43,6 +43,11 @@
 //   - Replays and TimeSeries are queued as history output (bounded by
 //     MaxHistoryPendingBytes); live snapshots conflate but never overtake
 //     queued history.
+//   - Instance scopes are published by the aggregators on demand: one
+//     announce goroutine tells them every second, on proto.InterestSubject,
+//     which instances this edge's connections follow (interest.go).
+//   - The stale notice is sent by the shard delivering the snapshot, at
+//     most once per stall and connection (StaleAfter, stale.go).
 //
 // # Concurrency
 //

@@ -115,6 +115,10 @@ type Config struct {
 	MaxMessageBytes int
 	// HeartbeatInterval is the period of Heartbeat events. Default 30s.
 	HeartbeatInterval time.Duration
+	// StaleAfter is how old a scope's newest snapshot may be before its
+	// subscribers are told, once per stall, that the data is stale (see
+	// stale.go). Default DefaultStaleAfter.
+	StaleAfter time.Duration
 	// PingInterval is the period of WebSocket pings. Default 30s.
 	PingInterval time.Duration
 	// IdleTimeout closes a connection from which no frame of any kind
@@ -160,6 +164,7 @@ func (c Config) Validate() error {
 		service.NonNegative("MaxHistoryPendingBytes", c.MaxHistoryPendingBytes),
 		service.NonNegative("MaxMessageBytes", c.MaxMessageBytes),
 		service.NonNegative("HeartbeatInterval", c.HeartbeatInterval),
+		service.NonNegative("StaleAfter", c.StaleAfter),
 		service.NonNegative("PingInterval", c.PingInterval),
 		service.NonNegative("IdleTimeout", c.IdleTimeout),
 		service.NonNegative("HandshakeTimeout", c.HandshakeTimeout),
@@ -206,6 +211,9 @@ func (c Config) withDefaults() Config {
 	if c.HeartbeatInterval == 0 {
 		c.HeartbeatInterval = DefaultHeartbeatInterval
 	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = DefaultStaleAfter
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval
 	}
@@ -223,7 +231,7 @@ func (c Config) withDefaults() Config {
 	}
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
-	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval} {
+	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
 		*d = min(*d, maxInterval)
 	}
 	if c.Namespace == "" {
@@ -257,6 +265,7 @@ type Edge struct {
 	beat       heartbeatCache
 	scopes     *scopeTable
 	histScopes historyScopes
+	interest   interestAnnouncer
 
 	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
 
@@ -305,6 +314,7 @@ func New(cfg Config) (*Edge, error) {
 		base:     time.Now(),
 		js:       js,
 		scopes:   newScopeTable(),
+		interest: newInterestAnnouncer(),
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, maxHandshakes),
 		hsConns:  make(map[net.Conn]struct{}),
@@ -355,7 +365,11 @@ func (e *Edge) Ready() (reason string, ok bool) {
 		return "no cluster snapshot received yet", false
 	}
 	if age := e.cfg.Now().Sub(time.Unix(0, last)); age > readyFreshness {
-		return fmt.Sprintf("last cluster snapshot arrived %s ago", age.Round(time.Millisecond)), false
+		since := ""
+		if sf := e.scopes.cluster.latest.Load(); sf != nil {
+			since = "; data stale since " + sf.snap.Time.UTC().Format(time.RFC3339)
+		}
+		return fmt.Sprintf("last cluster snapshot arrived %s ago%s", age.Round(time.Millisecond), since), false
 	}
 	return "ready", true
 }
@@ -401,6 +415,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	// loads is caught by the subscription and deduplicated by the Ring.
 	goJoin(func() { e.intake(msgs, workersStop) })
 	goJoin(func() { e.hist.loadLoop(histCtx) })
+	goJoin(func() { e.announceLoop(workersStop) })
 	for range e.cfg.HistoryWorkers {
 		goJoin(func() { e.pool.run(histCtx, workersStop) })
 	}

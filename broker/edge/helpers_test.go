@@ -72,6 +72,9 @@ func startEdge(t testing.TB, cfg Config) *testEdge {
 	if cfg.PingInterval == 0 {
 		cfg.PingInterval = noTimer
 	}
+	if cfg.StaleAfter == 0 {
+		cfg.StaleAfter = noTimer // tests that watch one snapshot repeat are not told it is stale
+	}
 	reg := prometheus.NewRegistry()
 	if cfg.Registerer == nil {
 		cfg.Registerer = reg

@@ -198,6 +198,9 @@ func (c *conn) releaseJobsLocked() {
 func (c *conn) applyLocked(j *subJob, res *jobResult) {
 	old := c.scope
 	c.scope, j.st = j.st, nil
+	if c.scope != old {
+		c.staleMark = staleUnarmed // stale notices are per scope
+	}
 	old.release()
 	c.sub = j.sub
 	c.interval.Store(int32(j.sub.IntervalSeconds))

@@ -179,6 +179,10 @@ var errUnknownScope = errors.New("unknown scope")
 // looked up in the history and rollup streams; its last snapshot there makes
 // it known. It may block on JetStream: never call it on the poller or a shard.
 func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope) (*scopeState, error) {
+	if scope.Kind == proto.ScopeInstance {
+		// Announce the new follower at once rather than at the next round.
+		defer e.interest.poke()
+	}
 	if st := e.scopes.pin(scope); st != nil {
 		return st, nil
 	}
@@ -193,6 +197,12 @@ func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope) (*scopeState
 	<-e.lookups
 	if err != nil {
 		return nil, err
+	}
+	if !ok && scope.Kind == proto.ScopeInstance {
+		// Aggregators publish instances on demand: ask for this one.
+		if st := e.probeInstance(ctx, scope); st != nil {
+			return st, nil
+		}
 	}
 	if !ok {
 		return nil, fmt.Errorf("%w %s", errUnknownScope, scope)

@@ -280,7 +280,15 @@ func TestScopeFromHistoryOnly(t *testing.T) {
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
 	c.sendText(`{"instance":"gw-never"}`)
-	ev, _ := c.expectEvent(proto.EventError, 3*time.Second)
+	// The edge first asks the aggregators for the instance (up to
+	// probeWait), while the cluster subscription goes on.
+	ev, raw := c.event(probeWait + 3*time.Second)
+	for ev.Type == proto.EventSnapshot {
+		ev, raw = c.event(probeWait + 3*time.Second)
+	}
+	if ev.Type != proto.EventError {
+		t.Fatalf("got %v, want an Error", raw)
+	}
 	if !strings.Contains(ev.Message, "unknown scope instance.gw-never") ||
 		!strings.HasSuffix(ev.Message, "known scopes: cluster, instance.gw-ancient, instance.gw-old") {
 		t.Errorf("error %q", ev.Message)

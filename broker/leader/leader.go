@@ -99,6 +99,9 @@ type Elector struct {
 	log   *slog.Logger
 
 	cur atomic.Pointer[lease] // nil while not leading
+	// storeDown is set while the lease store counts as unavailable (see
+	// campaign.settle).
+	storeDown atomic.Bool
 
 	resignCh chan struct{} // closed by Resign: Run returns between two lease operations
 
@@ -232,6 +235,12 @@ func (e *Elector) Leading() bool {
 }
 
 // setLease records a lease until until, unless the elector has resigned.
+// StoreUnavailable reports whether the lease store has been failing: the
+// last round of lease operations failed, and no write (ours or another's)
+// has succeeded since. Nobody can be elected then; a caller may decide what
+// to do without a leader (see the aggregator's live-only publishing).
+func (e *Elector) StoreUnavailable() bool { return e.storeDown.Load() }
+
 func (e *Elector) setLease(until time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -349,7 +358,10 @@ type campaign struct {
 	seenRev uint64
 	seenAt  time.Time
 
-	failing bool // the last lease operation failed; for log transitions
+	failing bool // the lease store counts as unavailable; for log transitions
+	// roundFailed and roundOK: some lease operation of the current round
+	// failed, succeeded (see settle).
+	roundFailed, roundOK bool
 }
 
 func (c *campaign) run(ctx context.Context) error {
@@ -370,11 +382,14 @@ func (c *campaign) run(ctx context.Context) error {
 			return nil
 		}
 		var next time.Duration
+		// One round of lease operations; its outcome is logged after it.
+		c.roundFailed, c.roundOK = false, false
 		if c.rev != 0 {
 			next = c.renew(ctx)
 		} else {
 			next = c.follow(ctx)
 		}
+		c.settle()
 		c.sync()
 		timer.Reset(max(next, 0))
 	}
@@ -530,9 +545,11 @@ func (c *campaign) follow(ctx context.Context) time.Duration {
 	e, err := c.kv.Get(gctx, cfg.Key)
 	cancel()
 	now := cfg.Now() // after the answer: no earlier than the revision was written
+	// A read alone does not show that the store works again: without
+	// quorum reads may still be answered while writes fail. Recovery is a
+	// write, ours (acquire) or another's (a new revision).
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
-		c.ok()
 		c.acquire(ctx, 0)
 	case err != nil:
 		if ctx.Err() == nil {
@@ -540,17 +557,13 @@ func (c *campaign) follow(ctx context.Context) time.Duration {
 		}
 	case bytes.Equal(e.Value(), c.e.token):
 		// Ours: a renewal whose answer was lost. Nobody else took it since.
-		c.ok()
 		c.acquire(ctx, e.Revision())
 	case e.Revision() != c.seenRev:
 		c.ok()
 		c.seenRev, c.seenAt = e.Revision(), now
 	case now.Sub(c.seenAt) >= cfg.TTL:
-		c.ok()
 		c.e.log.Info("lease expired; taking over", "holder", holderID(e.Value()), "revision", e.Revision())
 		c.acquire(ctx, e.Revision())
-	default:
-		c.ok()
 	}
 	if c.rev != 0 {
 		return cfg.Renew
@@ -580,26 +593,40 @@ func (c *campaign) acquire(ctx context.Context, rev uint64) {
 	}
 	switch {
 	case err == nil:
+		c.ok()
 		c.lead(newRev, sent)
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
-		// Someone else was faster; follow them.
+		// Someone else was faster; follow them. Not evidence that the
+		// store takes writes now: the revision read may have been stale.
 	case ctx.Err() == nil:
 		c.fail("acquire lease", err)
 	}
 }
 
+// fail and ok record the outcome of one lease operation of the round;
+// settle logs the round's outcome. A round may read the lease and then fail
+// to write it (JetStream without quorum can still answer reads), so the
+// store counts as unavailable when any operation of the round failed and as
+// recovered only after a round in which every operation succeeded: one line
+// when it becomes unavailable, one when it recovers, never a line per poll.
 func (c *campaign) fail(what string, err error) {
-	if !c.failing {
-		c.e.log.Warn(what, "err", err)
+	if !c.failing && !c.roundFailed {
+		c.e.log.Warn("lease store unavailable", "op", what, "err", err)
 	}
-	c.failing = true
+	c.roundFailed = true
 }
 
-func (c *campaign) ok() {
-	if c.failing {
-		c.e.log.Info("lease operations recovered")
+func (c *campaign) ok() { c.roundOK = true }
+
+func (c *campaign) settle() {
+	switch {
+	case c.roundFailed:
+		c.failing = true
+	case c.roundOK && c.failing:
+		c.failing = false
+		c.e.log.Info("lease store recovered")
 	}
-	c.failing = false
+	c.e.storeDown.Store(c.failing)
 }
 
 // holderID is the ID part of a lease value.

@@ -57,6 +57,10 @@ func registerNATSClient(reg prometheus.Registerer, namespace, client string, nc 
 			Namespace: namespace, Subsystem: "nats_client", Name: "reconnects_total", ConstLabels: labels,
 			Help: "Times this process's NATS client reconnected.",
 		}, func() float64 { return float64(nc.Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: "nats_client", Name: "slow_consumer_events_total", ConstLabels: labels,
+			Help: "Times one of this process's NATS subscriptions fell behind and the client dropped messages for it (logged once a minute per subscription).",
+		}, countSlowConsumers(nc)),
 	)
 }
 

@@ -10,8 +10,8 @@ import (
 
 func aggregatorCommand() *cli.Command {
 	var (
-		cfg            aggregator.Config
-		natsURL, admin string
+		cfg                       aggregator.Config
+		natsURL, admin, instSnaps string
 	)
 	return &cli.Command{
 		Name:  "aggregator",
@@ -36,9 +36,14 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "state-replicas", Value: aggregator.DefaultStateReplicas, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.Rollups.MaxAge},
 			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
+			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &instSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 		}),
 		Action: func(c *cli.Context) error {
+			var err error
+			if cfg.InstanceSnapshots, err = aggregator.ParseInstanceSnapshots(instSnaps); err != nil {
+				return usageError("--instance-snapshots: %v", err)
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
 			}

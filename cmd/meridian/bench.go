@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"time"
@@ -78,17 +79,9 @@ func benchCommand() *cli.Command {
 				return err
 			}
 			log.Info("bench done", "took", time.Since(start).Round(time.Second))
-			if asJSON {
-				b, err := json.Marshal(rep)
-				if err != nil {
-					return fmt.Errorf("encode report: %w", err)
-				}
-				_, err = fmt.Fprintln(c.App.Writer, string(b))
-				return err
-			}
-			return rep.WriteTable(c.App.Writer)
+			return writeReport(c.App.Writer, asJSON, rep, rep.WriteTable)
 		},
-		Subcommands: []*cli.Command{{
+		Subcommands: []*cli.Command{benchScaleCommand(), {
 			Name:   "child",
 			Usage:  "a benchmark child process (started by meridian bench; speaks JSON lines on stdin/stdout)",
 			Hidden: true,
@@ -97,4 +90,17 @@ func benchCommand() *cli.Command {
 			},
 		}},
 	}
+}
+
+// writeReport prints a benchmark report as one JSON object or as its table.
+func writeReport(w io.Writer, asJSON bool, rep any, table func(io.Writer) error) error {
+	if !asJSON {
+		return table(w)
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
 }

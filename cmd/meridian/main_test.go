@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
+	"os/exec"
+	"os/signal"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/urfave/cli/v2"
@@ -78,6 +82,27 @@ func TestBadFlagValuesGetClearErrors(t *testing.T) {
 	}
 }
 
+// asMainEnv makes the test binary run as the meridian binary, so that tests
+// can start its roles as child processes without building it.
+const asMainEnv = "MERIDIAN_SCALE_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, append([]string{"meridian"}, os.Args[1:]...), os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// selfCommand runs the test binary as `meridian args...`.
+func selfCommand(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	return cmd
+}
+
 // Usage errors exit 2 with one line naming the problem; runtime failures
 // such as a port already in use exit 1, without usage text.
 func TestExitCodes(t *testing.T) {
@@ -134,5 +159,3 @@ func lastLines(s string) string {
 	}
 	return s
 }
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

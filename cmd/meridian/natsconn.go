@@ -35,6 +35,7 @@ func connectNATS(url, name string, log *slog.Logger) (*nats.Conn, error) {
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrl()) }),
 		nats.ConnectHandler(func(nc *nats.Conn) { log.Info("nats connected", "url", nc.ConnectedUrl()) }),
+		nats.ErrorHandler(newNATSErrorLog(log, time.Now).handle),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", url, err)

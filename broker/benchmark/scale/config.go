@@ -1,0 +1,113 @@
+package scale
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	DefaultInstances   = 1000
+	DefaultRegions     = 4
+	DefaultWarmup      = 5 * time.Second
+	DefaultDuration    = 10 * time.Second
+	DefaultAggregators = 2
+	DefaultPublishers  = 2
+	DefaultSettle      = 15 * time.Second
+	DefaultReadyWait   = 60 * time.Second
+)
+
+// ErrInvalidConfig wraps every Config.Validate error.
+var ErrInvalidConfig = errors.New("invalid scale benchmark config")
+
+// Config configures Run. Zero fields take the Default* constants.
+type Config struct {
+	// Command builds the command line of one Meridian role: Command("nats",
+	// "--listen", …) runs `meridian nats --listen …`. Required.
+	Command func(args ...string) *exec.Cmd
+	// Dir holds the NATS store. Default: a fresh temporary directory,
+	// removed at the end.
+	Dir string
+	// Instances is how many gateway instances are simulated.
+	Instances int
+	// Regions is how many regions they are spread over (round robin).
+	Regions int
+	// Warmup is how long the load runs before the measurement window, so
+	// that the merge state and the stores have grown to N.
+	Warmup time.Duration
+	// Duration is the measurement window (at least 3s).
+	Duration time.Duration
+	// Aggregators is how many aggregator processes run (1 or 2). With two,
+	// the leader is killed after the window and the failover measured.
+	Aggregators int
+	// InstanceSnapshots is passed to the aggregators' --instance-snapshots:
+	// "on-demand" (their default) or "all" (every instance every second,
+	// the design before on-demand). Empty means their default.
+	InstanceSnapshots string
+	// Publishers is how many goroutines of the harness publish the reports.
+	Publishers int
+	// Settle bounds the wait for the totals to become exact after the load
+	// stops and the wait for the first snapshot after a failover.
+	Settle time.Duration
+	// ReadyWait bounds each child's start.
+	ReadyWait time.Duration
+	// Output, when set, receives the children's logs.
+	Output io.Writer
+	// Logger receives the harness's progress. Default: discard.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.Instances, DefaultInstances)
+	def(&c.Regions, DefaultRegions)
+	def(&c.Aggregators, DefaultAggregators)
+	def(&c.Publishers, DefaultPublishers)
+	defDur(&c.Warmup, DefaultWarmup)
+	defDur(&c.Duration, DefaultDuration)
+	defDur(&c.Settle, DefaultSettle)
+	defDur(&c.ReadyWait, DefaultReadyWait)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate checks a Config after defaults.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	switch {
+	case c.Command == nil:
+		return bad("Command is required")
+	case c.Instances < 1 || c.Instances > 1_000_000:
+		return bad("instances %d: want 1 to 1000000", c.Instances)
+	case c.Regions < 1 || c.Regions > c.Instances:
+		return bad("regions %d: want 1 to the number of instances (%d)", c.Regions, c.Instances)
+	case c.Aggregators < 1 || c.Aggregators > 2:
+		return bad("aggregators %d: want 1 or 2", c.Aggregators)
+	case c.Publishers < 1 || c.Publishers > 64:
+		return bad("publishers %d: want 1 to 64", c.Publishers)
+	case c.Duration < 3*time.Second:
+		return bad("duration %s: want at least 3s", c.Duration)
+	case c.InstanceSnapshots != "" && c.InstanceSnapshots != "on-demand" && c.InstanceSnapshots != "all":
+		return bad("instance snapshots %q: want on-demand or all", c.InstanceSnapshots)
+	case c.Warmup < 0 || c.Settle < 0 || c.ReadyWait < 0:
+		return bad("warmup, settle and ready wait must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,231 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConfigValidate(t *testing.T) {
+	cmd := func(...string) *exec.Cmd { return nil }
+	tests := []struct {
+		name string
+		cfg  Config
+		want string // "" means valid
+	}{
+		{"defaults", Config{Command: cmd}, ""},
+		{"no command", Config{}, "Command is required"},
+		{"negative instances", Config{Command: cmd, Instances: -1}, "instances -1"},
+		{"more regions than instances", Config{Command: cmd, Instances: 2, Regions: 3}, "regions 3"},
+		{"three aggregators", Config{Command: cmd, Aggregators: 3}, "aggregators 3"},
+		{"short window", Config{Command: cmd, Duration: time.Second}, "duration 1s"},
+		{"negative warmup", Config{Command: cmd, Warmup: -time.Second}, "negative"},
+		{"negative publishers", Config{Command: cmd, Publishers: -2}, "publishers -2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.withDefaults().Validate()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("valid config rejected: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrInvalidConfig naming %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSimulatorPublishesValidReportsAndExactSums checks, through a real NATS
+// server, that every simulated instance reports about once a second on its
+// own subject with valid, growing reports, and that the simulator's exact
+// sums are those of the last reports received.
+func TestSimulatorPublishesValidReportsAndExactSums(t *testing.T) {
+	_, nc := natstest.StartTest(t)
+	var mu sync.Mutex
+	last := map[string]proto.Report{}
+	count := 0
+	sub, err := nc.Subscribe(proto.ReportSubjectAll, func(m *nats.Msg) {
+		r, err := proto.DecodeReport(m.Data)
+		mu.Lock()
+		defer mu.Unlock()
+		count++
+		if err != nil {
+			t.Errorf("invalid report: %v", err)
+			return
+		}
+		if m.Subject != proto.ReportSubject(r.Region, r.Instance) {
+			t.Errorf("report of %s/%s on %s", r.Region, r.Instance, m.Subject)
+		}
+		if prev, ok := last[r.Instance]; ok && (r.Seq != prev.Seq+1 || r.RequestsTotal <= prev.RequestsTotal) {
+			t.Errorf("%s: seq %d total %d after seq %d total %d", r.Instance, r.Seq, r.RequestsTotal, prev.Seq, prev.RequestsTotal)
+		}
+		last[r.Instance] = r
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	const n = 50
+	pub, err := nats.Connect(nc.ConnectedUrl())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sim := NewSimulator(pub, n, []string{"eu", "us"}, 3, "boot-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var runErr error
+	wg.Go(func() { runErr = sim.Run(ctx) })
+	// Two reports from every instance.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		done := len(last) == n
+		for _, r := range last {
+			done = done && r.Seq >= 2
+		}
+		mu.Unlock()
+		if done {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			wg.Wait()
+			t.Fatalf("not every instance reported twice within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	if runErr != nil {
+		t.Fatal(runErr)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := sim.Totals()
+	// Delivery to the subscriber is asynchronous: wait until it has all.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		got := count
+		mu.Unlock()
+		if int64(got) == want.Reports {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d reports, simulator published %d", got, want.Reports)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var total, success, errs uint64
+	regions := map[string]int{}
+	for _, r := range last {
+		total += r.RequestsTotal
+		success += r.RequestsSuccess
+		errs += r.RequestsError
+		regions[r.Region]++
+	}
+	if total != want.Total || success != want.Success || errs != want.Errors || errs == 0 {
+		t.Fatalf("last reports sum to %d/%d/%d, simulator says %+v", total, success, errs, want)
+	}
+	if regions["eu"] != n/2 || regions["us"] != n/2 {
+		t.Fatalf("instances per region %v, want round robin", regions)
+	}
+}
+
+func TestParseProc(t *testing.T) {
+	stat := []byte("4242 (meridian (x) y) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 12 0 100 2000000 3000 18446744073709551615\n")
+	cpu, err := parseStatCPU(stat)
+	if err != nil || cpu != 3*time.Second {
+		t.Fatalf("parseStatCPU = %v, %v; want 3s (300 ticks)", cpu, err)
+	}
+	for _, bad := range []string{"", "1 (x", "1 (x) S 1 2", "1 (x) S 1 2 3 4 5 6 7 8 9 10 z 11 12"} {
+		if _, err := parseStatCPU([]byte(bad)); err == nil {
+			t.Errorf("parseStatCPU(%q) accepted", bad)
+		}
+	}
+	status := []byte("Name:\tmeridian\nVmPeak:\t 9 kB\nVmRSS:\t   1234 kB\n")
+	rss, err := parseStatusKB(status, "VmRSS:")
+	if err != nil || rss != 1234<<10 {
+		t.Fatalf("parseStatusKB = %d, %v", rss, err)
+	}
+	for _, bad := range []string{"", "VmRSS: 12\n", "VmRSS: x kB\n", "VmRSS: 12 MB\n"} {
+		if _, err := parseStatusKB([]byte(bad), "VmRSS:"); err == nil {
+			t.Errorf("parseStatusKB(%q) accepted", bad)
+		}
+	}
+}
+
+func FuzzParseProc(f *testing.F) {
+	f.Add([]byte("1 (a) S 1 1 1 0 -1 0 0 0 0 0 5 6 0 0\n"))
+	f.Add([]byte("VmRSS:\t 5 kB\n"))
+	f.Add([]byte(")))"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if cpu, err := parseStatCPU(b); err == nil && cpu < 0 {
+			t.Fatalf("negative CPU %v", cpu)
+		}
+		_, _ = parseStatusKB(b, "VmRSS:")
+	})
+}
+
+// TestCheckCatchesInsaneFigures: the harness's self-check fails on each kind
+// of contradiction, so a broken harness cannot pass CI.
+func TestCheckCatchesInsaneFigures(t *testing.T) {
+	good := Report{
+		Instances: 100, Regions: 2, WindowS: 5, ReportsPerS: 100, NATSInMsgsPerS: 400,
+		Aggregator: Role{CPU: 0.1, RSSMB: 20}, NATS: Role{CPU: 0.1, RSSMB: 20}, AggregatorCPUPerReportUs: 50,
+		SnapshotsPerS: 103, HistoryMsgsPerS: 103, HistoryBytesPerS: 1000,
+		ClusterDelay: Dist{N: 5, P50: 3}, RegionDelay: Dist{N: 10, P50: 3}, ClusterSeconds: 5,
+		Failover: &Failover{GapMs: 1500}, Exact: Exactness{Exact: true},
+	}
+	if err := good.Check(); err != nil {
+		t.Fatalf("sane report rejected: %v", err)
+	}
+	tests := []struct {
+		name  string
+		spoil func(*Report)
+		want  string
+	}{
+		{"reports missing", func(r *Report) { r.ReportsPerS = 10 }, "reports per second"},
+		{"nats saw fewer", func(r *Report) { r.NATSInMsgsPerS = 50 }, "NATS received"},
+		{"no cpu", func(r *Report) { r.AggregatorCPUPerReportUs = 0 }, "CPU or RSS"},
+		{"no region snapshots", func(r *Report) { r.SnapshotsPerS = 1 }, "snapshots/s"},
+		{"no history", func(r *Report) { r.HistoryBytesPerS = 0 }, "history grew"},
+		{"nothing timed", func(r *Report) { r.ClusterDelay.N = 0 }, "no cluster or region"},
+		{"before its second", func(r *Report) { r.RegionDelay.P50 = -1 }, "before its second"},
+		{"too many seconds", func(r *Report) { r.ClusterSeconds = 9 }, "cluster snapshots timed"},
+		{"no failover gap", func(r *Report) { r.Failover.GapMs = 0 }, "failover gap"},
+		{"inexact", func(r *Report) { r.Exact = Exactness{WantTotal: 5, GotTotal: 4} }, "not exact"},
+		{"backwards", func(r *Report) { r.Faults = []string{"cluster: totals went backwards"} }, "contract violations"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := good
+			f := *good.Failover
+			r.Failover = &f
+			tc.spoil(&r)
+			if err := r.Check(); !errors.Is(err, ErrInsane) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want ErrInsane naming %q", err, tc.want)
+			}
+		})
+	}
+}

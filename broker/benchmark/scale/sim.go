@@ -1,0 +1,180 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// slots is how many publish slots a second is cut into: instance i reports
+// in slot i%slots, so N instances spread evenly over the second as real
+// gateways (which start at random moments) do.
+const slots = 100
+
+// Simulator plays N gateway instances across regions, each publishing a real
+// proto.Report with growing cumulative counters every second on its own
+// subject, and keeps the exact sum of what it published, which is what the
+// cluster snapshot must show once the reports are merged.
+//
+// Run owns its worker goroutines and joins them before it returns.
+type Simulator struct {
+	nc      *nats.Conn
+	regions []string
+	workers []*simWorker
+	start   time.Time
+}
+
+// simWorker owns a share of the instances (i ≡ w mod workers).
+type simWorker struct {
+	insts []simInstance
+	// Read by the harness while the worker runs.
+	published atomic.Int64 // reports published
+	bytes     atomic.Int64 // report bytes published
+	total     atomic.Uint64
+	success   atomic.Uint64
+	errs      atomic.Uint64
+	failed    atomic.Int64 // encode or publish errors
+}
+
+type simInstance struct {
+	report proto.Report
+	slot   int
+	step   uint64         // requests per second
+	sent   proto.Counters // counters of the last report NATS accepted
+}
+
+// NewSimulator prepares n instances in the given regions (round robin);
+// bootID tells this run's instances apart from any earlier run's.
+func NewSimulator(nc *nats.Conn, n int, regions []string, workers int, bootID string) *Simulator {
+	s := &Simulator{nc: nc, regions: regions, start: time.Now().UTC()}
+	for w := 0; w < workers; w++ {
+		s.workers = append(s.workers, &simWorker{})
+	}
+	for i := 0; i < n; i++ {
+		region := regions[i%len(regions)]
+		inst := simInstance{slot: i % slots, step: uint64(1 + i%5)}
+		inst.report = proto.Report{
+			Version: proto.ReportVersion, Instance: InstanceName(region, i), Region: region,
+			BootID: bootID, StartTime: s.start, Interval: time.Second,
+		}
+		inst.report.LatencyBuckets = make([]uint64, proto.NumLatencyBuckets)
+		w := s.workers[i%workers]
+		w.insts = append(w.insts, inst)
+	}
+	return s
+}
+
+// InstanceName is the name of simulated instance i of region.
+func InstanceName(region string, i int) string {
+	return "sim-" + region + "-" + strconv.Itoa(i)
+}
+
+// Run publishes every instance's report once a second, in its slot, until
+// ctx ends, then flushes the connection.
+func (s *Simulator) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, w := range s.workers {
+		wg.Go(func() { w.run(ctx, s.nc) })
+	}
+	wg.Wait()
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("flush simulated reports: %w", err)
+	}
+	return nil
+}
+
+func (w *simWorker) run(ctx context.Context, nc *nats.Conn) {
+	slotLen := time.Second / slots
+	// Instances sorted by slot: they were appended in index order, and
+	// i%slots cycles, so bucket them once.
+	bySlot := make([][]int, slots)
+	for j := range w.insts {
+		bySlot[w.insts[j].slot] = append(bySlot[w.insts[j].slot], j)
+	}
+	next := time.Now().Truncate(slotLen).Add(slotLen)
+	timer := time.NewTimer(time.Until(next))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		now := time.Now()
+		// Catch up on every slot that came due, so that an overloaded
+		// worker publishes late rather than skipping instances.
+		for !next.After(now) && ctx.Err() == nil {
+			slot := int(next.UnixNano()/int64(slotLen)) % slots
+			for _, j := range bySlot[slot] {
+				w.publish(nc, &w.insts[j], now)
+			}
+			next = next.Add(slotLen)
+		}
+		timer.Reset(time.Until(next))
+	}
+}
+
+// publish advances one instance by a second of traffic and publishes its
+// report. The exact sums move to the counters of the last report NATS
+// accepted: a report that failed is carried by the next one, which holds the
+// cumulative counters.
+func (w *simWorker) publish(nc *nats.Conn, inst *simInstance, now time.Time) {
+	r := &inst.report
+	r.Seq++
+	r.Time = now.UTC()
+	errs := inst.step / 5 // instances with step 5 fail one request a second
+	r.RequestsTotal += inst.step
+	r.RequestsError += errs
+	r.RequestsSuccess += inst.step - errs
+	r.DurationCount += inst.step
+	r.DurationSumNanos += inst.step * uint64(simLatency)
+	r.LatencyBuckets[proto.LatencyBucket(simLatency)] += inst.step
+	r.ActiveConnections = int64(inst.step)
+	data, err := r.Encode()
+	if err == nil {
+		err = nc.Publish(proto.ReportSubject(r.Region, r.Instance), data)
+	}
+	if err != nil {
+		w.failed.Add(1)
+		return
+	}
+	w.published.Add(1)
+	w.bytes.Add(int64(len(data)))
+	w.total.Add(r.RequestsTotal - inst.sent.RequestsTotal)
+	w.success.Add(r.RequestsSuccess - inst.sent.RequestsSuccess)
+	w.errs.Add(r.RequestsError - inst.sent.RequestsError)
+	inst.sent.RequestsTotal, inst.sent.RequestsSuccess, inst.sent.RequestsError = r.RequestsTotal, r.RequestsSuccess, r.RequestsError
+}
+
+// simLatency is every simulated request's duration.
+const simLatency = 2 * time.Millisecond
+
+// SimTotals are the simulator's running figures.
+type SimTotals struct {
+	Reports, Bytes, Failed int64
+	// Requests are the sums of the last published reports' counters.
+	Total, Success, Errors uint64
+}
+
+// Totals sums the workers' figures.
+func (s *Simulator) Totals() SimTotals {
+	var t SimTotals
+	for _, w := range s.workers {
+		t.Reports += w.published.Load()
+		t.Bytes += w.bytes.Load()
+		t.Failed += w.failed.Load()
+		t.Total += w.total.Load()
+		t.Success += w.success.Load()
+		t.Errors += w.errs.Load()
+	}
+	return t
+}

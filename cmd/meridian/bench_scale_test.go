@@ -1,0 +1,62 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridian-metrics/meridian/broker/benchmark/scale"
+)
+
+// TestBenchScaleSmall runs the scale harness end to end at a small N, with
+// the real roles as separate processes, and has it check its own figures:
+// one report per instance and second reached NATS and the leader, every
+// second of the window has its cluster snapshot, history grew, the killed
+// leader was replaced, and the cluster totals ended exactly at what the
+// gateways published without ever going backwards.
+func TestBenchScaleSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := scale.Run(ctx, scale.Config{
+		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
+		Warmup: 2 * time.Second, Duration: 4 * time.Second, Aggregators: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	if err := rep.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failover == nil || rep.Follower == nil {
+		t.Fatalf("two aggregators but no failover or follower figures: %+v", rep)
+	}
+	if rep.DuePerS != 1+3 || rep.InstanceSnaps != "on-demand" {
+		t.Fatalf("due snapshots %.0f/s (instance snapshots %q), want %d: nobody follows an instance", rep.DuePerS, rep.InstanceSnaps, 1+3)
+	}
+}
+
+func TestBenchScaleRejectsBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--instances", "-5"},
+		{"--aggregators", "3"},
+		{"--duration", "1s"},
+		{"--regions", "0", "--instances", "1"},
+		{"--instance-snapshots", "some"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"meridian", "bench", "scale"}, args...), &out, &errOut)
+		if code != 2 || !strings.Contains(errOut.String(), "invalid scale benchmark config") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and the reason", args, code, errOut.String())
+		}
+	}
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// slowConsumerLogEvery spaces the log lines about one subscription being a
+// slow consumer: nats.go reports every episode (the subscription's buffer
+// filled, then drained), which under sustained overload is many a second.
+const slowConsumerLogEvery = time.Minute
+
+// natsErrorLog logs a connection's asynchronous errors as structured lines:
+// a slow consumer once per subscription and slowConsumerLogEvery, with the
+// episodes and the messages dropped since the last line; anything else as
+// it comes. It replaces nats.go's default handler, which prints an
+// unstructured line per episode. Safe for concurrent use.
+type natsErrorLog struct {
+	log *slog.Logger
+	now func() time.Time
+	mu  sync.Mutex
+	// per subscription subject
+	slow map[string]*slowConsumer
+}
+
+type slowConsumer struct {
+	logged     time.Time
+	suppressed int
+	dropped    int // sub.Dropped() when last logged
+}
+
+func newNATSErrorLog(log *slog.Logger, now func() time.Time) *natsErrorLog {
+	return &natsErrorLog{log: log, now: now, slow: map[string]*slowConsumer{}}
+}
+
+func (l *natsErrorLog) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
+	if sub == nil || !errors.Is(err, nats.ErrSlowConsumer) {
+		subject := ""
+		if sub != nil {
+			subject = sub.Subject
+		}
+		l.log.Warn("nats asynchronous error", "subject", subject, "err", err)
+		return
+	}
+	dropped, _ := sub.Dropped()
+	now := l.now()
+	l.mu.Lock()
+	sc := l.slow[sub.Subject]
+	if sc == nil {
+		sc = &slowConsumer{}
+		l.slow[sub.Subject] = sc
+	}
+	if !sc.logged.IsZero() && now.Sub(sc.logged) < slowConsumerLogEvery {
+		sc.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	episodes, since := sc.suppressed+1, dropped-sc.dropped
+	sc.logged, sc.suppressed, sc.dropped = now, 0, dropped
+	l.mu.Unlock()
+	l.log.Warn("nats slow consumer: messages dropped", "subject", sub.Subject,
+		"episodes", episodes, "dropped", since, "dropped_total", dropped, "next_report_after", slowConsumerLogEvery)
+}
+
+// countSlowConsumers wraps nc's error handler to count slow-consumer
+// episodes, and returns the count for a metric read at scrape time.
+func countSlowConsumers(nc *nats.Conn) func() float64 {
+	var n atomic.Int64
+	prev := nc.ErrorHandler()
+	nc.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrSlowConsumer) {
+			n.Add(1)
+		}
+		if prev != nil {
+			prev(c, sub, err)
+		}
+	})
+	return func() float64 { return float64(n.Load()) }
+}
