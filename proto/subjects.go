@@ -54,10 +54,11 @@ func ValidateToken(kind, s string) error {
 		return fmt.Errorf("%s is empty", kind)
 	}
 	if len(s) > maxTokenLen {
-		return fmt.Errorf("%s %q is longer than %d characters", kind, s, maxTokenLen)
+		return fmt.Errorf("%s %q is longer than %d characters", kind, truncate(s, maxTokenLen), maxTokenLen)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
+	// By rune, so that the error names the character sent ('é', not 'Ã'),
+	// and an invalid byte as such.
+	for _, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
 			return fmt.Errorf("%s %q has character %q; use letters, digits, '-' and '_'", kind, s, c)
 		}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Subscription limits from the Kairos contract, and for Meridian's optional
@@ -145,8 +146,8 @@ func ParseSubscription(data []byte) (Subscription, error) {
 		return sub, err
 	}
 	if since != "" {
-		if sub.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
-			return sub, subErr(fmt.Sprintf("since must be an RFC 3339 time such as 2024-11-07T10:30:00Z, got %q", truncate(since, 40)))
+		if sub.Since, err = ParseSince(since); err != nil {
+			return sub, subErr(err.Error())
 		}
 	}
 	return sub, nil
@@ -224,5 +225,30 @@ func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
+	// Not inside a multi-byte character.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
 	return s[:n] + "…"
+}
+
+// Bounds of a since time: replays read nothing older than the Unix epoch,
+// and a time must survive JSON (years 0–9999 in UTC) and JetStream's
+// start-time option.
+var (
+	minSince = time.Unix(0, 0).UTC()
+	maxSince = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+)
+
+// ParseSince parses a since value (a subscription field or an upgrade URL
+// parameter): RFC 3339, from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+func ParseSince(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since must be an RFC 3339 time such as 2024-11-07T10:30:00Z, got %q", truncate(s, 40))
+	}
+	if t.Before(minSince) || t.After(maxSince) {
+		return time.Time{}, fmt.Errorf("since %q is out of range: give a time from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z", truncate(s, 40))
+	}
+	return t, nil
 }

@@ -50,6 +50,12 @@ func TestParseSubscription(t *testing.T) {
 			with(func(s *Subscription) { s.Metrics = SetOf(RequestsTotal); s.StrictMetrics = true }), nil},
 		{"strict metrics null", `{"strict_metrics":null}`, def(), nil},
 		{"strict metrics not bool", `{"strict_metrics":1}`, Subscription{}, []string{"strict_metrics must be true or false", "got 1"}},
+		// Year 0 parses, but cannot be marshalled (it leaked a Go JSON error) or replayed.
+		{"since year 0", `{"since":"0000-01-01T00:00:00Z"}`, Subscription{}, []string{"since", "out of range", "1970-01-01T00:00:00Z"}},
+		{"since before the epoch", `{"since":"1969-12-31T23:59:59+00:00"}`, Subscription{}, []string{"out of range"}},
+		{"since year 0 with an offset", `{"since":"0000-01-01T00:30:00+01:00"}`, Subscription{}, []string{"out of range"}},
+		{"multi-byte character named as sent", `{"region":"eü"}`, Subscription{}, []string{`has character 'ü'`}},
+		{"invalid byte named as such", "{\"region\":\"e\xff\"}", Subscription{}, []string{`character`}},
 		{"empty metrics means the guide's", `{"metrics":[],"interval_seconds":5,"include_history":true}`, with(func(s *Subscription) { s.IntervalSeconds = 5; s.IncludeHistory = true }), nil},
 		{"null fields take defaults", `{"metrics":null,"interval_seconds":null,"include_history":null}`, def(), nil},
 		{"integral float interval", `{"interval_seconds":60.0}`, with(func(s *Subscription) { s.IntervalSeconds = 60 }), nil},

@@ -198,6 +198,7 @@ type Aggregator struct {
 	stateWritten atomic.Int64 // unix nanoseconds of the last state write
 
 	decodeLog  logLimiter
+	rejectLog  logLimiter
 	publishLog logLimiter
 	stateLog   logLimiter
 
@@ -228,11 +229,13 @@ func New(cfg Config) (*Aggregator, error) {
 		interest:   newInterestTable(),
 		stateQ:     make(chan State, 1),
 		decodeLog:  logLimiter{every: logEvery},
+		rejectLog:  logLimiter{every: logEvery},
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
 	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
+	a.book.maxRate = a.merger.cfg.MaxRequestRate
 	js, err := jetstream.New(cfg.NATS,
 		jetstream.WithPublishAsyncErrHandler(a.onWriteError),
 		jetstream.WithPublishAsyncTimeout(ackTimeout),
@@ -440,9 +443,14 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		return
 	}
 	now := a.cfg.Now()
+	if !subjectMatches(msg.Subject, &r) {
+		a.rejectReport(&r, msg.Subject, RejectSubject, now)
+		return
+	}
 	a.mu.Lock()
 	out := a.merger.Apply(r, now)
-	if a.elector != nil {
+	why := a.merger.LastRejection()
+	if a.elector != nil && out != OutcomeRejected {
 		a.replay.add(r, now)
 	}
 	a.mu.Unlock()
@@ -456,10 +464,7 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		a.metrics.resetDecrease.Inc()
 		a.log.Debug("gateway counters went down without a restart", "instance", r.Instance, "boot_id", r.BootID, "seq", r.Seq)
 	case OutcomeRejected:
-		a.metrics.rejected.Inc()
-		if ok, suppressed := a.decodeLog.allow(now); ok {
-			a.log.Warn("reject report whose counts would overflow the cluster's", "instance", r.Instance, "suppressed", suppressed)
-		}
+		a.rejectReport(&r, msg.Subject, why, now)
 	case OutcomeNewInstance:
 		a.log.Debug("new gateway instance", "instance", r.Instance, "region", r.Region)
 	}

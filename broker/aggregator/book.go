@@ -32,6 +32,9 @@ type book struct {
 	// new leader sets it from the persisted state, which it may have read
 	// before it saw the old leader's last snapshots (a full restart).
 	floor int64
+	// maxRate bounds the counters held (see plausibleHold); 0: no bound.
+	maxRate int64
+	refused uint64 // holds refused as implausible
 }
 
 type scopeBook struct {
@@ -87,7 +90,7 @@ func (b *book) claim(s *proto.Snapshot) (claimed, held bool) {
 	}
 	c := &sb.counts
 	if sb.hasLast && (s.RequestsTotal < c.RequestsTotal || s.RequestsSuccess < c.RequestsSuccess ||
-		s.RequestsError < c.RequestsError || s.DurationCount < c.DurationCount) {
+		s.RequestsError < c.RequestsError || s.DurationCount < c.DurationCount) && b.plausibleHold(s, c) {
 		s.RequestsTotal, s.RequestsSuccess, s.RequestsError = c.RequestsTotal, c.RequestsSuccess, c.RequestsError
 		s.DurationSumNanos, s.DurationCount = c.DurationSumNanos, c.DurationCount
 		s.SuccessRate = proto.SuccessRateOf(c.RequestsSuccess, c.RequestsTotal)

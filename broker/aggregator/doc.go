@@ -17,6 +17,12 @@
 //   - High availability (ha.go, replay.go, statekv.go, book.go): the lease
 //     election (package leader), the persisted merge state, the replay that
 //     makes failover exact, and the book of what was published.
+//   - Defence in depth (plausible.go, adopt.go): reports whose payload
+//     contradicts their subject, whose counters grow faster than
+//     MaxRequestRate, whose seq jumps, or that exceed the instance and
+//     region caps are rejected and counted by reason, changing nothing; the
+//     book adopts only the lease holder's snapshots, never while leading
+//     and never from the future, and never holds implausible counters.
 //   - Rollup (rollup.go) is the pure per-minute rollup computation;
 //     rollupstream.go keeps the stream that holds the rollups.
 //   - The gateway collector (exporter.go) relays each instance's raw counters

@@ -52,18 +52,47 @@ type MergerConfig struct {
 	// therefore be longer than any partition the totals must survive
 	// exactly. Default 24h.
 	ForgetAfter time.Duration
+	// MaxRequestRate bounds how fast an instance's request counters may
+	// grow (see DefaultMaxRequestRate, plausible.go); a report beyond it is
+	// rejected and changes nothing.
+	MaxRequestRate int64
+	// RecoverAfter is how long an instance whose sequence number jumped
+	// must keep to the jump before it is accepted. Default
+	// DefaultRecoverAfter.
+	RecoverAfter time.Duration
+	// MaxInstances and MaxRegions cap the instances and regions tracked,
+	// so that one publisher cannot grow memory, history or subjects without
+	// bound. Defaults DefaultMaxInstances and DefaultMaxRegions.
+	MaxInstances int
+	MaxRegions   int
 }
 
-// Validate rejects negative durations; zero ones take the defaults.
+// Validate rejects negative values; zero ones take the defaults.
 func (c MergerConfig) Validate() error {
 	return service.First(
 		service.NonNegative("StaleAfter", c.StaleAfter),
 		service.NonNegative("AvgWindow", c.AvgWindow),
 		service.NonNegative("ForgetAfter", c.ForgetAfter),
+		service.NonNegative("MaxRequestRate", c.MaxRequestRate),
+		service.NonNegative("RecoverAfter", c.RecoverAfter),
+		service.NonNegative("MaxInstances", c.MaxInstances),
+		service.NonNegative("MaxRegions", c.MaxRegions),
 	)
 }
 
 func (c MergerConfig) withDefaults() MergerConfig {
+	if c.MaxRequestRate <= 0 {
+		c.MaxRequestRate = DefaultMaxRequestRate
+	}
+	if c.RecoverAfter <= 0 {
+		c.RecoverAfter = DefaultRecoverAfter
+	}
+	if c.MaxInstances <= 0 {
+		c.MaxInstances = DefaultMaxInstances
+	}
+	if c.MaxRegions <= 0 {
+		c.MaxRegions = DefaultMaxRegions
+	}
 	if c.AvgWindow <= 0 {
 		c.AvgWindow = DefaultAvgWindow
 	}
@@ -90,8 +119,8 @@ const (
 	// OutcomeResetDecrease: same boot id, but a cumulative counter went down;
 	// treated as a restart of the counters.
 	OutcomeResetDecrease
-	// OutcomeRejected: an invalid report, or one whose counts would overflow
-	// the cluster's 64-bit request counters. Nothing changed.
+	// OutcomeRejected: an invalid or implausible report, or one beyond a
+	// cap; LastRejection says why. Nothing changed.
 	OutcomeRejected
 )
 
@@ -189,7 +218,8 @@ type instState struct {
 	active   int64
 	offsets  Totals // what earlier boots (and counter resets) of this instance counted
 	win      window
-	up       bool // scratch: live at the tick being computed
+	up       bool     // scratch: live at the tick being computed
+	suspect  *suspect // a sequence jump being followed (plausible.go); not persisted
 }
 
 // contribution is everything the instance has counted while tracked.
@@ -218,6 +248,7 @@ type Merger struct {
 
 	invalid uint64 // snapshots that failed validation and were left out
 	tick    int64  // unix second of the newest tick; 0 before the first
+	reject  Reject // why the last rejected report was rejected
 }
 
 // NewMerger returns an empty Merger.
@@ -249,12 +280,18 @@ func (m *Merger) InvalidSnapshots() uint64 { return m.invalid }
 // instance counted there, so neither region's counters go down.
 func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 	if r.Validate() != nil {
+		m.reject = RejectInvalid
+		return OutcomeRejected
+	}
+	if why := m.admit(&r, now); why != RejectNone {
+		m.reject = why
 		return OutcomeRejected
 	}
 	raw := totalsOf(&r.Counters)
 	in, known := m.insts[r.Instance]
 	if !known {
 		if !m.fits(raw) {
+			m.reject = RejectOverflow
 			return OutcomeRejected
 		}
 		in = &instState{name: r.Instance, win: newWindow(m.width, 0, 0)}
@@ -286,6 +323,7 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 		out = OutcomeResetBoot
 	}
 	if !m.fits(delta) {
+		m.reject = RejectOverflow
 		return OutcomeRejected
 	}
 	if out != OutcomeApplied {
@@ -304,6 +342,9 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 	m.record(in, &r, raw, delta, now)
 	return out
 }
+
+// LastRejection is why the last report that Apply rejected was rejected.
+func (m *Merger) LastRejection() Reject { return m.reject }
 
 // fits reports whether adding delta keeps the cluster's request counters
 // (the largest of all scopes) below 2^64.

@@ -460,15 +460,16 @@ func TestWindowAfterMissedTicks(t *testing.T) {
 }
 
 func TestRejectsCounterOverflow(t *testing.T) {
-	m := NewMerger(MergerConfig{})
+	// No rate bound, so that the overflow rule alone is tested.
+	m := NewMerger(MergerConfig{MaxRequestRate: math.MaxInt64})
 	now := t0
 	big := rp{inst: "a", region: "eu", boot: "x", seq: 1, total: math.MaxUint64 - 5}.report(now)
 	if got := m.Apply(big, now); got != OutcomeNewInstance {
 		t.Fatalf("first = %v", got)
 	}
 	more := rp{inst: "b", region: "eu", boot: "y", seq: 1, total: 10}.report(now)
-	if got := m.Apply(more, now); got != OutcomeRejected {
-		t.Fatalf("overflowing report = %v, want rejected", got)
+	if got := m.Apply(more, now); got != OutcomeRejected || m.LastRejection() != RejectOverflow {
+		t.Fatalf("overflowing report = %v (%v), want rejected (overflow)", got, m.LastRejection())
 	}
 	s := m.Snapshots(now)
 	if s[0].RequestsTotal != math.MaxUint64-5 || m.Len() != 1 {

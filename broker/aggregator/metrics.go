@@ -11,7 +11,7 @@ import (
 type metrics struct {
 	received      prometheus.Counter
 	decodeErrors  prometheus.Counter
-	rejected      prometheus.Counter
+	rejected      *prometheus.CounterVec
 	duplicates    prometheus.Counter
 	resetBoot     prometheus.Counter
 	resetDecrease prometheus.Counter
@@ -24,6 +24,7 @@ type metrics struct {
 	stateErrors   prometheus.Counter
 	restoreErrors prometheus.Counter
 	heldBack      prometheus.Counter
+	ignored       *prometheus.CounterVec
 
 	// Computed at scrape time from the aggregator's state.
 	funcs []prometheus.Collector
@@ -39,9 +40,12 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		Help: "Counter resets detected in gateway reports, by reason: boot (new boot id) or decrease (a cumulative counter went down).",
 	}, []string{"reason"})
 	m := &metrics{
-		received:      counter("reports_received_total", "Gateway report messages received."),
-		decodeErrors:  counter("report_decode_errors_total", "Gateway report messages that could not be decoded or failed validation."),
-		rejected:      counter("reports_rejected_total", "Decoded reports the merge refused (their counts would overflow the cluster's)."),
+		received:     counter("reports_received_total", "Gateway report messages received."),
+		decodeErrors: counter("report_decode_errors_total", "Gateway report messages that could not be decoded or failed validation."),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "reports_rejected_total",
+			Help: "Decoded reports refused, by reason: subject_mismatch (payload names another instance or region than its subject), counter_jump, seq_gap, future_start, overflow, invalid, max_instances, max_regions. Nothing of a refused report is merged.",
+		}, []string{"reason"}),
 		duplicates:    counter("report_duplicates_total", "Reports ignored as duplicate, reordered, or late from an instance's previous boot."),
 		resetBoot:     resets.WithLabelValues("boot"),
 		resetDecrease: resets.WithLabelValues("decrease"),
@@ -60,7 +64,29 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 11),
 		}),
 	}
+	m.ignored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "snapshots_ignored_total",
+		Help: "Snapshots and rollups seen on NATS that were not adopted into the book of what was published, by reason: while_leading (another's, seen by the leader), future (dated beyond the allowed clock skew), not_lease_holder (not published by the current lease holder).",
+	}, []string{"reason"})
+	for _, r := range []string{ignoredLeading, ignoredFuture, ignoredForeign} {
+		m.ignored.WithLabelValues(r)
+	}
+	for r := RejectInvalid; r <= RejectSubject; r++ {
+		m.rejected.WithLabelValues(r.String()) // every reason exported from 0
+	}
 	m.funcs = []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "snapshot_holds_refused_total",
+			Help: "Published counters too far ahead of this aggregator's own to have come from a real leader, which it therefore did not hold its snapshots at (see snapshots_held_back_total); anything but 0 means a forged snapshot was published.",
+		}, func() float64 {
+			a.book.mu.Lock()
+			defer a.book.mu.Unlock()
+			return float64(a.book.refused)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "max_instances",
+			Help: "The cap on tracked instances (--max-instances): reports of new instances beyond it are rejected with reason max_instances.",
+		}, func() float64 { return float64(a.merger.cfg.MaxInstances) }),
 		resets,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "tracked_instances",
@@ -110,7 +136,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := append([]prometheus.Collector{
 		m.received, m.decodeErrors, m.rejected, m.duplicates, m.ticks, m.published, m.historyErrors, m.publishTime,
-		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack,
+		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack, m.ignored,
 	}, m.funcs...)
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {

@@ -174,15 +174,16 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 
 // onSnapshot and onRollup feed the book with what was published, by this
 // aggregator or another. They run on the subscriptions' delivery goroutines.
+// Only what adoptable accepts is adopted (adopt.go).
 func (a *Aggregator) onSnapshot(msg *nats.Msg) {
 	a.noteSnapshotPublisher(msg)
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
 		a.book.claim(&s)
 	}
 }
 
 func (a *Aggregator) onRollup(msg *nats.Msg) {
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
 		a.book.rolledUp(&s)
 	}
 }

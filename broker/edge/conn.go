@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/meridian-metrics/meridian/broker/auth"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -51,11 +52,12 @@ const (
 	reasonWriteTimeout  = "write_timeout"
 	reasonSlowConsumer  = "slow_consumer"
 	reasonShutdown      = "shutdown"
+	reasonTokenExpired  = "token_expired"
 )
 
 var closeReasons = []string{
 	reasonClientClose, reasonPeerGone, reasonIOError, reasonProtocolError, reasonOversized,
-	reasonIdleTimeout, reasonWriteTimeout, reasonSlowConsumer, reasonShutdown,
+	reasonIdleTimeout, reasonWriteTimeout, reasonSlowConsumer, reasonShutdown, reasonTokenExpired,
 }
 
 // frameKind says how queued output is treated.
@@ -96,6 +98,14 @@ type conn struct {
 	rc    syscall.RawConn
 	id    uint64 // registry id; epoll event data
 	fd    int32  // epoll_ctl and writes (see writeLocked); reads go through rc
+
+	// Admission, set before the connection is registered, then read-only:
+	// the address's limits entry (released on close), what the token
+	// grants (nil: everything) and when it expires (mono ns; 0: never).
+	lim     *addrEntry
+	rate    *addrEntry
+	grant   *auth.Grant
+	expires int64
 
 	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 	lastRead atomic.Int64 // mono ns of the last bytes received
@@ -437,10 +447,20 @@ func (c *conn) closeLocked(reason string) {
 	c.scope.release()
 	c.releaseJobsLocked()
 	c.e.reg.remove(c)
+	c.e.limits.close(c.lim)
+	c.lim = nil
 	c.e.m.closed(reason, time.Duration(c.e.mono()-c.opened))
 	if c.shard != nil {
 		c.shard.kick(c, opClosed)
 	}
+}
+
+// grantOf is what the connection's token grants.
+func (c *conn) grantOf() auth.Grant {
+	if c.grant == nil {
+		return auth.Anonymous
+	}
+	return *c.grant
 }
 
 // isOpen reports whether the connection still takes data frames.

@@ -24,6 +24,22 @@
 // never on the poller or a shard; the workers then queue the frames on the
 // connection.
 //
+// # Admission
+//
+// Before the upgrade (admit.go, limits.go): every socket counts against its
+// client address and the edge from accept to close (MaxConnsPerAddr,
+// MaxConns, MaxHandshakesPerAddr, MaxHandshakes), upgrades are rate limited
+// per address, the Origin must be allowed (AllowedOrigins; same-origin
+// only by default), and with Config.Auth the JWT (Authorization: Bearer,
+// ?token= or a "bearer.<jwt>" Sec-WebSocket-Protocol value, echoed) must
+// verify and grant the URL's scope. Refusals are plain HTTP: 401, 403, 429
+// with Retry-After, 503, counted in rejections_total by reason. After it, a
+// subscription naming a scope outside the token gets an Error and the
+// previous subscription stays, and the connection is closed with 4401
+// "token expired" when its token expires. Config.HTTP requests get the same
+// origin and token checks and a per-address rate limit. With Config.TLS the
+// port speaks only TLS (see tls.go for how wss reaches the epoll path).
+//
 // # Protocol
 //
 // The protocol — what a client sends and receives, in which order, every

@@ -2,11 +2,13 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -38,6 +40,18 @@ const (
 	DefaultWriteTimeout      = 10 * time.Second
 	DefaultNamespace         = "meridian"
 
+	// Admission limits (see Config).
+	DefaultMaxConns              = 100_000
+	DefaultMaxConnsPerAddr       = 1_000
+	DefaultUpgradesPerSecond     = 20.0
+	DefaultUpgradeBurst          = 50
+	DefaultRESTRequestsPerSecond = 10.0
+	DefaultRESTBurst             = 20
+	DefaultLookupsPerSecond      = 1.0
+	DefaultLookupBurst           = 5
+	DefaultMaxHandshakes         = 1024
+	DefaultMaxHandshakesPerAddr  = 64
+
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
 	DefaultHistoryRequestInterval = 12 * time.Second // 5 per minute
@@ -56,6 +70,10 @@ const (
 	// ends without a Shutdown call (which would bring its own deadline).
 	defaultShutdownGrace = 5 * time.Second
 )
+
+// CloseTokenExpired is the close code of a connection whose token expired
+// (reason "token expired"); 4401 mirrors HTTP 401 in the private range.
+const CloseTokenExpired ws.StatusCode = 4401
 
 // Sentinel errors.
 var (
@@ -135,8 +153,57 @@ type Config struct {
 	// for this long. Default 10s.
 	WriteTimeout time.Duration
 	// HTTP serves every non-WebSocket request other than /healthz and
-	// /readyz. Default: 404.
+	// /readyz. Default: 404. With Auth set, its requests need a token too
+	// (Authorization: Bearer or ?token=), and auth.GrantFrom(r.Context())
+	// says which scopes it may read; they are rate limited per address.
 	HTTP http.Handler
+
+	// TLS, when set, makes the port serve only https and wss (plain HTTP
+	// gets 400). Use certfile.Reloader's ServerConfig for certificates
+	// reloaded on rotation. TLS connections cost more memory (see tls.go).
+	TLS *tls.Config
+
+	// Auth verifies client tokens (*auth.Verifier). Nil serves anonymous
+	// clients: the library default; the meridian edge command refuses it
+	// unless --anonymous is given.
+	Auth Verifier
+	// AllowedOrigins lists the browser origins that may connect: exact
+	// ("https://app.example.com:8443", "null") or patterns ("*.example.com"
+	// with any scheme and port, "https://*.example.com"). Empty: only
+	// same-origin pages. Requests without Origin always pass.
+	AllowedOrigins []string
+	// AnyOrigin accepts every Origin (meridian dev, on loopback).
+	AnyOrigin bool
+	// MaxConns caps the sockets open on the edge (WebSocket, HTTP and in
+	// handshake); beyond it new ones get 503. Default 100000.
+	MaxConns int
+	// MaxConnsPerAddr caps the sockets of one client IP address; beyond it
+	// new ones get 429 (and /healthz still answers). Default 1000.
+	MaxConnsPerAddr int
+	// UpgradesPerSecond and UpgradeBurst rate-limit WebSocket upgrades per
+	// client address (429 with Retry-After). Defaults 20/s and 50.
+	UpgradesPerSecond float64
+	UpgradeBurst      int
+	// RESTRequestsPerSecond and RESTBurst rate-limit Config.HTTP requests
+	// per client address. Defaults 10/s and 20.
+	RESTRequestsPerSecond float64
+	RESTBurst             int
+	// LookupsPerSecond and LookupBurst rate-limit, per client address, the
+	// JetStream lookups of scopes not held in memory. Defaults 1/s and 5.
+	LookupsPerSecond float64
+	LookupBurst      int
+	// MaxHandshakes caps the connections in their handshake at once;
+	// beyond it new ones get 503. Default 1024.
+	MaxHandshakes int
+	// TrustedProxies are the addresses of reverse proxies in front of the
+	// edge: their sockets are exempt from the per-address limits, and the
+	// rate limits apply to the client in X-Forwarded-For (rightmost address
+	// not in this list) or X-Real-IP instead. Headers from anyone else are
+	// ignored.
+	TrustedProxies []netip.Prefix
+	// MaxHandshakesPerAddr caps one client address's connections in their
+	// handshake (slowloris); beyond it new ones get 429. Default 64.
+	MaxHandshakesPerAddr int
 	// Registerer receives the edge's metrics; nil means don't register.
 	Registerer prometheus.Registerer
 	// Namespace prefixes metric names. Default "meridian".
@@ -149,9 +216,10 @@ type Config struct {
 }
 
 // Validate reports the first value that no default can repair: a negative
-// number. Zero fields are valid; they take the defaults. (New also checks
-// that NATS is set.)
+// number or a malformed allowed origin. Zero fields are valid; they take
+// the defaults. (New also checks that NATS is set.)
 func (c Config) Validate() error {
+	_, originErr := newOriginPolicy(c.AllowedOrigins, c.AnyOrigin)
 	return service.First(
 		service.NonNegative("HistoryWindow", c.HistoryWindow),
 		service.NonNegative("HistoryPoints", c.HistoryPoints),
@@ -170,7 +238,25 @@ func (c Config) Validate() error {
 		service.NonNegative("HandshakeTimeout", c.HandshakeTimeout),
 		service.NonNegative("MaxPendingBytes", c.MaxPendingBytes),
 		service.NonNegative("WriteTimeout", c.WriteTimeout),
+		service.NonNegative("MaxConns", c.MaxConns),
+		service.NonNegative("MaxConnsPerAddr", c.MaxConnsPerAddr),
+		service.NonNegative("UpgradeBurst", c.UpgradeBurst),
+		service.NonNegative("RESTBurst", c.RESTBurst),
+		service.NonNegative("LookupBurst", c.LookupBurst),
+		service.NonNegative("MaxHandshakes", c.MaxHandshakes),
+		service.NonNegative("MaxHandshakesPerAddr", c.MaxHandshakesPerAddr),
+		nonNegativeRate("UpgradesPerSecond", c.UpgradesPerSecond),
+		nonNegativeRate("RESTRequestsPerSecond", c.RESTRequestsPerSecond),
+		nonNegativeRate("LookupsPerSecond", c.LookupsPerSecond),
+		originErr,
 	)
+}
+
+func nonNegativeRate(field string, v float64) error {
+	if v < 0 {
+		return fmt.Errorf("%s %v must not be negative", field, v)
+	}
+	return nil
 }
 
 // withDefaults fills zero fields; call it after Validate.
@@ -229,6 +315,16 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	setDefault(&c.MaxConns, DefaultMaxConns)
+	setDefault(&c.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	setDefault(&c.UpgradesPerSecond, DefaultUpgradesPerSecond)
+	setDefault(&c.UpgradeBurst, DefaultUpgradeBurst)
+	setDefault(&c.RESTRequestsPerSecond, DefaultRESTRequestsPerSecond)
+	setDefault(&c.RESTBurst, DefaultRESTBurst)
+	setDefault(&c.LookupsPerSecond, DefaultLookupsPerSecond)
+	setDefault(&c.LookupBurst, DefaultLookupBurst)
+	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
+	setDefault(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
@@ -244,6 +340,12 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
+}
+
+func setDefault[T int | float64](v *T, d T) {
+	if *v == 0 {
+		*v = d
+	}
 }
 
 // Edge is a /ws/metrics server. Build it with New, serve with Run, stop with
@@ -265,6 +367,8 @@ type Edge struct {
 	beat       heartbeatCache
 	scopes     *scopeTable
 	histScopes historyScopes
+	limits     *limits
+	origins    originPolicy
 	interest   interestAnnouncer
 
 	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
@@ -281,6 +385,7 @@ type Edge struct {
 	hsSem     chan struct{}      // bounds concurrent handshakes
 	hsWG      sync.WaitGroup
 	upgradeWG sync.WaitGroup // WebSocket upgrades through the HTTP server
+	relays    sync.WaitGroup // TLS relay goroutines
 	hsMu      sync.Mutex
 	hsConns   map[net.Conn]struct{} // handshakes in flight, closed on shutdown
 	running   atomic.Bool           // serving and not shutting down
@@ -304,6 +409,7 @@ func New(cfg Config) (*Edge, error) {
 		return nil, fmt.Errorf("new edge: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	origins, _ := newOriginPolicy(cfg.AllowedOrigins, cfg.AnyOrigin) // validated
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("new edge: create JetStream context: %w", err)
@@ -316,10 +422,13 @@ func New(cfg Config) (*Edge, error) {
 		scopes:   newScopeTable(),
 		interest: newInterestAnnouncer(),
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
-		hsSem:    make(chan struct{}, maxHandshakes),
+		hsSem:    make(chan struct{}, cfg.MaxHandshakes),
+		origins:  origins,
+		upgrader: ws.Upgrader{Protocol: isBearerProtocol},
 		hsConns:  make(map[net.Conn]struct{}),
 		lnClosed: make(chan struct{}),
 	}
+	e.limits = newLimits(&e.cfg)
 	e.hsCtx, e.hsCancel = context.WithCancel(context.Background())
 	e.frameTooBig = closeFrame(ws.StatusMessageTooBig, fmt.Sprintf("message larger than %d bytes", cfg.MaxMessageBytes))
 	e.pool = newWorkPool(e, cfg.HistoryWorkers)
@@ -457,6 +566,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.upgradeWG.Wait()
 	// 2. Close every WebSocket: 1001 first, then wait for the clients.
 	e.drain(grace)
+	e.relays.Wait() // bounded: each ends within lingerTimeout of its close
 	// 3. Stop the workers.
 	cancelHist()
 	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
@@ -543,6 +653,13 @@ func (e *Edge) acceptSnapshot(data []byte) {
 	if err != nil {
 		e.m.snapshotsInvalid.Inc()
 		e.log.Debug("drop invalid snapshot", "err", err)
+		return
+	}
+	if s.FromFuture(e.cfg.Now()) {
+		// Held as the scope's latest, it would shadow every real snapshot
+		// until its time came.
+		e.m.snapshotsFuture.Inc()
+		e.log.Debug("drop snapshot dated in the future", "scope", s.Scope.String(), "time", s.Time, "max_skew", proto.MaxSnapshotSkew)
 		return
 	}
 	_, ok, first := e.scopes.store(s)

@@ -106,9 +106,12 @@ var (
 	frameCloseSlow      = closeFrame(ws.StatusPolicyViolation, "slow consumer")
 	frameCloseWriteTime = closeFrame(ws.StatusPolicyViolation, "write timeout")
 	frameCloseEmpty     = buildFrame(ws.OpClose, nil)
-	framePing           = buildFrame(ws.OpPing, nil)
-	framePongEmpty      = buildFrame(ws.OpPong, nil)
-	frameErrBinary      = errorFrame("binary frames are not supported; send the subscription as a JSON text message")
+	// frameCloseExpired ends a connection whose token expired (contract:
+	// close code 4401, reason "token expired").
+	frameCloseExpired = closeFrame(CloseTokenExpired, "token expired")
+	framePing         = buildFrame(ws.OpPing, nil)
+	framePongEmpty    = buildFrame(ws.OpPong, nil)
+	frameErrBinary    = errorFrame("binary frames are not supported; send the subscription as a JSON text message")
 )
 
 // snapFrames is one snapshot with its frames, encoded lazily, at most once

@@ -2,13 +2,17 @@ package edge
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/meridian-metrics/meridian/broker/auth"
 )
 
 // newHTTPServer builds the server for every request that is not a
@@ -23,9 +27,12 @@ func (e *Edge) newHTTPServer() *http.Server {
 	if fallback == nil {
 		fallback = http.NotFoundHandler()
 	}
-	mux.Handle("/", fallback)
+	mux.Handle("/", e.guardHTTP(fallback))
 	return &http.Server{
-		Handler:           mux,
+		Handler: mux,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
 		ReadHeaderTimeout: e.cfg.HandshakeTimeout,
 		IdleTimeout:       e.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(e.log.Handler(), slog.LevelDebug),
@@ -72,13 +79,24 @@ func (e *Edge) serveUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	defer context.AfterFunc(e.hsCtx, cancel)()
-	init, rej := e.upgradeTarget(ctx, r.URL.RawQuery)
-	if rej != nil {
-		e.m.errorsByType[rej.kind].Inc()
-		http.Error(w, rej.msg, rej.status)
+	pc := connOf(r)
+	if pc == nil {
+		http.Error(w, "connection not admitted", http.StatusInternalServerError)
 		return
 	}
-	u := ws.HTTPUpgrader{Timeout: e.cfg.HandshakeTimeout}
+	h := upgradeHead{host: r.Host, origins: r.Header.Values("Origin"), authorization: r.Header.Values("Authorization"),
+		protocols: r.Header.Values("Sec-WebSocket-Protocol")}
+	en := pc.admission()
+	if en == nil {
+		http.Error(w, "connection not admitted", http.StatusInternalServerError)
+		return
+	}
+	init, rej := e.admitRequest(ctx, h, r.URL.RawQuery, en)
+	if rej != nil {
+		e.writeRejection(w, rej)
+		return
+	}
+	u := ws.HTTPUpgrader{Timeout: e.cfg.HandshakeTimeout, Protocol: func(p string) bool { return isBearerProtocol([]byte(p)) }}
 	nc, rw, _, err := u.Upgrade(r, w)
 	if err != nil {
 		// The upgrader has answered with an HTTP error on the hijacked
@@ -97,9 +115,66 @@ func (e *Edge) serveUpgradeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if pc, ok := nc.(*prefixConn); ok {
 		leftover = append(leftover, pc.takePrefix()...)
+		init.lim = pc.takeAdmission() // released by the conn from now on
 	}
 	_ = nc.SetDeadline(time.Time{})
-	if !e.attach(nc, leftover, init) {
+	pollable, err := e.pollable(nc)
+	if err != nil {
+		e.log.Error("serve TLS connection", "err", err)
+		init.st.release()
+		e.limits.close(init.lim)
 		_ = nc.Close()
+		return
 	}
+	if !e.attach(pollable, leftover, init) {
+		e.limits.close(init.lim)
+		_ = pollable.Close()
+	}
+}
+
+type connKey struct{}
+
+// connOf is the admitted connection a request arrived on.
+func connOf(r *http.Request) *prefixConn {
+	pc, _ := r.Context().Value(connKey{}).(*prefixConn)
+	return pc
+}
+
+// writeRejection answers an HTTP request with a refusal.
+func (e *Edge) writeRejection(w http.ResponseWriter, r *upgradeRejection) {
+	e.m.rejected(r.reason)
+	if r.kind != "" {
+		e.m.errorsByType[r.kind].Inc()
+	}
+	for line := range strings.SplitSeq(strings.TrimSuffix(r.header, "\r\n"), "\r\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok {
+			w.Header().Set(k, v)
+		}
+	}
+	http.Error(w, r.msg, r.status)
+}
+
+// guardHTTP admits a Config.HTTP request: per-address rate, Origin, token.
+// The handler finds the grant with auth.GrantFrom.
+func (e *Edge) guardHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if en := connOf(r).admission(); en != nil {
+			client := e.limits.client(en, r.Header.Values("X-Forwarded-For"), r.Header.Get("X-Real-IP"))
+			if wait := e.limits.take(client, bucketREST); wait > 0 {
+				e.writeRejection(w, rateRejection(rejectRESTRate,
+					fmt.Sprintf("an address may make %g requests per second", e.cfg.RESTRequestsPerSecond), wait))
+				return
+			}
+		}
+		if !e.origins.allows(r.Header.Values("Origin"), r.Host) {
+			e.writeRejection(w, originRejection())
+			return
+		}
+		g, rej := e.authenticate(r.Context(), r.Header.Values("Authorization"), r.URL.RawQuery, nil)
+		if rej != nil {
+			e.writeRejection(w, rej)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(auth.WithGrant(r.Context(), g)))
+	})
 }

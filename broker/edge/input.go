@@ -100,6 +100,11 @@ func (c *conn) onText(p []byte) error {
 		c.reply(errorFrame(err.Error()))
 		return nil
 	}
+	if g := c.grant; g != nil && !g.Allows(sub.Scope) {
+		c.e.m.rejected(rejectScope)
+		c.reply(errorFrame(scopeDeniedMessage(sub.Scope, *g) + "; the previous subscription stays"))
+		return nil
+	}
 	c.subscribe(sub)
 	return nil
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -265,11 +266,15 @@ func (e *Edge) runJob(base context.Context, c *conn, j *subJob) {
 	ctx, cancel := context.WithTimeout(base, e.cfg.HistoryTimeout)
 	defer cancel()
 	if j.st == nil {
-		st, err := e.resolveScope(ctx, j.sub.Scope)
+		st, err := e.resolveScope(ctx, j.sub.Scope, c.rate)
 		if err != nil {
-			e.m.errorsByType[errTypeUnknownScope].Inc()
+			if errors.Is(err, errLookupRateLimited) {
+				e.m.rejected(rejectLookupRate)
+			} else {
+				e.m.errorsByType[errTypeUnknownScope].Inc()
+			}
 			mctx, mcancel := context.WithTimeout(base, time.Second)
-			msg := e.scopeErrorMessage(mctx, j.sub.Scope, err)
+			msg := e.scopeErrorMessage(mctx, j.sub.Scope, c.grantOf(), err)
 			mcancel()
 			c.mu.Lock()
 			if j.replay {

@@ -2,28 +2,31 @@ package edge
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"syscall"
 	"time"
 )
 
-// One listener, one port. The accept loop only accepts: each connection's
-// request head is read by a handshake goroutine (at most maxHandshakes at a
-// time, each bounded by HandshakeTimeout), so a slow or bogus client never
-// holds up accept. "GET /ws/metrics" is upgraded in place by gobwas/ws from
-// the bytes already read; anything else goes, those bytes replayed, to the
-// internal http.Server through a channel-fed listener.
+// One listener, one port. The accept loop only accepts and admits (limits.go):
+// each connection's request head is read by a handshake goroutine (at most
+// MaxHandshakes at a time, each bounded by HandshakeTimeout), so a slow or
+// bogus client never holds up accept. "GET /ws/metrics" is admitted
+// (admit.go: origin, token, upgrade rate, scope) and upgraded in place by
+// gobwas/ws from the bytes already read; anything else goes, those bytes
+// replayed, to the internal http.Server through a channel-fed listener.
 
 const (
-	// maxHandshakes bounds concurrent handshakes; when all are taken for
-	// longer than handshakeQueueWait, new connections are closed unread
-	// (counted in handshakes_rejected_total).
-	maxHandshakes      = 1024
+	// handshakeQueueWait: when every handshake slot is taken for longer,
+	// new connections get 503 (counted in handshakes_rejected_total).
 	handshakeQueueWait = 100 * time.Millisecond
+	// refusalWriteTimeout bounds writing a refusal from the accept loop.
+	refusalWriteTimeout = 50 * time.Millisecond
 	// maxRequestHead bounds a WebSocket upgrade request head.
 	maxRequestHead = 8 << 10
 	wsPath         = "/ws/metrics"
@@ -62,13 +65,38 @@ func (e *Edge) acceptLoop() {
 			continue
 		}
 		backoff = 0
-		if !e.acquireHandshake() {
-			e.m.handshakesRejected.Inc()
+		en, v := e.limits.open(addrOf(nc.RemoteAddr()))
+		if full, drop := v.dropped(); drop {
+			e.m.rejected(e.verdictRejection(full).reason)
 			_ = nc.Close()
 			continue
 		}
+		if !e.acquireHandshake() {
+			e.m.handshakesRejected.Inc()
+			e.refuseNow(nc, &upgradeRejection{status: 503, reason: rejectHandshakes,
+				msg: "too many connections in their handshake; retry shortly", header: "Retry-After: 1\r\n"})
+			e.releaseAdmission(en, v)
+			continue
+		}
 		e.hsWG.Add(1)
-		go e.handshake(nc)
+		go e.handshake(nc, en, v)
+	}
+}
+
+// refuseNow answers a fresh socket without reading it and closes it.
+func (e *Edge) refuseNow(nc net.Conn, r *upgradeRejection) {
+	_ = nc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+	_, _ = nc.Write(e.reject(r))
+	_ = nc.Close()
+}
+
+// releaseAdmission undoes limits.open for a socket that is closed before
+// anything took it over.
+func (e *Edge) releaseAdmission(en *addrEntry, v admitVerdict) {
+	if v == admitOK {
+		e.limits.close(en)
+	} else {
+		e.limits.doneRefusing(en)
 	}
 }
 
@@ -93,23 +121,44 @@ func (e *Edge) acquireHandshake() bool {
 	}
 }
 
-// handshake routes one new connection.
-func (e *Edge) handshake(nc net.Conn) {
+// handshake routes one new connection admitted with verdict v: a refused
+// one is answered (429/503, or /healthz) and closed; an admitted one's
+// entry passes to whatever takes the socket over.
+//
+// With Config.TLS, the TLS handshake happens here first, within
+// HandshakeTimeout, and nc is the TLS connection over raw.
+func (e *Edge) handshake(raw net.Conn, en *addrEntry, v admitVerdict) {
+	nc := raw
 	defer func() {
 		<-e.hsSem
 		e.hsWG.Done()
 	}()
-	if !e.trackHandshake(nc) {
-		_ = nc.Close()
-		return
-	}
 	handedOff := false
 	defer func() {
-		if !handedOff && e.untrackHandshake(nc) {
-			_ = nc.Close()
+		if v == admitOK {
+			e.limits.handshakeDone(en)
+		}
+		if !handedOff {
+			e.releaseAdmission(en, v)
 		}
 	}()
-	_ = nc.SetDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
+	if !e.trackHandshake(raw) {
+		_ = raw.Close()
+		return
+	}
+	defer func() {
+		if !handedOff && e.untrackHandshake(raw) {
+			_ = raw.Close()
+		}
+	}()
+	_ = raw.SetDeadline(time.Now().Add(e.cfg.HandshakeTimeout))
+	if e.cfg.TLS != nil {
+		tc, err := e.serverTLS(e.hsCtx, raw)
+		if err != nil {
+			return
+		}
+		nc = tc
+	}
 	bp := headPool.Get().(*[]byte)
 	defer headPool.Put(bp)
 	buf := (*bp)[:0]
@@ -121,14 +170,24 @@ func (e *Edge) handshake(nc net.Conn) {
 		}
 		return
 	}
+	if v != admitOK {
+		if healthzRequest(buf[:lineEnd]) {
+			_, _ = nc.Write(e.healthzResponse())
+		} else {
+			_, _ = nc.Write(e.reject(e.verdictRejection(v)))
+		}
+		return
+	}
 	toHTTP := func() {
 		_ = nc.SetDeadline(time.Time{})
 		handedOff = true
-		if !e.untrackHandshake(nc) {
+		if !e.untrackHandshake(raw) {
+			e.limits.close(en)
 			return // closed by shutdown
 		}
-		if !e.httpLn.deliver(&prefixConn{Conn: nc, prefix: bytes.Clone(buf)}) {
-			_ = nc.Close()
+		pc := &prefixConn{Conn: nc, prefix: bytes.Clone(buf), e: e, lim: en}
+		if !e.httpLn.deliver(pc) {
+			_ = pc.Close()
 		}
 	}
 	if !isWebSocketRequest(buf[:lineEnd]) {
@@ -148,16 +207,15 @@ func (e *Edge) handshake(nc net.Conn) {
 		toHTTP()
 		return
 	}
-	if _, ok := nc.(syscall.Conn); !ok {
+	if _, ok := raw.(syscall.Conn); !ok {
 		// Only a socket can join epoll (a Config.Listener wrapping conns).
 		e.log.Error("accepted connection has no file descriptor; cannot serve WebSocket", "type", fmt.Sprintf("%T", nc))
 		_, _ = nc.Write(respUnavailable)
 		return
 	}
-	init, rej := e.upgradeTarget(e.hsCtx, requestQuery(buf[:lineEnd]))
+	init, rej := e.admitUpgrade(e.hsCtx, buf[:lineEnd], buf[:headEnd], en)
 	if rej != nil {
-		e.m.errorsByType[rej.kind].Inc()
-		_, _ = nc.Write(rej.response())
+		_, _ = nc.Write(e.reject(rej))
 		return
 	}
 	rw := struct {
@@ -173,15 +231,55 @@ func (e *Edge) handshake(nc net.Conn) {
 	}
 	_ = nc.SetDeadline(time.Time{})
 	leftover := bytes.Clone(buf[headEnd:]) // frames the client sent right behind its request
-	if !e.untrackHandshake(nc) {
+	if !e.untrackHandshake(raw) {
 		init.st.release()
 		handedOff = true
+		e.limits.close(en)
 		return
 	}
 	handedOff = true
-	if !e.attach(nc, leftover, init) {
+	pc, err := e.pollable(nc)
+	if err != nil {
+		e.log.Error("serve TLS connection", "err", err)
+		init.st.release()
+		e.limits.close(en)
 		_ = nc.Close()
+		return
 	}
+	if !e.attach(pc, leftover, init) {
+		e.limits.close(en)
+		_ = pc.Close()
+	}
+}
+
+// admitUpgrade applies admission to a raw upgrade request: origin, token,
+// upgrade rate, then the URL's scope (grant first, then lookup).
+func (e *Edge) admitUpgrade(ctx context.Context, line, head []byte, en *addrEntry) (connInit, *upgradeRejection) {
+	h, err := parseHead(head)
+	if err != nil {
+		return connInit{}, &upgradeRejection{status: http.StatusBadRequest, msg: err.Error(), kind: errTypeHandshake}
+	}
+	query := requestQuery(line)
+	return e.admitRequest(ctx, h, query, en)
+}
+
+// admitRequest is admission for both upgrade paths.
+func (e *Edge) admitRequest(ctx context.Context, h upgradeHead, query string, en *addrEntry) (connInit, *upgradeRejection) {
+	if !e.origins.allows(h.origins, h.host) {
+		return connInit{}, originRejection()
+	}
+	client := e.limits.client(en, h.forwardedFor, h.realIP)
+	if wait := e.limits.take(client, bucketUpgrade); wait > 0 {
+		return connInit{}, rateRejection(rejectUpgradeRate,
+			fmt.Sprintf("an address may open %g WebSocket connections per second", e.cfg.UpgradesPerSecond), wait)
+	}
+	g, rej := e.authenticate(ctx, h.authorization, query, h.protocols)
+	if rej != nil {
+		return connInit{}, rej
+	}
+	init, rej := e.upgradeTarget(ctx, query, g, client)
+	init.lim = en
+	return init, rej
 }
 
 var errHeadTooLarge = errors.New("request head too large")
@@ -271,6 +369,13 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	}
 	c := newConn(e, nc, rc, fd)
 	c.shard = e.pickShard()
+	c.lim, c.rate = init.lim, init.rate
+	if !init.grant.All() {
+		c.grant = &init.grant
+	}
+	if exp := init.grant.Expires(); !exp.IsZero() {
+		c.expires = max(c.opened+int64(exp.Sub(e.cfg.Now())), 1)
+	}
 	e.m.opened.Inc()
 
 	c.mu.Lock()
@@ -393,11 +498,43 @@ func (l *chanListener) deliver(c net.Conn) bool {
 }
 
 // prefixConn replays the bytes the router already read before reading
-// from the socket again.
+// from the socket again. It holds its address's admission entry until it
+// is closed or a WebSocket takes the entry over (takeAdmission).
 type prefixConn struct {
 	net.Conn
+	e      *Edge
 	mu     sync.Mutex
 	prefix []byte
+	lim    *addrEntry
+}
+
+// Close closes the socket and releases its admission once.
+func (c *prefixConn) Close() error {
+	c.mu.Lock()
+	lim := c.lim
+	c.lim = nil
+	c.mu.Unlock()
+	c.e.limits.close(lim)
+	return c.Conn.Close()
+}
+
+// admission is the entry while the connection holds it.
+func (c *prefixConn) admission() *addrEntry {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lim
+}
+
+// takeAdmission hands the admission entry to the caller.
+func (c *prefixConn) takeAdmission() *addrEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lim := c.lim
+	c.lim = nil
+	return lim
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {

@@ -63,6 +63,10 @@ func TestHandshakeLimits(t *testing.T) {
 		c.sendRaw([]byte(strings.Replace(upgradeRequest("/ws/metrics"), "Version: 13", "Version: 8", 1)))
 		c.readHTTPResponse(426)
 	})
+	// Counted after the answer is written: wait for it.
+	wait.For(t, 10*time.Second, "the handshake error counted", func() bool {
+		return testutil.ToFloat64(te.m.errorsByType[errTypeHandshake]) >= 1
+	})
 	if got := testutil.ToFloat64(te.m.errorsByType[errTypeHandshake]); got != 1 {
 		t.Errorf("handshake errors = %v, want 1", got)
 	}

@@ -5,10 +5,13 @@ package edge
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	rtmetrics "runtime/metrics"
 	"runtime/pprof"
@@ -24,6 +27,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/sys/unix"
 
+	"github.com/meridian-metrics/meridian/broker/certfile"
 	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
@@ -34,7 +38,15 @@ import (
 const (
 	helperURL = "EDGE_HELPER_URL"
 	helperN   = "EDGE_HELPER_N"
+	helperCA  = "EDGE_HELPER_CA" // PEM certificate to trust for wss
 )
+
+// benchLimits lifts admission limits for load from one address.
+func benchLimits(c Config) Config {
+	c.MaxConnsPerAddr, c.MaxHandshakesPerAddr = 1<<30, 1<<30
+	c.UpgradesPerSecond, c.UpgradeBurst = 1e9, 1<<30
+	return c
+}
 
 // TestHelperSubscribers is the client process of BenchmarkSubscribers: it
 // opens N WebSocket connections with the default subscription, reads
@@ -50,10 +62,20 @@ func TestHelperSubscribers(t *testing.T) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	conns := make(chan io.Closer, n)
+	var d ws.Dialer
+	if ca := os.Getenv(helperCA); ca != "" {
+		pem, err := os.ReadFile(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		d.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
 	for range n {
 		sem <- struct{}{}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		conn, br, _, err := ws.Dial(ctx, url)
+		conn, br, _, err := d.Dial(ctx, url)
 		cancel()
 		<-sem
 		if err != nil {
@@ -93,13 +115,37 @@ func TestHelperSubscribers(t *testing.T) {
 // subscribers at the default 1 s interval from a child process while
 // snapshots arrive every second, and reports the edge's memory per
 // subscriber, CPU per delivery, deliveries per CPU-second and the
-// tick-to-wire p99 (tick_lag_seconds). Run with -benchtime=1x.
+// tick-to-wire p99 (tick_lag_seconds). Run with -benchtime=1x. The tls
+// sub-benchmark serves the same load over wss (the relay path of tls.go):
+// compare its figures with plain's from the same run.
 func BenchmarkSubscribers(b *testing.B) {
+	b.Run("plain", func(b *testing.B) { benchSubscribers(b, false) })
+	b.Run("tls", func(b *testing.B) { benchSubscribers(b, true) })
+}
+
+func benchSubscribers(b *testing.B, secure bool) {
 	n := 2000
 	if v, err := strconv.Atoi(os.Getenv("EDGE_BENCH_SUBSCRIBERS")); err == nil && v > 0 {
 		n = v
 	}
-	te := startEdge(b, Config{HeartbeatInterval: DefaultHeartbeatInterval, PingInterval: DefaultPingInterval})
+	cfg := benchLimits(Config{HeartbeatInterval: DefaultHeartbeatInterval, PingInterval: DefaultPingInterval})
+	var caFile string
+	if secure {
+		dir := b.TempDir()
+		caFile = filepath.Join(dir, "edge.crt")
+		if _, err := certfile.WriteSelfSigned(caFile, filepath.Join(dir, "edge.key"), "127.0.0.1"); err != nil {
+			b.Fatal(err)
+		}
+		r, err := certfile.New(caFile, filepath.Join(dir, "edge.key"), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg.TLS = r.ServerConfig()
+	}
+	te := startEdge(b, cfg)
+	if secure {
+		te.url = "wss://" + te.Addr().String() + wsPath
+	}
 	stop := make(chan struct{})
 	var pubWG sync.WaitGroup
 	pubWG.Add(1)
@@ -124,7 +170,7 @@ func BenchmarkSubscribers(b *testing.B) {
 
 	before := memInUse()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSubscribers$", "-test.v")
-	cmd.Env = append(os.Environ(), helperURL+"="+te.url, helperN+"="+strconv.Itoa(n))
+	cmd.Env = append(os.Environ(), helperURL+"="+te.url, helperN+"="+strconv.Itoa(n), helperCA+"="+caFile)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

@@ -43,9 +43,11 @@ type metrics struct {
 	idleTimeouts       prometheus.Counter
 	slowConsumers      prometheus.Counter
 	handshakesRejected prometheus.Counter
+	rejections         map[string]prometheus.Counter
 	snapshotsAccepted  prometheus.Counter
 	snapshotsStale     prometheus.Counter
 	snapshotsInvalid   prometheus.Counter
+	snapshotsFuture    prometheus.Counter
 	historyLoadErrors  prometheus.Counter
 	historyServed      prometheus.Counter
 	historyRateLimited prometheus.Counter
@@ -73,13 +75,19 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	}, []string{"type"})
 	snaps := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "snapshots_received_total",
-		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid.",
+		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid, future (dated more than proto.MaxSnapshotSkew ahead of this edge's clock; ignored).",
 	}, []string{"result"})
 	hist := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "history_requests_total",
 		Help: "History requests (include_history or since), by result: served, rate_limited, failed (a JetStream read failed).",
 	}, []string{"result"})
+	rejections := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "rejections_total",
+		Help: "Requests refused by admission, by reason: no_token, invalid_token, expired_token (401); origin, scope (403); " +
+			"addr_conns, upgrade_rate, lookup_rate, rest_rate (429); edge_full, handshakes (503); plaintext (plain HTTP on TLS).",
+	}, []string{"reason"})
 	m := &metrics{
+		rejections:         make(map[string]prometheus.Counter, len(rejectReasons)),
 		opened:             counter("connections_opened_total", "WebSocket connections upgraded."),
 		closedByReason:     make(map[string]prometheus.Counter, len(closeReasons)),
 		msgsSent:           counter("messages_sent_total", "WebSocket frames written completely."),
@@ -105,6 +113,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		snapshotsAccepted: snaps.WithLabelValues("accepted"),
 		snapshotsStale:    snaps.WithLabelValues("stale"),
 		snapshotsInvalid:  snaps.WithLabelValues("invalid"),
+		snapshotsFuture:   snaps.WithLabelValues("future"),
 		lifetime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "connection_duration_seconds",
 			Help:    "Lifetime of closed WebSocket connections.",
@@ -124,6 +133,9 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	for _, r := range closeReasons {
 		m.closedByReason[r] = closed.WithLabelValues(r)
 	}
+	for _, r := range rejectReasons {
+		m.rejections[r] = rejections.WithLabelValues(r)
+	}
 	for _, t := range errorTypes {
 		m.errorsByType[t] = errs.WithLabelValues(t)
 	}
@@ -133,7 +145,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	cs := []prometheus.Collector{
 		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
 		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
-		hist, m.historyDuration, m.replayed, m.replaysTruncated,
+		hist, m.historyDuration, rejections, m.replayed, m.replaysTruncated,
 		newStateCollector(e, ns, sub),
 	}
 	for _, c := range cs {
@@ -142,6 +154,13 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		}
 	}
 	return m, nil
+}
+
+// rejected counts a refusal by admission.
+func (m *metrics) rejected(reason string) {
+	if c, ok := m.rejections[reason]; ok {
+		c.Inc()
+	}
 }
 
 // closed counts a closed connection.

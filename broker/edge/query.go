@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/auth"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -63,19 +64,11 @@ func parseUpgradeQuery(rawQuery string) (proto.Subscription, error) {
 		return sub, err
 	}
 	if ok {
-		if sub.Since, err = time.Parse(time.RFC3339Nano, since); err != nil {
-			return sub, fmt.Errorf("%w: since must be an RFC 3339 time such as 2024-11-07T10:30:00Z, got %q",
-				errBadQuery, truncateText(since, 40))
+		if sub.Since, err = proto.ParseSince(since); err != nil {
+			return sub, fmt.Errorf("%w: %v", errBadQuery, err)
 		}
 	}
 	return sub, nil
-}
-
-func truncateText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 // requestQuery extracts the raw query of a request line such as
@@ -88,41 +81,54 @@ func requestQuery(line []byte) string {
 	return string(q)
 }
 
-// connInit is what a connection starts with: its subscription, and its
-// scope's state, pinned for the connection.
+// connInit is what a connection starts with: its subscription, its
+// scope's state (pinned for the connection), what its token grants, and its
+// address's admission entry.
 type connInit struct {
-	sub proto.Subscription
-	st  *scopeState
+	sub   proto.Subscription
+	st    *scopeState
+	grant auth.Grant
+	lim   *addrEntry // released when the connection closes
+	rate  *addrEntry // whose lookup rate the connection spends (the client behind a trusted proxy)
 }
 
 // upgradeRejection is an HTTP answer refusing an upgrade.
 type upgradeRejection struct {
 	status int
 	msg    string
-	kind   string // errors_total type
+	kind   string // errors_total type, if any
+	reason string // rejections_total reason, if any
+	header string // extra header lines, each ending in CRLF
 }
 
 // upgradeTarget parses an upgrade request's query and resolves its scope.
 // It may wait on JetStream (a scope not seen live), on the handshake or HTTP
 // goroutine, bounded by HandshakeTimeout and HistoryTimeout.
-func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string) (connInit, *upgradeRejection) {
+func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string, g auth.Grant, client *addrEntry) (connInit, *upgradeRejection) {
 	sub, err := parseUpgradeQuery(rawQuery)
 	if err != nil {
-		return connInit{}, &upgradeRejection{http.StatusBadRequest, err.Error(), errTypeBadQuery}
+		return connInit{}, &upgradeRejection{status: http.StatusBadRequest, msg: err.Error(), kind: errTypeBadQuery}
+	}
+	if !g.Allows(sub.Scope) {
+		return connInit{}, scopeRejection(sub.Scope, g)
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(e.cfg.HandshakeTimeout, e.cfg.HistoryTimeout))
 	defer cancel()
-	st, err := e.resolveScope(ctx, sub.Scope)
+	st, err := e.resolveScope(ctx, sub.Scope, client)
+	var limited *lookupLimitedError
+	if errors.As(err, &limited) {
+		return connInit{}, rateRejection(rejectLookupRate, "this address looked up too many scopes not seen live", limited.wait)
+	}
 	if err != nil {
 		mctx, mcancel := context.WithTimeout(context.Background(), time.Second)
 		defer mcancel()
-		msg := e.scopeErrorMessage(mctx, sub.Scope, err)
+		msg := e.scopeErrorMessage(mctx, sub.Scope, g, err)
 		if errors.Is(err, errUnknownScope) {
-			return connInit{}, &upgradeRejection{http.StatusNotFound, msg, errTypeUnknownScope}
+			return connInit{}, &upgradeRejection{status: http.StatusNotFound, msg: msg, kind: errTypeUnknownScope}
 		}
-		return connInit{}, &upgradeRejection{http.StatusServiceUnavailable, msg, errTypeUnknownScope}
+		return connInit{}, &upgradeRejection{status: http.StatusServiceUnavailable, msg: msg, kind: errTypeUnknownScope}
 	}
-	return connInit{sub: sub, st: st}, nil
+	return connInit{sub: sub, st: st, grant: g, rate: client}, nil
 }
 
 // response is the rejection as a complete HTTP/1.1 response that closes
@@ -130,7 +136,7 @@ func (e *Edge) upgradeTarget(ctx context.Context, rawQuery string) (connInit, *u
 func (r *upgradeRejection) response() []byte {
 	body := r.msg + "\n"
 	var b strings.Builder
-	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s",
-		r.status, http.StatusText(r.status), len(body), body)
+	fmt.Fprintf(&b, "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n%sContent-Length: %d\r\n\r\n%s",
+		r.status, http.StatusText(r.status), r.header, len(body), body)
 	return []byte(b.String())
 }

@@ -360,6 +360,9 @@ func (s *shard) stopWaiting(c *conn) {
 func (s *shard) dueLocked(c *conn) int64 {
 	cfg := &s.e.cfg
 	due := min(tickOf(c.nextBeat), tickOf(c.nextPing), ceilTick(c.lastRead.Load()+int64(cfg.IdleTimeout)))
+	if c.expires != 0 && c.state == stateOpen {
+		due = min(due, ceilTick(c.expires))
+	}
 	if (c.sentSnap || c.phased) && c.state == stateOpen {
 		due = min(due, tickOf(c.nextSnap))
 	}
@@ -393,6 +396,14 @@ func (s *shard) fire(c *conn, k int64) {
 			c.startCloseLocked(frameCloseIdle, reasonIdleTimeout, closeNow)
 		} else {
 			c.closeLocked(reasonIdleTimeout)
+		}
+		return
+	case c.state == stateOpen && c.expires != 0 && now >= c.expires:
+		// Linger, so that the 4401 close frame reaches the client rather
+		// than a reset.
+		c.startCloseLocked(frameCloseExpired, reasonTokenExpired, closeLinger)
+		if c.state != stateClosed {
+			s.link(c, s.dueLocked(c))
 		}
 		return
 	case c.queued() > 0 && now-c.q.lastProgress >= int64(cfg.WriteTimeout):

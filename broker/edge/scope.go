@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/auth"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -178,13 +179,21 @@ var errUnknownScope = errors.New("unknown scope")
 // resolveScope returns the pinned state of scope. A scope not seen live is
 // looked up in the history and rollup streams; its last snapshot there makes
 // it known. It may block on JetStream: never call it on the poller or a shard.
-func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope) (*scopeState, error) {
+//
+// A lookup that reaches the streams costs a token of en's address (nil: no
+// limit), so unknown-scope probing cannot load JetStream.
+func (e *Edge) resolveScope(ctx context.Context, scope proto.Scope, en *addrEntry) (*scopeState, error) {
 	if scope.Kind == proto.ScopeInstance {
 		// Announce the new follower at once rather than at the next round.
 		defer e.interest.poke()
 	}
 	if st := e.scopes.pin(scope); st != nil {
 		return st, nil
+	}
+	if en != nil {
+		if wait := e.limits.take(en, bucketLookup); wait > 0 {
+			return nil, &lookupLimitedError{wait: wait}
+		}
 	}
 	// Lookups come from the workers and from handshakes: at most
 	// HistoryWorkers of them reach JetStream at a time.
@@ -319,9 +328,13 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 const maxListedScopes = 50
 
 // unknownScopeMessage is the Error text (and 404 body) for a scope that is
-// not known.
-func (e *Edge) unknownScopeMessage(ctx context.Context, scope proto.Scope) string {
+// not known. Only scopes g allows are listed: a restricted token learns
+// nothing of the others.
+func (e *Edge) unknownScopeMessage(ctx context.Context, scope proto.Scope, g auth.Grant) string {
 	known := e.knownScopes(ctx)
+	if !g.All() {
+		known = slices.DeleteFunc(slices.Clone(known), func(s proto.Scope) bool { return !g.Allows(s) })
+	}
 	names := make([]string, 0, min(len(known), maxListedScopes))
 	for _, s := range known[:min(len(known), maxListedScopes)] {
 		names = append(names, s.String())
@@ -334,9 +347,12 @@ func (e *Edge) unknownScopeMessage(ctx context.Context, scope proto.Scope) strin
 }
 
 // scopeErrorMessage turns a resolveScope error into client text.
-func (e *Edge) scopeErrorMessage(ctx context.Context, scope proto.Scope, err error) string {
+func (e *Edge) scopeErrorMessage(ctx context.Context, scope proto.Scope, g auth.Grant, err error) string {
 	if errors.Is(err, errUnknownScope) {
-		return e.unknownScopeMessage(ctx, scope)
+		return e.unknownScopeMessage(ctx, scope, g)
+	}
+	if errors.Is(err, errLookupRateLimited) {
+		return err.Error()
 	}
 	return fmt.Sprintf("scope %s was not seen live and its history could not be searched (%v); try again later", scope, err)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meridian-metrics/meridian/broker/auth"
 	"github.com/meridian-metrics/meridian/broker/service"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -20,8 +22,14 @@ import (
 // API serves history over plain HTTP for tools that are not WebSocket
 // clients:
 //
-//	GET /api/metrics/list
+//	GET /api/metrics/list?limit=&after=
 //	GET /api/metrics/history?metric=&scope=&start=&end=&step=
+//
+// Behind an authenticating server (auth.WithGrant), only the scopes the
+// request's token grants are listed, and history of any other scope is
+// refused with 403. The list of scopes is paginated: at most limit
+// (default and maximum MaxListScopes) names after the name after, with
+// next_after set when more follow.
 //
 // Ranges inside the 1 s stream's retention are answered from it; older ones
 // from the one-minute rollups. Bad parameters get a 400 with a JSON body
@@ -111,6 +119,9 @@ var metricDescriptions = [proto.NumMetrics]string{
 	proto.SuccessRate:       "requests_success / requests_total × 100 of the cumulative totals; 100 with no requests.",
 }
 
+// MaxListScopes bounds the scopes of one /api/metrics/list answer.
+const MaxListScopes = 1000
+
 var metricInfo = func() []MetricInfo {
 	out := make([]MetricInfo, proto.NumMetrics)
 	for m := range proto.Metric(proto.NumMetrics) {
@@ -120,10 +131,11 @@ var metricInfo = func() []MetricInfo {
 }()
 
 type listResponse struct {
-	Metrics []MetricInfo      `json:"metrics"`
-	Aliases map[string]string `json:"aliases"`
-	Scopes  []string          `json:"scopes"`
-	History historyInfo       `json:"history"`
+	Metrics   []MetricInfo      `json:"metrics"`
+	Aliases   map[string]string `json:"aliases"`
+	Scopes    []string          `json:"scopes"`
+	NextAfter string            `json:"next_after,omitempty"`
+	History   historyInfo       `json:"history"`
 }
 
 type historyInfo struct {
@@ -134,6 +146,16 @@ type historyInfo struct {
 }
 
 func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	limit, after := MaxListScopes, r.URL.Query().Get("after")
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > MaxListScopes {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit: want a whole number from 1 to %d", MaxListScopes))
+			return
+		}
+		limit = n
+	}
+	grant := auth.GrantFrom(r.Context())
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
 	defer cancel()
 	resp := listResponse{
@@ -159,7 +181,35 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		resp.History.RollupRetentionSeconds = int64(roll.Config.MaxAge / time.Second)
 	}
 	slices.Sort(resp.Scopes[1:])
+	resp.Scopes = slices.DeleteFunc(resp.Scopes, func(s string) bool {
+		sc, err := proto.ParseScope(s)
+		return err != nil || !grant.Allows(sc)
+	})
+	if after != "" {
+		resp.Scopes = pageAfter(resp.Scopes, after)
+	}
+	if len(resp.Scopes) > limit {
+		resp.Scopes = resp.Scopes[:limit]
+		resp.NextAfter = resp.Scopes[limit-1]
+	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// pageAfter is the part of scopes ("cluster" first when present, then the
+// rest sorted) that follows the name after.
+func pageAfter(scopes []string, after string) []string {
+	i := 0
+	if len(scopes) > 0 && scopes[0] == "cluster" {
+		i = 1
+	}
+	if after == "cluster" {
+		return scopes[i:]
+	}
+	j, found := slices.BinarySearch(scopes[i:], after)
+	if found {
+		j++
+	}
+	return scopes[i+j:]
 }
 
 // streamInfo returns nil, nil when the stream does not exist yet.
@@ -196,6 +246,10 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 	q, err := a.parseHistoryQuery(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if g := auth.GrantFrom(r.Context()); !g.Allows(q.scope) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("scope %s is outside this token's scopes (%s)", q.scope, g))
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.Timeout)
@@ -297,11 +351,17 @@ func parseTime(s string) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t.UTC(), nil
 	}
-	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f < 1e11 {
-		return time.Unix(0, int64(f*1e9)).UTC(), nil
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= 0 && f <= maxUnixSeconds {
+		// Whole seconds and the fraction apart: f*1e9 in one int64
+		// overflows after 2262 (end=99999999999 came out in 1677).
+		sec, frac := math.Modf(f)
+		return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
 	}
-	return time.Time{}, errors.New("want an RFC 3339 time such as 2024-11-07T10:30:00Z or Unix seconds")
+	return time.Time{}, errors.New("want an RFC 3339 time such as 2024-11-07T10:30:00Z or Unix seconds up to 253402300799 (year 9999)")
 }
+
+// maxUnixSeconds is 9999-12-31T23:59:59Z, the last time JSON can carry.
+const maxUnixSeconds = 253402300799
 
 // parseStep accepts a Go duration ("5s", "1m") or whole seconds ("5").
 func parseStep(s string) (time.Duration, error) {

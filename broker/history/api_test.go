@@ -152,6 +152,8 @@ func TestAPIRejectsBadParameters(t *testing.T) {
 		{"metric=requests_total&region=eu&instance=gw-1", "not both"},
 		{"metric=requests_total&start=yesterday", "start \"yesterday\": want an RFC 3339 time"},
 		{"metric=requests_total&end=x", "end \"x\""},
+		{"metric=requests_total&end=253402300800", "up to 253402300799"},
+		{"metric=requests_total&start=-1", "start \"-1\""},
 		{"metric=requests_total&start=2026-11-21T12:00:00Z&end=2026-11-21T11:00:00Z", "must be before end"},
 		{"metric=requests_total&step=0", "at least 1s"},
 		{"metric=requests_total&step=1.5s", "whole number of seconds"},
@@ -164,6 +166,14 @@ func TestAPIRejectsBadParameters(t *testing.T) {
 		if !strings.Contains(body["error"], tc.want) {
 			t.Errorf("%q: error %q, want it to contain %q", tc.query, body["error"], tc.want)
 		}
+	}
+	// Unix seconds beyond 2262: f*1e9 overflowed int64 and came out in 1677.
+	var far struct {
+		End time.Time `json:"end"`
+	}
+	getJSON(t, srv.URL+"/api/metrics/history?metric=requests_total&end=99999999999&step=1h", http.StatusOK, &far)
+	if want := time.Unix(99999999999, 0).UTC(); !far.End.Equal(want) {
+		t.Errorf("end=99999999999 read as %s, want %s", far.End, want)
 	}
 	resp, err := http.Post(srv.URL+"/api/metrics/history", "text/plain", nil)
 	if err != nil {

@@ -98,7 +98,8 @@ type Elector struct {
 	token []byte // the lease value: ID, a space, and a nonce
 	log   *slog.Logger
 
-	cur atomic.Pointer[lease] // nil while not leading
+	cur    atomic.Pointer[lease]  // nil while not leading
+	holder atomic.Pointer[string] // ID of the lease holder as last seen
 	// storeDown is set while the lease store counts as unavailable (see
 	// campaign.settle).
 	storeDown atomic.Bool
@@ -234,13 +235,26 @@ func (e *Elector) Leading() bool {
 	return l != nil && e.cfg.Now().Before(l.until)
 }
 
-// setLease records a lease until until, unless the elector has resigned.
+// Holder is the ID of the lease holder as this elector last saw it: its
+// own ID once it took the lease, another's as read while following, "" when
+// the lease was free or not yet read. A follower learns of a new holder
+// within Poll.
+func (e *Elector) Holder() string {
+	if h := e.holder.Load(); h != nil {
+		return *h
+	}
+	return ""
+}
+
+func (e *Elector) setHolder(id string) { e.holder.Store(&id) }
+
 // StoreUnavailable reports whether the lease store has been failing: the
 // last round of lease operations failed, and no write (ours or another's)
 // has succeeded since. Nobody can be elected then; a caller may decide what
 // to do without a leader (see the aggregator's live-only publishing).
 func (e *Elector) StoreUnavailable() bool { return e.storeDown.Load() }
 
+// setLease records a lease until until, unless the elector has resigned.
 func (e *Elector) setLease(until time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -483,6 +497,7 @@ func (c *campaign) lead(rev uint64, sent time.Time) {
 	c.rev, c.lastSent, c.until = rev, sent, sent.Add(c.e.cfg.RenewDeadline)
 	c.seenRev = 0
 	c.e.setLease(c.until)
+	c.e.setHolder(c.e.cfg.ID)
 }
 
 // stepDown gives up the lease as lost.
@@ -548,6 +563,12 @@ func (c *campaign) follow(ctx context.Context) time.Duration {
 	// A read alone does not show that the store works again: without
 	// quorum reads may still be answered while writes fail. Recovery is a
 	// write, ours (acquire) or another's (a new revision).
+	switch {
+	case err == nil:
+		c.e.setHolder(holderID(e.Value()))
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		c.e.setHolder("")
+	}
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 		c.acquire(ctx, 0)

@@ -65,6 +65,18 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default: slog.Default().
 	Logger *slog.Logger
+
+	// AuthConfig is a NATS configuration file whose authorization block
+	// (users, nkeys, token) is loaded, e.g. one written by natsauth; empty
+	// lets any client in. Only that block is used: listen addresses, TLS
+	// and cluster settings come from this Config.
+	AuthConfig string
+	// TLSCert and TLSKey serve TLS on the client port and, in a cluster, on
+	// the route port. TLSCA verifies peers: route peers always (whose
+	// certificate must name a host of the route URLs), clients when
+	// VerifyClients is set (mutual TLS).
+	TLSCert, TLSKey, TLSCA string
+	VerifyClients          bool
 }
 
 // Node is an embedded NATS server.
@@ -89,6 +101,7 @@ func (c Config) Validate() error {
 		service.NonNegative("MonitorPort", c.MonitorPort),
 		service.NonNegative("LameDuck", c.LameDuck),
 		service.NonNegative("ReadyTimeout", c.ReadyTimeout),
+		c.validateSecurity(),
 	)
 }
 
@@ -115,6 +128,23 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("new nats node: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	opts, err := buildOptions(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("new nats node: %w", err)
+	}
+	l := &serverLogger{log: cfg.Logger.With("component", "nats")}
+	ns.SetLoggerV2(l, false, false, false)
+	return &Node{cfg: cfg, ns: ns, logger: l}, nil
+}
+
+// buildOptions turns a validated Config into fresh server options: the
+// server keeps and mutates the value it is given, so every server and every
+// reload gets its own.
+func buildOptions(cfg *Config) (*server.Options, error) {
 	// A fresh Options per server: the server keeps and mutates it.
 	opts := &server.Options{
 		ServerName:          cfg.Name,
@@ -151,17 +181,14 @@ func New(cfg Config) (*Node, error) {
 			}
 			opts.Routes = server.RoutesFromStr(routes)
 			if len(opts.Routes) != len(cfg.Routes) {
-				return nil, fmt.Errorf("new nats node: parse routes %q", cfg.Routes)
+				return nil, fmt.Errorf("parse routes %q", cfg.Routes)
 			}
 		}
 	}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		return nil, fmt.Errorf("new nats node: %w", err)
+	if err := secure(opts, cfg); err != nil {
+		return nil, err
 	}
-	l := &serverLogger{log: cfg.Logger.With("component", "nats")}
-	ns.SetLoggerV2(l, false, false, false)
-	return &Node{cfg: cfg, ns: ns, logger: l}, nil
+	return opts, nil
 }
 
 // Start starts the server and waits until it accepts clients and, unless

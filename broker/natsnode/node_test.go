@@ -3,6 +3,7 @@ package natsnode_test
 import (
 	"context"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,32 @@ acme_nats_up 1
 			if v := mf.GetMetric()[0].GetGauge().GetValue(); v < 1 {
 				t.Errorf("connections %v, want >= 1", v)
 			}
+		}
+	}
+}
+
+func TestSecureConfigRejectsUnsafeCombinations(t *testing.T) {
+	auth := t.TempDir() + "/auth.conf"
+	if err := os.WriteFile(auth, []byte(`authorization { users = [ { user: a, password: b } ] }`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	empty := t.TempDir() + "/empty.conf"
+	if err := os.WriteFile(empty, []byte("# nothing\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		cfg  natsnode.Config
+		want string
+	}{
+		"routes without TLS": {natsnode.Config{AuthConfig: auth, ClusterName: "c"}, "routes need TLS"},
+		"cert without key":   {natsnode.Config{TLSCert: "x.pem"}, "both TLSCert and TLSKey"},
+		"mTLS without TLS":   {natsnode.Config{VerifyClients: true}, "VerifyClients"},
+		"missing file":       {natsnode.Config{AuthConfig: t.TempDir() + "/none.conf"}, "authorization config"},
+		"no users":           {natsnode.Config{AuthConfig: empty}, "defines no user"},
+	} {
+		tc.cfg.Port, tc.cfg.StoreDir = -1, t.TempDir()
+		if _, err := natsnode.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", name, err, tc.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ package wsclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -66,10 +67,27 @@ const maxRefusalBody = 512
 // Dial connects to a ws:// URL such as ws://127.0.0.1:5900/ws/metrics. A
 // refused upgrade returns an error wrapping *HandshakeError.
 func Dial(ctx context.Context, url string) (*Client, error) {
+	return DialWith(ctx, url, Options{})
+}
+
+// Options are how a client proves itself and checks the server.
+type Options struct {
+	// Token, when set, is sent as "Authorization: Bearer <token>".
+	Token string
+	// TLS configures wss:// (nil: the system roots).
+	TLS *tls.Config
+}
+
+// DialWith connects to a ws:// or wss:// URL with o. A refused upgrade
+// returns an error wrapping *HandshakeError.
+func DialWith(ctx context.Context, url string, o Options) (*Client, error) {
 	var refused *HandshakeError
-	d := ws.Dialer{Timeout: 10 * time.Second, OnStatusError: func(status int, _ []byte, resp io.Reader) {
+	d := ws.Dialer{Timeout: 10 * time.Second, TLSConfig: o.TLS, OnStatusError: func(status int, _ []byte, resp io.Reader) {
 		refused = &HandshakeError{Status: status, Message: refusalMessage(resp)}
 	}}
+	if o.Token != "" {
+		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + o.Token}})
+	}
 	conn, br, _, err := d.Dial(ctx, url)
 	if refused != nil { // Dial closed the connection
 		return nil, fmt.Errorf("dial %s: %w", url, refused)

@@ -17,11 +17,14 @@ import (
 
 // Default admin addresses (/metrics, /healthz, /readyz) of the roles whose
 // main port serves something else. They differ so that one of each role
-// can share a host; a second process of the same role needs its own.
+// can share a host; a second process of the same role needs its own. They
+// are on loopback: metrics reveal traffic and topology, so exposing them is
+// a deliberate choice (containers pass ":<port>").
 const (
-	defaultGatewayAdminListen    = ":9101"
-	defaultAggregatorAdminListen = ":9102"
-	defaultNATSMetricsListen     = ":7777"
+	defaultGatewayAdminListen    = "127.0.0.1:9101"
+	defaultAggregatorAdminListen = "127.0.0.1:9102"
+	defaultNATSMetricsListen     = "127.0.0.1:7777"
+	defaultEdgeAdminListen       = "127.0.0.1:9103"
 )
 
 // portsNote is the line of a role's --help naming the ports it binds.

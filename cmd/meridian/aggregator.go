@@ -6,12 +6,14 @@ import (
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/leader"
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 )
 
 func aggregatorCommand() *cli.Command {
 	var (
-		cfg                       aggregator.Config
-		natsURL, admin, instSnaps string
+		cfg              aggregator.Config
+		natsC            natsClientConfig
+		admin, instSnaps string
 	)
 	return &cli.Command{
 		Name:  "aggregator",
@@ -23,8 +25,7 @@ func aggregatorCommand() *cli.Command {
 			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
 			"instance and region labels; the leader only), /healthz and /readyz.\n" +
 			portsNote("--listen (default "+defaultAggregatorAdminListen+")"),
-		Flags: bindEnv([]cli.Flag{
-			natsURLFlag(&natsURL),
+		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: defaultAggregatorAdminListen, Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &admin},
 			&cli.StringFlag{Name: "namespace", Value: aggregator.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.History.MaxAge},
@@ -38,7 +39,10 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
 			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &instSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
-		}),
+			&cli.IntFlag{Name: "max-instances", Value: aggregator.DefaultMaxInstances, Usage: "cap on tracked gateway instances; reports of new ones beyond it are rejected (metric reason max_instances)", Destination: &cfg.Merge.MaxInstances},
+			&cli.IntFlag{Name: "max-regions", Value: aggregator.DefaultMaxRegions, Usage: "cap on tracked regions; reports naming new ones beyond it are rejected (reason max_regions)", Destination: &cfg.Merge.MaxRegions},
+			&cli.Int64Flag{Name: "max-request-rate", Value: aggregator.DefaultMaxRequestRate, Usage: "most requests per second one instance may plausibly count; faster-growing reports are rejected (reason counter_jump)", Destination: &cfg.Merge.MaxRequestRate},
+		}, natsClientFlags(&natsC)...)),
 		Action: func(c *cli.Context) error {
 			var err error
 			if cfg.InstanceSnapshots, err = aggregator.ParseInstanceSnapshots(instSnaps); err != nil {
@@ -57,7 +61,7 @@ func aggregatorCommand() *cli.Command {
 				return err
 			}
 			defer adminLn.Close()
-			nc, err := connectNATS(natsURL, "meridian-aggregator", log)
+			nc, err := connectNATS(natsC, natsauth.RoleAggregator, "meridian-aggregator", log)
 			if err != nil {
 				return err
 			}
@@ -74,7 +78,7 @@ func aggregatorCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
 			g.Go(func() error { return serveListener(ctx, adminLn, mux, log) })
-			log.Info("aggregator running", "id", agg.ID(), "nats", natsURL, "listen", admin)
+			log.Info("aggregator running", "id", agg.ID(), "nats", natsC.URL, "listen", admin)
 			return g.Wait()
 		},
 	}

@@ -42,6 +42,9 @@ type devConfig struct {
 	Edge             edge.Config
 }
 
+// DefaultDevListen keeps the anonymous dev edge on loopback.
+const DefaultDevListen = "127.0.0.1:5900"
+
 func devCommand() *cli.Command {
 	var cfg devConfig
 	return &cli.Command{
@@ -50,9 +53,11 @@ func devCommand() *cli.Command {
 		Description: "Starts an embedded NATS server with JetStream (data under --data-dir), one aggregator, one edge on\n" +
 			"--listen, a demo upstream, one gateway per --gateways entry (default eu and us) in front of it, and\n" +
 			"a light load (--demo-rps; 0 turns it off) so the numbers move. Every HTTP endpoint is on --listen:\n" +
-			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Ctrl-C stops it cleanly.",
+			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Clients need no token and any Origin\n" +
+			"may connect (a page opened from a file or another local port works): keep --listen on loopback.\n" +
+			"Ctrl-C stops it cleanly.",
 		Flags: bindEnv(append([]cli.Flag{
-			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "edge address: /ws/metrics and every HTTP endpoint", Destination: &cfg.Listen},
+			&cli.StringFlag{Name: "listen", Value: DefaultDevListen, Usage: "edge address: /ws/metrics and every HTTP endpoint (anonymous: keep it on loopback)", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "data-dir", Value: "./.meridian", Usage: "where JetStream keeps history", Destination: &cfg.DataDir},
 			&cli.StringFlag{Name: "nats-listen", Value: net.JoinHostPort(natsnode.DefaultHost, strconv.Itoa(natsnode.DefaultPort)), Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
 			&cli.StringSliceFlag{Name: "gateways", Value: cli.NewStringSlice("eu=127.0.0.1:8081", "us=127.0.0.1:8082"), Usage: "gateways to run, as region=listen-address"},
@@ -248,6 +253,7 @@ func (d *devCluster) startBroker() (*edge.Edge, error) {
 	ecfg := d.cfg.Edge
 	ecfg.Listen, ecfg.NATS, ecfg.HTTP = d.cfg.Listen, edgeNC, mux
 	ecfg.Registerer, ecfg.Namespace, ecfg.Logger = d.reg, d.cfg.Namespace, d.log.With("role", "edge")
+	ecfg.AnyOrigin = true // anonymous on loopback: pages from files and other local ports work
 	e, err := edge.New(ecfg)
 	if err != nil {
 		return nil, err

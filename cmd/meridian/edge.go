@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 )
 
 // edgeFlags set the edge.Config fields an operator tunes, defaulting to the
@@ -32,7 +34,8 @@ func edgeFlags(cfg *edge.Config) []cli.Flag {
 	}
 }
 
-// mountHistoryAPI serves /api/metrics/list and /api/metrics/history.
+// mountHistoryAPI serves /api/metrics/list and /api/metrics/history (behind
+// an edge, which authenticates and rate-limits the requests).
 func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -48,20 +51,25 @@ func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 
 func edgeCommand() *cli.Command {
 	var (
-		cfg     edge.Config
-		natsURL string
+		cfg         edge.Config
+		sec         edgeSecurity
+		natsC       natsClientConfig
+		adminListen string
 	)
 	return &cli.Command{
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
-		Description: "Serves ws://<listen>/ws/metrics from the live snapshots on NATS, plus /metrics, /healthz and /readyz\n" +
-			"on the same port. Shuts down with close code 1001 so clients reconnect elsewhere.\n" +
-			portsNote("--listen (default "+edge.DefaultListen+")"),
-		Flags: bindEnv(append([]cli.Flag{
+		Description: "Serves ws://<listen>/ws/metrics (wss:// with --tls-cert) and the REST history API from the live\n" +
+			"snapshots on NATS, /healthz and /readyz on the same port, and /metrics, /healthz, /readyz on\n" +
+			"--admin-listen (loopback by default; empty: /metrics on the public port, behind the token check).\n" +
+			"Clients need a JWT (see `meridian token`) unless --anonymous. Shuts down with close code 1001\n" +
+			"so clients reconnect elsewhere.\n" +
+			portsNote("--listen (default "+edge.DefaultListen+") and --admin-listen (default "+defaultEdgeAdminListen+")"),
+		Flags: bindEnv(append(append(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: edge.DefaultListen, Usage: "WebSocket and HTTP listen address", Destination: &cfg.Listen},
-			natsURLFlag(&natsURL),
+			&cli.StringFlag{Name: "admin-listen", Value: defaultEdgeAdminListen, Usage: "address for /metrics, /healthz, /readyz; empty: /metrics on --listen", Destination: &adminListen},
 			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}, edgeFlags(&cfg)...)),
+		}, edgeFlags(&cfg)...), edgeLimitFlags(&cfg)...), append(edgeSecurityFlags(&sec), natsClientFlags(&natsC)...)...)),
 		Action: func(c *cli.Context) error {
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
@@ -71,28 +79,54 @@ func edgeCommand() *cli.Command {
 				return err
 			}
 			log = log.With("role", "edge")
-			nc, err := connectNATS(natsURL, "meridian-edge", log)
+			verifier, err := sec.apply(c.Context, &cfg, log)
+			if err != nil {
+				return err
+			}
+			if verifier != nil {
+				defer verifier.Close()
+			}
+			var adminLn net.Listener
+			if adminListen != "" {
+				if adminLn, err = net.Listen("tcp", adminListen); err != nil {
+					return fmt.Errorf("listen on --admin-listen %s: %w", adminListen, err)
+				}
+				defer adminLn.Close()
+			}
+			nc, err := connectNATS(natsC, natsauth.RoleEdge, "meridian-edge", log)
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
 			reg := newRegistry()
 			registerNATSClient(reg, cfg.Namespace, "edge", nc)
-			mux := metricsMux(reg)
-			if err := mountHistoryAPI(mux, nc); err != nil {
+			public := metricsMux(reg)
+			if adminLn != nil {
+				public = http.NewServeMux() // /metrics only on the admin listener
+			}
+			if err := mountHistoryAPI(public, nc); err != nil {
 				return err
 			}
-			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, mux
+			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, public
 			e, err := edge.New(cfg)
 			if err != nil {
 				return err
 			}
-			log.Info("edge listening", "url", "ws://"+e.Addr().String()+"/ws/metrics")
-			err = e.Run(c.Context)
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = e.Shutdown(sctx)
-			return err
+			log.Info("edge listening", "url", schemeOf(cfg.TLS, "ws://", "wss://")+e.Addr().String()+"/ws/metrics",
+				"auth", verifier != nil)
+			g, ctx := newGroup(c.Context)
+			if adminLn != nil {
+				admin := adminMux(reg, e.Ready) // Ready includes the NATS connection
+				g.Go(func() error { return serveListener(ctx, adminLn, admin, log) })
+			}
+			g.Go(func() error {
+				err := e.Run(ctx)
+				sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = e.Shutdown(sctx)
+				return err
+			})
+			return g.Wait()
 		},
 	}
 }

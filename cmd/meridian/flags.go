@@ -25,6 +25,8 @@ func bindEnv(flags []cli.Flag) []cli.Flag {
 			f.EnvVars = []string{envName(f.Name)}
 		case *cli.IntFlag:
 			f.EnvVars = []string{envName(f.Name)}
+		case *cli.Int64Flag:
+			f.EnvVars = []string{envName(f.Name)}
 		case *cli.Float64Flag:
 			f.EnvVars = []string{envName(f.Name)}
 		case *cli.DurationFlag:

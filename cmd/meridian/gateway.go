@@ -9,14 +9,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/gateway"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
 func gatewayCommand() *cli.Command {
 	var (
-		cfg                      gateway.Config
-		upstream, natsURL, admin string
+		cfg             gateway.Config
+		upstream, admin string
+		natsC           natsClientConfig
 	)
 	return &cli.Command{
 		Name:  "gateway",
@@ -26,17 +28,16 @@ func gatewayCommand() *cli.Command {
 			"report on meridian.report.<region>.<instance> every --publish-interval, and a final one on\n" +
 			"shutdown. /metrics, /healthz and /readyz are served on --admin-listen.\n" +
 			portsNote("--listen (default "+gateway.DefaultListen+") and --admin-listen (default "+defaultGatewayAdminListen+")"),
-		Flags: bindEnv([]cli.Flag{
+		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "upstream", Required: true, Usage: "URL requests are proxied to", Destination: &upstream},
 			&cli.StringFlag{Name: "listen", Value: gateway.DefaultListen, Usage: "proxy listen address", Destination: &cfg.Listen},
 			&cli.StringFlag{Name: "region", Required: true, Usage: "region of this instance (letters, digits, - and _)", Destination: &cfg.Region},
 			&cli.StringFlag{Name: "instance", Usage: "instance id, unique in the cluster (default: the hostname, e.g. the container's)", Destination: &cfg.Instance},
-			natsURLFlag(&natsURL),
 			&cli.DurationFlag{Name: "publish-interval", Value: gateway.DefaultPublishInterval, Usage: "time between reports", Destination: &cfg.PublishInterval},
 			&cli.DurationFlag{Name: "upstream-timeout", Value: gateway.DefaultUpstreamTimeout, Usage: "upstream connect + response-header timeout (504 beyond)", Destination: &cfg.UpstreamTimeout},
 			&cli.StringFlag{Name: "admin-listen", Value: defaultGatewayAdminListen, Usage: "address for /metrics, /healthz, /readyz", Destination: &admin},
 			&cli.StringFlag{Name: "namespace", Value: gateway.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
-		}),
+		}, natsClientFlags(&natsC)...)),
 		Action: func(c *cli.Context) error {
 			log, err := newLogger(c)
 			if err != nil {
@@ -68,7 +69,7 @@ func gatewayCommand() *cli.Command {
 				return err
 			}
 			defer adminLn.Close()
-			nc, err := connectNATS(natsURL, "meridian-gateway-"+cfg.Instance, log)
+			nc, err := connectNATS(natsC, natsauth.RoleGateway, "meridian-gateway-"+cfg.Instance, log)
 			if err != nil {
 				return err
 			}
@@ -90,7 +91,7 @@ func gatewayCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return node.Run(ctx) })
 			g.Go(func() error { return serveListener(ctx, adminLn, adminMux(reg, node.Ready), log) })
-			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", natsURL)
+			log.Info("gateway running", "listen", cfg.Listen, "upstream", up.String(), "nats", natsC.URL)
 			err = g.Wait()
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

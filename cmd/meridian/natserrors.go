@@ -44,6 +44,11 @@ func (l *natsErrorLog) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
 		if sub != nil {
 			subject = sub.Subject
 		}
+		if errors.Is(err, nats.ErrPermissionViolation) || errors.Is(err, nats.ErrAuthorization) {
+			// This role's credentials do not allow what it tried.
+			l.log.Error("nats refused an operation: check this role's NATS permissions", "subject", subject, "err", err)
+			return
+		}
 		l.log.Warn("nats asynchronous error", "subject", subject, "err", err)
 		return
 	}

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -30,6 +33,9 @@ type watchConfig struct {
 	Count            int
 	ReconnectTimeout time.Duration
 	Raw              bool
+	Token            string
+	CAFile           string
+	dial             wsclient.Options
 }
 
 func watchCommand() *cli.Command {
@@ -51,6 +57,8 @@ func watchCommand() *cli.Command {
 			&cli.IntFlag{Name: "count", Usage: "exit after this many snapshots (0: run until interrupted)", Destination: &cfg.Count},
 			&cli.DurationFlag{Name: "reconnect-timeout", Value: 30 * time.Second, Usage: "give up when no edge answers for this long", Destination: &cfg.ReconnectTimeout},
 			&cli.BoolFlag{Name: "raw", Usage: "print every message as received (JSON)", Destination: &cfg.Raw},
+			&cli.StringFlag{Name: "token", Usage: "the edge's JWT (see meridian token), or @path to read it from a file (keeps it out of ps); sent as Authorization: Bearer", Destination: &cfg.Token},
+			&cli.StringFlag{Name: "ca-file", Usage: "PEM CA certificates trusted for wss:// (default: the system roots)", Destination: &cfg.CAFile},
 		}),
 		Action: func(c *cli.Context) error {
 			cfg.URLs = c.Args().Slice()
@@ -73,6 +81,25 @@ func watchCommand() *cli.Command {
 				}
 				cfg.Show = cfg.Show.With(m)
 			}
+			cfg.dial.Token = cfg.Token
+			if path, ok := strings.CutPrefix(cfg.Token, "@"); ok {
+				b, err := os.ReadFile(path)
+				if err != nil {
+					return usageError("--token: %v", err)
+				}
+				cfg.dial.Token = strings.TrimSpace(string(b))
+			}
+			if cfg.CAFile != "" {
+				b, err := os.ReadFile(cfg.CAFile)
+				if err != nil {
+					return usageError("--ca-file: %v", err)
+				}
+				pool := x509.NewCertPool()
+				if !pool.AppendCertsFromPEM(b) {
+					return usageError("--ca-file %s: no PEM certificate in it", cfg.CAFile)
+				}
+				cfg.dial.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			}
 			return watch(c.Context, cfg, c.App.Writer, c.App.ErrWriter)
 		},
 	}
@@ -87,7 +114,7 @@ func watch(ctx context.Context, cfg watchConfig, out, errOut io.Writer) error {
 	next := 0 // index of the URL to try next
 	connectedOnce := false
 	for {
-		client, url, err := dialAny(ctx, cfg.URLs, &next, cfg.ReconnectTimeout, errOut)
+		client, url, err := dialAny(ctx, cfg.URLs, &next, cfg.ReconnectTimeout, cfg.dial, errOut)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -117,14 +144,14 @@ func watch(ctx context.Context, cfg watchConfig, out, errOut io.Writer) error {
 // passes, saying on errOut why each attempt failed and when the next comes.
 // A refusal that retrying cannot fix ends it at once, with the URL that
 // refused.
-func dialAny(ctx context.Context, urls []string, next *int, timeout time.Duration, errOut io.Writer) (*wsclient.Client, string, error) {
+func dialAny(ctx context.Context, urls []string, next *int, timeout time.Duration, opts wsclient.Options, errOut io.Writer) (*wsclient.Client, string, error) {
 	deadline := time.Now().Add(timeout)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		url := urls[*next%len(urls)]
 		*next++
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		c, err := wsclient.Dial(dctx, url)
+		c, err := wsclient.DialWith(dctx, url, opts)
 		cancel()
 		if err == nil {
 			return c, url, nil

@@ -22,7 +22,11 @@ COMPOSE = shlex.split(os.environ.get("COMPOSE_CMD", "docker compose"))
 MERIDIAN = os.environ.get("MERIDIAN_BIN", "bin/meridian")
 EDGE_PORTS = (int(os.environ.get("MERIDIAN_EDGE1_PORT", "5901")),
               int(os.environ.get("MERIDIAN_EDGE2_PORT", "5902")))
-EDGE_URLS = tuple(f"ws://127.0.0.1:{p}/ws/metrics" for p in EDGE_PORTS)
+# The edges serve wss and require a token: `meridian watch` (every watch
+# here) reads them from MERIDIAN_TOKEN and MERIDIAN_CA_FILE, which
+# scripts/compose-test sets from the cluster's own secrets.
+EDGE_SCHEME = os.environ.get("MERIDIAN_EDGE_SCHEME", "wss")
+EDGE_URLS = tuple(f"{EDGE_SCHEME}://127.0.0.1:{p}/ws/metrics" for p in EDGE_PORTS)
 DEADLINE = float(os.environ.get("DRILL_DEADLINE", time.time() + 240))
 
 # How long the cluster's totals may take to reach the load generators'

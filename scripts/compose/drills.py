@@ -20,6 +20,7 @@ done), MERIDIAN_DRILLS (optional comma-separated subset, e.g. "1,3").
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -73,6 +74,14 @@ def drill1_edges_agree_and_exact(mon, state):
         log(f"  NOTE: {split} second(s) had two different cluster snapshots: no single leader "
             f"(leader gauges {ls}), so more than one aggregator publishes")
     state["runs"] += 2
+    # The edges' door: a client without a token, or over plain ws, gets nothing.
+    for what, url, env in (("no token", EDGE_URLS[0], {"MERIDIAN_TOKEN": ""}),
+                           ("plain ws", EDGE_URLS[0].replace("wss://", "ws://", 1), {})):
+        p = subprocess.run([MERIDIAN, "watch", "--count", "1", "--reconnect-timeout", "2s", url],
+                           capture_output=True, text=True, timeout=remaining(15), env={**os.environ, **env})
+        if p.returncode == 0:
+            raise DrillFailure(f"drill 1: an edge served a client with {what}")
+    log("  a client without a token, or over plain ws, is refused by the edges")
     account(mon, "drill 1", state["runs"])
     start_load(mon)
     state["load"] = True

@@ -202,8 +202,11 @@ func (c *cluster) start(ctx context.Context, cfg Config, dir string) error {
 		}
 	}
 	// The edge serves /readyz on its WebSocket port; it is ready once it has
-	// a live snapshot, which Run waits for.
-	c.edge, err = startProc("edge", cfg.Command("edge", "--nats-url", c.url, "--listen", edgeAddr), edgeAddr, cfg.Output)
+	// a live snapshot, which Run waits for. Anonymous, with /metrics on that
+	// port too (no admin listener): a measurement on loopback, not a
+	// deployment.
+	c.edge, err = startProc("edge", cfg.Command("edge", "--nats-url", c.url, "--listen", edgeAddr,
+		"--anonymous", "--admin-listen", ""), edgeAddr, cfg.Output)
 	if err != nil {
 		return err
 	}
