@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/integration/browser"
 )
 
@@ -17,6 +18,11 @@ import (
 // around it (the elements updateDashboard writes, and for MetricsClient,
 // which shows nothing, a tap recording what each WebSocket receives) and
 // never change the guide's code.
+
+// devEdge is the edge as `meridian dev` runs it, which is where a newcomer
+// tries the guide's browser examples: anonymous, any Origin (the page's
+// origin is the test's own server).
+var devEdge = clusterOptions{edge: edge.Config{AnyOrigin: true}}
 
 // servePage serves html at / and each script at its path, with the guide's
 // URL in the scripts replaced by wsURL.
@@ -79,7 +85,7 @@ new MutationObserver(records => {
 // after the subscription, without an exception.
 func TestKairosGuideBrowserClientUnchanged(t *testing.T) {
 	b := browser.Start(t, browser.Options{})
-	c := startCluster(t, clusterOptions{})
+	c := startCluster(t, devEdge)
 	steadyLoad(t, c)
 	p := b.NewPage()
 	p.Navigate(servePage(t, c.wsURL, dashboardPage, "kairos_browser_client.js"))
@@ -174,7 +180,7 @@ type tapSent struct {
 // counters that continue where they were.
 func TestKairosGuideMetricsClientReconnects(t *testing.T) {
 	b := browser.Start(t, browser.Options{})
-	c := startCluster(t, clusterOptions{})
+	c := startCluster(t, devEdge)
 	steadyLoad(t, c)
 	p := b.NewPage()
 	p.Navigate(servePage(t, c.wsURL, metricsClientPage, "kairos_metrics_client.js", "kairos_subscription_updates.js"))
