@@ -3,6 +3,22 @@
 // collector running beside a third-party gateway: anything that can produce a
 // proto.Counters can be a Source.
 //
+// # Collecting from third-party gateways
+//
+// A Collector (`meridian collect`) publishes through a Publisher what a
+// Source counted beside a gateway Meridian does not run: a LogSource tails
+// an access log (nginx, Apache, HAProxy, Caddy or a configurable format, see
+// LineParser) through rotation, a SyslogSource receives HAProxy's log
+// datagrams, and a ScrapeSource reads a Prometheus metrics endpoint through a
+// Mapping (built-in profiles: caddy, haproxy, envoy, traefik, kairos).
+// Requests read from logs go through the same Recorder type as the gateway's
+// own (gateway.Recorder satisfies Recorder). A Checkpoint made durable before
+// every report lets a Collector killed at any moment resume its boot,
+// sequence, counters and position, losing and double counting nothing.
+//
+// Sources run on the goroutine calling their Run; their Read, Stats and the
+// Collector's Shutdown may be called from any goroutine.
+//
 // # Subject and semantics
 //
 // Reports go to proto.ReportSubject(region, instance), that is
@@ -95,6 +111,18 @@ type Config struct {
 	// OnPublish, if set, is called after every publish attempt with its
 	// error (nil on success), e.g. to count reports in metrics.
 	OnPublish func(err error)
+	// ResumeSeq is the last Seq already published in the resumed boot
+	// (BootID set); the first report carries ResumeSeq+1. Zero starts a boot.
+	ResumeSeq uint64
+	// StartTime is the resumed boot's start time. Default: when New was
+	// called.
+	StartTime time.Time
+	// BeforePublish, if set, is called with every report after its counters
+	// are read and before it is sent; if it returns an error the report is
+	// not sent (the attempt still uses its Seq). A collector uses it to make
+	// its checkpoint durable first, so no published counter is ever ahead of
+	// what a restart resumes from.
+	BeforePublish func(r *proto.Report) error
 }
 
 // Publisher publishes a Source's counters as reports. Build one with New.
@@ -117,6 +145,9 @@ type Publisher struct {
 // Validate reports the first value in cfg that no default repairs. (New
 // also checks that NATS and Source are set.)
 func (c Config) Validate() error {
+	if c.ResumeSeq > 0 && c.BootID == "" {
+		return errors.New("resuming at a sequence number needs the boot id it belongs to")
+	}
 	if len(c.BootID) > maxBootID {
 		return fmt.Errorf("boot id is %d characters, at most %d allowed", len(c.BootID), maxBootID)
 	}
@@ -147,8 +178,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// New validates cfg and builds a Publisher. StartTime of every report is the
-// time New was called.
+// New validates cfg and builds a Publisher. StartTime of every report is
+// Config.StartTime, by default the time New was called.
 func New(cfg Config) (*Publisher, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("new publisher: NATS connection is required")
@@ -160,11 +191,15 @@ func New(cfg Config) (*Publisher, error) {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
 	cfg = cfg.withDefaults()
+	if cfg.StartTime.IsZero() {
+		cfg.StartTime = cfg.Now()
+	}
 	cfg.Logger = cfg.Logger.With("component", "collector", "region", cfg.Region, "instance", cfg.Instance)
 	return &Publisher{
 		cfg:       cfg,
 		subject:   proto.ReportSubject(cfg.Region, cfg.Instance),
-		startTime: cfg.Now(),
+		startTime: cfg.StartTime,
+		seq:       cfg.ResumeSeq,
 		done:      make(chan struct{}),
 	}, nil
 }
@@ -261,7 +296,15 @@ func (p *Publisher) publish(final bool) error {
 		Counters:  p.cfg.Source(),
 	}
 	r.Time = p.cfg.Now()
-	err := p.send(&r)
+	var err error
+	if p.cfg.BeforePublish != nil {
+		if err = p.cfg.BeforePublish(&r); err != nil {
+			err = fmt.Errorf("prepare report %d: %w", r.Seq, err)
+		}
+	}
+	if err == nil {
+		err = p.send(&r)
+	}
 	if final && err == nil {
 		p.finalSent = true
 		close(p.done)

@@ -355,3 +355,47 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 }
+
+// TestPublisherResumesBootAndGatesOnBeforePublish checks what a collector
+// restarted from a checkpoint relies on: the resumed boot id, start time and
+// sequence continue, and a report whose BeforePublish fails is not sent.
+func TestPublisherResumesBootAndGatesOnBeforePublish(t *testing.T) {
+	_, nc := natstest.StartTest(t)
+	sub := subscribe(t, nc, "eu", "col-1")
+	src := newSource()
+	start := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	var seen []uint64
+	p, err := New(Config{
+		NATS: nc, Region: "eu", Instance: "col-1", Source: src.read, Logger: quiet(),
+		BootID: "resumed-boot", ResumeSeq: 41, StartTime: start,
+		BeforePublish: func(r *proto.Report) error {
+			seen = append(seen, r.Seq)
+			if refuse.Load() {
+				return errors.New("disk full")
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.publish(false); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("publish with a failing BeforePublish = %v, want its error", err)
+	}
+	refuse.Store(false)
+	if err := p.publish(false); err != nil {
+		t.Fatal(err)
+	}
+	r := next(t, sub)
+	if r.Seq != 43 || r.BootID != "resumed-boot" || !r.StartTime.Equal(start) {
+		t.Fatalf("report seq %d boot %q start %v; want 43 (42 was refused), resumed-boot, %v", r.Seq, r.BootID, r.StartTime, start)
+	}
+	if len(seen) != 2 || seen[0] != 42 {
+		t.Fatalf("BeforePublish saw seqs %v, want [42 43]", seen)
+	}
+	if _, err := New(Config{NATS: nc, Region: "eu", Instance: "col-1", Source: src.read, ResumeSeq: 3}); err == nil {
+		t.Fatal("ResumeSeq without a BootID was accepted")
+	}
+}

@@ -76,6 +76,14 @@ func (r *Recorder) Begin() {
 // and anything outside 100–599, are errors. A negative duration (a clock that
 // went backwards) is recorded as zero.
 func (r *Recorder) End(status int, d time.Duration) {
+	r.Record(status, d)
+	r.active.Add(-1)
+}
+
+// Record counts a finished request that was never begun here, such as one
+// read from a gateway's access log: End without the in-flight gauge. The
+// status and duration are treated exactly as End treats them.
+func (r *Recorder) Record(status int, d time.Duration) {
 	if d < 0 {
 		d = 0
 	}
@@ -83,7 +91,6 @@ func (r *Recorder) End(status int, d time.Duration) {
 	r.buckets[proto.LatencyBucket(d)].Add(1)
 	r.sumNanos.Add(uint64(d))
 	r.classes[classOf(status)].Add(1)
-	r.active.Add(-1)
 }
 
 // Active is the number of requests in flight: begun and not yet ended.

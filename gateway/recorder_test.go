@@ -113,6 +113,25 @@ func TestRecorderActive(t *testing.T) {
 	}
 }
 
+// TestRecorderRecordLeavesActiveAlone checks that a request counted after
+// the fact (a log line) counts like End but never moves the in-flight gauge.
+func TestRecorderRecordLeavesActiveAlone(t *testing.T) {
+	var r Recorder
+	r.Begin()
+	r.Record(503, 30*time.Millisecond)
+	r.Record(200, -time.Second)
+	c := r.Counters()
+	if c.ActiveConnections != 1 {
+		t.Fatalf("active connections = %d after Record, want the 1 begun", c.ActiveConnections)
+	}
+	if c.RequestsTotal != 2 || c.RequestsError != 1 || c.RequestsSuccess != 1 {
+		t.Fatalf("counters = %+v, want 1 success and 1 error", c)
+	}
+	if c.DurationSumNanos != uint64(30*time.Millisecond) || c.LatencyBuckets[0] != 1 || c.LatencyBuckets[proto.LatencyBucket(30*time.Millisecond)] != 1 {
+		t.Fatalf("sum %d, buckets %v: want 30ms in the 25–50ms bucket and 0 in the first", c.DurationSumNanos, c.LatencyBuckets)
+	}
+}
+
 // TestRecorderReadingsUnderRace reads the counters while writers record, and
 // checks that every reading is a valid report and that every field only
 // grows: the properties the type's comment promises.

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net/url"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/gateway"
-	"github.com/meridian-metrics/meridian/proto"
 )
 
 func gatewayCommand() *cli.Command {
@@ -48,17 +46,8 @@ func gatewayCommand() *cli.Command {
 				return usageError("--upstream %q: want an absolute URL such as http://127.0.0.1:9000", upstream)
 			}
 			cfg.Upstream = up
-			if cfg.Instance == "" {
-				host, err := os.Hostname()
-				if err != nil {
-					return usageError("--instance not set and the hostname is unknown: %v", err)
-				}
-				cfg.Instance = host
-			}
-			for flag, v := range map[string]string{"region": cfg.Region, "instance": cfg.Instance} {
-				if err := proto.ValidateToken(flag, v); err != nil {
-					return usageError("--%s: %v", flag, err)
-				}
+			if err := instanceIdentity(cfg.Region, &cfg.Instance); err != nil {
+				return err
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
