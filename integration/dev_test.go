@@ -20,6 +20,10 @@ func TestDevCommand(t *testing.T) {
 		"--gateways", "eu=127.0.0.1:0,us=127.0.0.1:0", "--data-dir", t.TempDir(), "--demo-rps", "50")
 	m := dev.waitLine(30*time.Second, regexp.MustCompile(`live metrics \(WebSocket\)\s+(ws://\S+)`))
 	wsURL := m[1]
+	dash := dev.waitLine(5*time.Second, regexp.MustCompile(`dashboard\s+(http://\S+/)$`))[1]
+	if body := httpGet(t, dash); !strings.Contains(body, "<title>Meridian</title>") {
+		t.Errorf("the dashboard URL %s in the banner does not serve the dashboard", dash)
+	}
 
 	// Numbers move: three snapshots with a growing total.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

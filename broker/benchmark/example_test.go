@@ -34,6 +34,7 @@ func ExampleReport_WriteTable() {
 	//
 	//                                                 edge  baseline  raw loop  baseline/edge  edge/raw
 	// RSS per idle subscriber                     1.27 KiB         –         –
+	//   of which the binary's pages                    0 B         –         –
 	// Go heap per idle subscriber                      0 B         –         –
 	//   heap spans / runtime / stacks      0 B / 0 B / 0 B         –         –
 	// goroutines per subscriber                       0.00         –         –

@@ -239,13 +239,16 @@ type counters struct {
 
 // serverSample is what the server child reports about itself.
 type serverSample struct {
-	WallNanos  int64  `json:"wall_ns"`    // Unix ns
-	CPUNanos   int64  `json:"cpu_ns"`     // user + system
-	SysNanos   int64  `json:"sys_cpu_ns"` // system (kernel) part
-	RSSBytes   uint64 `json:"rss_bytes"`
-	HeapBytes  uint64 `json:"heap_bytes"`  // HeapAlloc: live objects
-	HeapInuse  uint64 `json:"heap_inuse"`  // HeapInuse: spans holding them (fragmentation included)
-	StackBytes uint64 `json:"stack_bytes"` // StackInuse
+	WallNanos int64  `json:"wall_ns"`    // Unix ns
+	CPUNanos  int64  `json:"cpu_ns"`     // user + system
+	SysNanos  int64  `json:"sys_cpu_ns"` // system (kernel) part
+	RSSBytes  uint64 `json:"rss_bytes"`
+	// RSSFileBytes is the part of RSSBytes backed by the binary's file
+	// (code pages first run while subscribers connect): a one-off cost.
+	RSSFileBytes uint64 `json:"rss_file_bytes"`
+	HeapBytes    uint64 `json:"heap_bytes"`  // HeapAlloc: live objects
+	HeapInuse    uint64 `json:"heap_inuse"`  // HeapInuse: spans holding them (fragmentation included)
+	StackBytes   uint64 `json:"stack_bytes"` // StackInuse
 	// RuntimeBytes is the runtime's own memory in use: span and cache
 	// structures, GC metadata, profiling buckets and the rest (OtherSys,
 	// which holds netpoll descriptors among others).

@@ -133,7 +133,7 @@ func takeSample(sut subject, gc bool) (serverSample, error) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	rss, err := rssBytes()
+	rss, rssFile, err := rssBytes()
 	if err != nil {
 		return serverSample{}, err
 	}
@@ -147,6 +147,7 @@ func takeSample(sut subject, gc bool) (serverSample, error) {
 		CPUNanos:     int64(user + sys),
 		SysNanos:     int64(sys),
 		RSSBytes:     rss,
+		RSSFileBytes: rssFile,
 		HeapBytes:    ms.HeapAlloc,
 		HeapInuse:    ms.HeapInuse,
 		RuntimeBytes: ms.MSpanInuse + ms.MCacheInuse + ms.GCSys + ms.BuckHashSys + ms.OtherSys,

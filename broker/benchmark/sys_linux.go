@@ -54,35 +54,42 @@ func processCPUSplit() (user, sys time.Duration) {
 	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
-// rssBytes is this process's resident set size (VmRSS).
-func rssBytes() (uint64, error) {
+// rssBytes is this process's resident set size (VmRSS) and the part of it
+// backed by files (RssFile: the binary's code and data pages touched so far).
+func rssBytes() (rss, file uint64, err error) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0, fmt.Errorf("read VmRSS: %w", err)
+		return 0, 0, fmt.Errorf("read VmRSS: %w", err)
 	}
-	return parseVmRSS(b)
+	if rss, err = parseStatusKB(b, "VmRSS"); err != nil {
+		return 0, 0, err
+	}
+	if file, err = parseStatusKB(b, "RssFile"); err != nil {
+		return 0, 0, err
+	}
+	return rss, file, nil
 }
 
-// parseVmRSS finds "VmRSS:   1234 kB" in /proc/<pid>/status.
-func parseVmRSS(status []byte) (uint64, error) {
+// parseStatusKB finds "<key>:   1234 kB" in /proc/<pid>/status.
+func parseStatusKB(status []byte, key string) (uint64, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
 		line := sc.Bytes()
-		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		rest, ok := bytes.CutPrefix(line, []byte(key+":"))
 		if !ok {
 			continue
 		}
 		fields := bytes.Fields(rest)
 		if len(fields) != 2 || string(fields[1]) != "kB" {
-			return 0, fmt.Errorf("parse VmRSS line %q", line)
+			return 0, fmt.Errorf("parse %s line %q", key, line)
 		}
 		kb, err := strconv.ParseUint(string(fields[0]), 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("parse VmRSS line %q: %w", line, err)
+			return 0, fmt.Errorf("parse %s line %q: %w", key, line, err)
 		}
 		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no VmRSS line in /proc/self/status")
+	return 0, fmt.Errorf("no %s line in /proc/self/status", key)
 }
 
 // userHZ is the unit of /proc/stat (sysconf(_SC_CLK_TCK), 100 on every

@@ -8,25 +8,27 @@ import (
 	"time"
 )
 
-func TestParseVmRSS(t *testing.T) {
+func TestParseStatusKB(t *testing.T) {
+	const status = "Name:\tx\nVmPeak:\t  999 kB\nVmRSS:\t   1234 kB\nRssAnon:\t 1000 kB\nRssFile:\t  234 kB\nThreads:\t3\n"
 	tests := []struct {
-		status  string
-		want    uint64
-		wantErr string
+		status, key string
+		want        uint64
+		wantErr     string
 	}{
-		{"Name:\tx\nVmPeak:\t  999 kB\nVmRSS:\t   1234 kB\nThreads:\t3\n", 1234 << 10, ""},
-		{"Name:\tx\n", 0, "no VmRSS"},
-		{"VmRSS:\t12 MB\n", 0, "parse VmRSS"},
-		{"VmRSS:\tlots kB\n", 0, "parse VmRSS"},
+		{status, "VmRSS", 1234 << 10, ""},
+		{status, "RssFile", 234 << 10, ""},
+		{"Name:\tx\n", "VmRSS", 0, "no VmRSS"},
+		{"VmRSS:\t12 MB\n", "VmRSS", 0, "parse VmRSS"},
+		{"RssFile:\tlots kB\n", "RssFile", 0, "parse RssFile"},
 	}
 	for _, tt := range tests {
-		got, err := parseVmRSS([]byte(tt.status))
+		got, err := parseStatusKB([]byte(tt.status), tt.key)
 		if got != tt.want || (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
-			t.Errorf("parseVmRSS(%q) = %d, %v; want %d, %q", tt.status, got, err, tt.want, tt.wantErr)
+			t.Errorf("parseStatusKB(%q, %s) = %d, %v; want %d, %q", tt.status, tt.key, got, err, tt.want, tt.wantErr)
 		}
 	}
-	if rss, err := rssBytes(); err != nil || rss < 1<<20 {
-		t.Errorf("rssBytes() = %d, %v", rss, err)
+	if rss, file, err := rssBytes(); err != nil || rss < 1<<20 || file == 0 || file > rss {
+		t.Errorf("rssBytes() = %d, %d, %v", rss, file, err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,15 +88,22 @@ func (f *outFrame) count() int { return max(int(f.msgs), 1) }
 
 // conn is one upgraded WebSocket connection. Fields are grouped by owner.
 // The layout is kept small because an idle connection costs exactly this
-// struct plus the net.Conn: the input and output states are pointers that
-// are nil while there is nothing half-received or queued.
+// struct (208 B, a malloc size class: see conn_size_test.go) plus its
+// registry slot: the input and output states are pointers that are nil
+// while there is nothing half-received or queued, the subscription is
+// shared while it is the default, and the socket is a bare descriptor
+// rather than a net.Conn (see takeFD), which would add about 950 B of
+// netFD, addresses and runtime poll descriptor per connection.
 type conn struct {
 	e     *Edge
 	shard *shard
-	nc    net.Conn
-	rc    syscall.RawConn
 	id    uint64 // registry id; epoll event data
-	fd    int32  // epoll_ctl and writes (see writeLocked); reads go through rc
+	// fd is the socket, owned by the connection and closed by closeLocked.
+	// Every read, write, shutdown and epoll_ctl on it happens with mu held
+	// and the state checked (see writeLocked): that is what keeps a
+	// descriptor number reused after close from being touched.
+	fd       int32
+	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 
 	// Admission, set before the connection is registered, then read-only:
 	// the address's limits entry (released on close), what the token
@@ -107,7 +113,6 @@ type conn struct {
 	grant   *auth.Grant
 	expires int64
 
-	interval atomic.Int32 // sub.IntervalSeconds, for scrapes without c.mu
 	lastRead atomic.Int64 // mono ns of the last bytes received
 	opened   int64        // mono ns
 
@@ -133,18 +138,19 @@ type conn struct {
 	registered bool
 
 	// Output and lifecycle: guarded by mu, which also makes the holder the
-	// only writer on the socket.
-	mu         sync.Mutex
+	// only writer on the socket. The one-byte fields come first so that
+	// they fill the padding after the flags above (conn_size_test.go).
 	state      connState
 	mode       closeMode
 	armed      bool // EPOLLOUT requested
 	inPoll     bool // fd is registered with epoll
 	halfClosed bool
-	sub        proto.Subscription
-	scope      *scopeState // sub.Scope's state, pinned by the connection
-	staleMark  int64       // see stale.go
-	work       *connWork   // nil until the first history request or queued message
-	q          *outQueue   // nil unless output is queued or the connection is closing
+	mu         sync.Mutex
+	sub        *proto.Subscription // immutable; defaultSub until the client subscribes
+	scope      *scopeState         // sub.Scope's state, pinned by the connection
+	staleMark  int64               // see stale.go
+	work       *connWork           // nil until the first history request or queued message
+	q          *outQueue           // nil unless output is queued or the connection is closing
 }
 
 // outQueue is what a connection could not write at once, and its closing
@@ -159,11 +165,32 @@ type outQueue struct {
 	reason        string
 }
 
-// newConn returns a connection subscribed to the default subscription (the
-// cluster scope, pinned).
-func newConn(e *Edge, nc net.Conn, rc syscall.RawConn, fd int) *conn {
+// defaultSub is the subscription every connection starts with, shared.
+var defaultSub = func() *proto.Subscription {
+	s := proto.DefaultSubscription()
+	return &s
+}()
+
+// internSub returns a pointer to sub, shared when it is the default: most
+// clients never change it, and a copy costs each of them 96 B.
+func internSub(sub proto.Subscription) *proto.Subscription {
+	if sub == *defaultSub {
+		return defaultSub
+	}
+	return &sub
+}
+
+// setSubLocked makes sub the connection's subscription (with c.mu held).
+func (c *conn) setSubLocked(sub proto.Subscription) {
+	c.sub = internSub(sub)
+	c.interval.Store(int32(sub.IntervalSeconds))
+}
+
+// newConn returns a connection on socket fd, which it owns from now on,
+// subscribed to the default subscription (the cluster scope, pinned).
+func newConn(e *Edge, fd int) *conn {
 	now := e.mono()
-	c := &conn{e: e, nc: nc, rc: rc, fd: int32(fd), opened: now, sub: proto.DefaultSubscription(), scope: e.scopes.cluster}
+	c := &conn{e: e, fd: int32(fd), opened: now, sub: defaultSub, scope: e.scopes.cluster}
 	c.scope.retain()
 	c.lastRead.Store(now)
 	c.interval.Store(proto.DefaultIntervalSeconds)
@@ -197,10 +224,8 @@ func (c *conn) closeReason() string {
 // writeLocked writes what the socket takes of b, with c.mu held; a full
 // socket is (n < len(b), nil), not an error.
 //
-// It writes with unix.Write on the raw descriptor rather than through
-// RawConn.Write: that saves poll.FD's reference counting and a closure
-// call on every delivery. It is safe because every write happens with c.mu
-// held and after checking that the connection is not closed, and
+// It is safe to use the bare descriptor because every write happens with
+// c.mu held and after checking that the connection is not closed, and
 // closeLocked, the only place that closes the socket (and so frees the
 // descriptor's number for reuse), also runs with c.mu held.
 func (c *conn) writeLocked(b []byte) (int, error) {
@@ -218,6 +243,25 @@ func (c *conn) writeLocked(b []byte) (int, error) {
 			return 0, nil
 		default:
 			return 0, err
+		}
+	}
+}
+
+// read reads what the socket holds into buf without blocking: (0, nil) is
+// the end of input, unix.EAGAIN nothing to read, net.ErrClosed a connection
+// closed meanwhile. Holding c.mu keeps closeLocked from releasing the
+// descriptor's number during the read (see writeLocked); reads are rare
+// (subscriptions, pongs), so the lock costs deliveries nothing.
+func (c *conn) read(buf []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosed {
+		return 0, net.ErrClosed
+	}
+	for {
+		n, err := unix.Read(int(c.fd), buf)
+		if err != unix.EINTR {
+			return max(n, 0), err
 		}
 	}
 }
@@ -347,7 +391,7 @@ func (c *conn) drainedLocked() {
 	case closeLinger:
 		if !c.halfClosed {
 			c.halfClosed = true
-			c.rc.Control(func(fd uintptr) { _ = unix.Shutdown(int(fd), unix.SHUT_WR) })
+			_ = unix.Shutdown(int(c.fd), unix.SHUT_WR)
 		}
 	}
 }
@@ -442,7 +486,7 @@ func (c *conn) closeLocked(reason string) {
 		c.e.poller.remove(c)
 		c.inPoll = false
 	}
-	_ = c.nc.Close()
+	_ = unix.Close(int(c.fd))
 	c.q, c.armed = nil, false
 	c.scope.release()
 	c.releaseJobsLocked()

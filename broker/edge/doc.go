@@ -12,9 +12,11 @@
 //
 // # Shape
 //
-// After the zero-copy upgrade there is no goroutine per connection. One epoll
-// goroutine (poller) reads every connection without blocking and parses
-// frames from a per-connection buffer that is nil while idle; a few scheduler
+// After the zero-copy upgrade there is no goroutine per connection, and no
+// net.Conn either: a connection keeps only its socket's descriptor (taken
+// over from the net.Conn, which is closed), read and written under its lock.
+// One epoll goroutine (poller) reads every connection without blocking and
+// parses frames from a per-connection buffer that is nil while idle; a few scheduler
 // shards (one per core) each own a timing wheel of 10 ms slots and push
 // snapshots, heartbeats and pings when a connection's time comes. A snapshot
 // is encoded once per scope and metric set, WebSocket header included, and

@@ -157,6 +157,11 @@ type Config struct {
 	// (Authorization: Bearer or ?token=), and auth.GrantFrom(r.Context())
 	// says which scopes it may read; they are rate limited per address.
 	HTTP http.Handler
+	// PublicHTTP lists ServeMux patterns (such as "GET /{$}") on which HTTP
+	// is served without a token even with Auth set: content that holds no
+	// data, like the dashboard's page and scripts, which a browser must load
+	// before it can present a token. Origin and rate limits still apply.
+	PublicHTTP []string
 
 	// TLS, when set, makes the port serve only https and wss (plain HTTP
 	// gets 400). Use certfile.Reloader's ServerConfig for certificates
@@ -249,7 +254,26 @@ func (c Config) Validate() error {
 		nonNegativeRate("RESTRequestsPerSecond", c.RESTRequestsPerSecond),
 		nonNegativeRate("LookupsPerSecond", c.LookupsPerSecond),
 		originErr,
+		validPatterns(c.PublicHTTP),
 	)
+}
+
+// validPatterns checks PublicHTTP patterns the way the edge's mux will
+// register them beside its own routes (an invalid or conflicting one would
+// make that panic).
+func validPatterns(patterns []string) (err error) {
+	mux := http.NewServeMux()
+	for _, p := range append([]string{"/healthz", "/readyz", wsPath}, patterns...) {
+		func() {
+			defer func() {
+				if r := recover(); r != nil && err == nil {
+					err = fmt.Errorf("PublicHTTP pattern %q: %v", p, r)
+				}
+			}()
+			mux.Handle(p, http.NotFoundHandler())
+		}()
+	}
+	return err
 }
 
 func nonNegativeRate(field string, v float64) error {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,10 +72,11 @@ func tcpConns(tb testing.TB, e *Edge, s *shard, n int) ([]*conn, func()) {
 		if err != nil {
 			tb.Fatal(err)
 		}
-		rc, _ := sc.(syscall.Conn).SyscallConn()
-		sfd := -1
-		_ = rc.Control(func(f uintptr) { sfd = int(f) })
-		c := newConn(e, sc, rc, sfd)
+		sfd, err := takeFD(sc)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		c := newConn(e, sfd)
 		c.shard = s
 		c.nextBeat, c.nextPing = farFuture, farFuture
 		c.sentSnap = true
@@ -94,7 +94,7 @@ func tcpConns(tb testing.TB, e *Edge, s *shard, n int) ([]*conn, func()) {
 	}
 	tb.Cleanup(func() {
 		for _, c := range conns {
-			c.nc.Close()
+			unix.Close(int(c.fd))
 		}
 		for _, fd := range clients {
 			unix.Close(fd)

@@ -27,7 +27,10 @@ func (e *Edge) newHTTPServer() *http.Server {
 	if fallback == nil {
 		fallback = http.NotFoundHandler()
 	}
-	mux.Handle("/", e.guardHTTP(fallback))
+	for _, p := range e.cfg.PublicHTTP {
+		mux.Handle(p, e.guardHTTP(fallback, false))
+	}
+	mux.Handle("/", e.guardHTTP(fallback, true))
 	return &http.Server{
 		Handler: mux,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -154,9 +157,10 @@ func (e *Edge) writeRejection(w http.ResponseWriter, r *upgradeRejection) {
 	http.Error(w, r.msg, r.status)
 }
 
-// guardHTTP admits a Config.HTTP request: per-address rate, Origin, token.
-// The handler finds the grant with auth.GrantFrom.
-func (e *Edge) guardHTTP(next http.Handler) http.Handler {
+// guardHTTP admits a Config.HTTP request: per-address rate, Origin, and a
+// token unless the path is public. The handler finds the grant with
+// auth.GrantFrom.
+func (e *Edge) guardHTTP(next http.Handler, needToken bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if en := connOf(r).admission(); en != nil {
 			client := e.limits.client(en, r.Header.Values("X-Forwarded-For"), r.Header.Get("X-Real-IP"))
@@ -168,6 +172,10 @@ func (e *Edge) guardHTTP(next http.Handler) http.Handler {
 		}
 		if !e.origins.allows(r.Header.Values("Origin"), r.Host) {
 			e.writeRejection(w, originRejection())
+			return
+		}
+		if !needToken {
+			next.ServeHTTP(w, r)
 			return
 		}
 		g, rej := e.authenticate(r.Context(), r.Header.Values("Authorization"), r.URL.RawQuery, nil)

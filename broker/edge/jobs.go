@@ -203,8 +203,7 @@ func (c *conn) applyLocked(j *subJob, res *jobResult) {
 		c.staleMark = staleUnarmed // stale notices are per scope
 	}
 	old.release()
-	c.sub = j.sub
-	c.interval.Store(int32(j.sub.IntervalSeconds))
+	c.setSubLocked(j.sub)
 	if j.notice != nil {
 		c.enqueueLocked(j.notice, false)
 	}

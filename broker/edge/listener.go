@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // One listener, one port. The accept loop only accepts and admits (limits.go):
@@ -348,26 +350,16 @@ func hasUpgradeHeader(head []byte) bool {
 // the first snapshot of its scope (when one exists) or, with since, queues
 // the replay instead, processes whatever input came with the handshake, and
 // hands the connection to epoll and its shard. It takes over init.st's pin
-// and reports whether it took ownership of nc.
+// and reports whether it took ownership of nc (it then has closed nc and
+// kept only the socket's descriptor).
 func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		init.st.release()
-		e.log.Error("upgraded connection has no file descriptor", "type", fmt.Sprintf("%T", nc))
-		return false
-	}
-	rc, err := sc.SyscallConn()
+	fd, err := takeFD(nc)
 	if err != nil {
 		init.st.release()
-		e.log.Error("get raw connection", "err", err)
+		e.log.Error("take over upgraded connection", "err", err, "type", fmt.Sprintf("%T", nc))
 		return false
 	}
-	fd := -1
-	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil || fd < 0 {
-		init.st.release()
-		return false
-	}
-	c := newConn(e, nc, rc, fd)
+	c := newConn(e, fd)
 	c.shard = e.pickShard()
 	c.lim, c.rate = init.lim, init.rate
 	if !init.grant.All() {
@@ -380,7 +372,8 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 
 	c.mu.Lock()
 	c.scope.release()
-	c.scope, c.sub = init.st, init.sub
+	c.scope = init.st
+	c.setSubLocked(init.sub)
 	replay := false
 	if !init.sub.Since.IsZero() {
 		// The replay takes the first snapshot's place.
@@ -426,6 +419,47 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	c.inPoll = true
 	c.shard.kick(c, opAdd)
 	return true
+}
+
+// errNoFD is a connection that is not a socket (a Config.Listener wrapping
+// conns): it cannot join epoll.
+var errNoFD = errors.New("connection has no file descriptor")
+
+// takeFD returns a descriptor of nc's socket that the caller owns, and
+// closes nc. A connection keeps only this descriptor: the net.Conn would
+// cost about 950 B more per idle subscriber (netFD, addresses, runtime poll
+// descriptor). The descriptor is a duplicate (F_DUPFD_CLOEXEC) of nc's, so
+// closing nc leaves the socket open; nc.Close also removes the socket from
+// Go's netpoller, which must not see it again. Any socket works, e.g. one
+// end of a socketpair relaying a TLS connection. O_NONBLOCK belongs to the
+// socket, shared by both descriptors; it is set again in case nc's was
+// blocking, since the poller and writes must never block.
+func takeFD(nc net.Conn) (int, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, errNoFD
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("get raw connection: %w", err)
+	}
+	fd, dupErr := -1, error(nil)
+	err = rc.Control(func(f uintptr) {
+		if fd, dupErr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0); dupErr == nil {
+			dupErr = unix.SetNonblock(fd, true)
+		}
+	})
+	switch {
+	case err != nil:
+		return -1, fmt.Errorf("get socket descriptor: %w", err)
+	case dupErr != nil:
+		if fd >= 0 {
+			_ = unix.Close(fd)
+		}
+		return -1, fmt.Errorf("duplicate socket descriptor: %w", dupErr)
+	}
+	_ = nc.Close()
+	return fd, nil
 }
 
 func (e *Edge) trackHandshake(nc net.Conn) bool {

@@ -3,7 +3,9 @@
 package edge
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -23,9 +25,6 @@ type poller struct {
 	// Read state, owned by the poller goroutine.
 	buf    []byte
 	ps     parseScratch
-	rfn    func(uintptr) bool
-	rn     int
-	rerr   error
 	events [128]unix.EpollEvent
 }
 
@@ -56,7 +55,6 @@ func newPoller(e *Edge) (*poller, error) {
 		return nil, fmt.Errorf("register eventfd: %w", err)
 	}
 	p := &poller{e: e, epfd: epfd, evfd: evfd, buf: make([]byte, readBufSize)}
-	p.rfn = p.doRead
 	return p, nil
 }
 
@@ -139,28 +137,15 @@ func (p *poller) run() {
 
 // read takes one bufferful from c without blocking and feeds it to c.
 func (p *poller) read(c *conn) {
-	if err := c.rc.Read(p.rfn); err != nil {
-		return // closed concurrently
-	}
+	n, err := c.read(p.buf)
 	switch {
-	case p.rn > 0:
-		c.input(&p.ps, p.buf[:p.rn])
-	case p.rerr == unix.EAGAIN:
-	case p.rerr == nil:
+	case n > 0:
+		c.input(&p.ps, p.buf[:n])
+	case err == unix.EAGAIN, errors.Is(err, net.ErrClosed):
+	case err == nil:
 		c.close(reasonPeerGone) // EOF
 	default:
 		c.close(reasonIOError)
-	}
-}
-
-func (p *poller) doRead(fd uintptr) bool {
-	for {
-		n, err := unix.Read(int(fd), p.buf)
-		if err == unix.EINTR {
-			continue
-		}
-		p.rn, p.rerr = max(n, 0), err
-		return true // never park
 	}
 }
 

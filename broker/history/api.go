@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 //
 //	GET /api/metrics/list?limit=&after=
 //	GET /api/metrics/history?metric=&scope=&start=&end=&step=
+//	GET /api/metrics/latest?scope=
 //
 // Behind an authenticating server (auth.WithGrant), only the scopes the
 // request's token grants are listed, and history of any other scope is
@@ -95,6 +97,7 @@ func NewAPI(cfg APIConfig) (*API, error) {
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /api/metrics/list", a.list)
 	a.mux.HandleFunc("GET /api/metrics/history", a.history)
+	a.mux.HandleFunc("GET /api/metrics/latest", a.latest)
 	return a, nil
 }
 
@@ -169,16 +172,24 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error())
 		return
 	}
-	if fine != nil {
-		resp.History.RetentionSeconds = int64(fine.Config.MaxAge / time.Second)
-		for subj := range fine.State.Subjects {
-			if sc := strings.TrimPrefix(subj, proto.SnapshotSubjectPrefix+"."); sc != "cluster" {
+	// Instances have 1 s snapshots only while someone follows them, but
+	// rollups always: a scope with either has history.
+	seen := map[string]bool{"cluster": true}
+	addScopes := func(info *jetstream.StreamInfo, prefix string) {
+		for subj := range info.State.Subjects {
+			if sc := strings.TrimPrefix(subj, prefix+"."); !seen[sc] {
+				seen[sc] = true
 				resp.Scopes = append(resp.Scopes, sc)
 			}
 		}
 	}
-	if roll, err := a.streamInfo(ctx, proto.RollupStream, ""); err == nil && roll != nil {
+	if fine != nil {
+		resp.History.RetentionSeconds = int64(fine.Config.MaxAge / time.Second)
+		addScopes(fine, proto.SnapshotSubjectPrefix)
+	}
+	if roll, err := a.streamInfo(ctx, proto.RollupStream, proto.RollupSubjectAll); err == nil && roll != nil {
 		resp.History.RollupRetentionSeconds = int64(roll.Config.MaxAge / time.Second)
+		addScopes(roll, proto.RollupSubjectPrefix)
 	}
 	slices.Sort(resp.Scopes[1:])
 	resp.Scopes = slices.DeleteFunc(resp.Scopes, func(s string) bool {
@@ -291,25 +302,15 @@ type historyQuery struct {
 func (a *API) parseHistoryQuery(r *http.Request) (historyQuery, error) {
 	v := r.URL.Query()
 	var q historyQuery
+	var err error
 	name := v.Get("metric")
 	m, ok := proto.ParseMetric(name)
 	if !ok {
 		return q, fmt.Errorf("metric %q is unknown; valid: %s (alias response_time_avg)", name, strings.Join(proto.MetricNames(), ", "))
 	}
 	q.metric = m
-	switch sc := v.Get("scope"); {
-	case sc != "":
-		s, err := proto.ParseScope(sc)
-		if err != nil {
-			return q, fmt.Errorf("scope %q: want cluster, region.<name> or instance.<name>", sc)
-		}
-		q.scope = s
-	default:
-		s, err := proto.ScopeOf(v.Get("region"), v.Get("instance"))
-		if err != nil {
-			return q, err
-		}
-		q.scope = s
+	if q.scope, err = scopeParam(v); err != nil {
+		return q, err
 	}
 	now := a.cfg.Now().UTC()
 	q.end = now
@@ -344,6 +345,19 @@ func (a *API) parseHistoryQuery(r *http.Request) (historyQuery, error) {
 			q.step, q.end.Sub(q.start), n, a.cfg.MaxPoints)
 	}
 	return q, nil
+}
+
+// scopeParam reads the scope of a request: scope=cluster|region.<r>|
+// instance.<i>, or region= / instance=; none means the cluster.
+func scopeParam(v url.Values) (proto.Scope, error) {
+	if sc := v.Get("scope"); sc != "" {
+		s, err := proto.ParseScope(sc)
+		if err != nil {
+			return s, fmt.Errorf("scope %q: want cluster, region.<name> or instance.<name>", sc)
+		}
+		return s, nil
+	}
+	return proto.ScopeOf(v.Get("region"), v.Get("instance"))
 }
 
 // parseTime accepts RFC 3339 or Unix seconds (Prometheus' API does the same).

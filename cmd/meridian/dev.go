@@ -21,6 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
+	"github.com/meridian-metrics/meridian/broker/dashboard"
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
@@ -53,8 +54,9 @@ func devCommand() *cli.Command {
 		Description: "Starts an embedded NATS server with JetStream (data under --data-dir), one aggregator, one edge on\n" +
 			"--listen, a demo upstream, one gateway per --gateways entry (default eu and us) in front of it, and\n" +
 			"a light load (--demo-rps; 0 turns it off) so the numbers move. Every HTTP endpoint is on --listen:\n" +
-			"/ws/metrics, /metrics, /metrics/gateways, /healthz, /readyz. Clients need no token and any Origin\n" +
-			"may connect (a page opened from a file or another local port works): keep --listen on loopback.\n" +
+			"the dashboard at /, /ws/metrics, /api/metrics/..., /metrics, /metrics/gateways, /healthz, /readyz.\n" +
+			"Clients need no token and any Origin may connect (a page opened from a file or another local port\n" +
+			"works): keep --listen on loopback.\n" +
 			"Ctrl-C stops it cleanly.",
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: DefaultDevListen, Usage: "edge address: /ws/metrics and every HTTP endpoint (anonymous: keep it on loopback)", Destination: &cfg.Listen},
@@ -251,7 +253,7 @@ func (d *devCluster) startBroker() (*edge.Edge, error) {
 		return nil, err
 	}
 	ecfg := d.cfg.Edge
-	ecfg.Listen, ecfg.NATS, ecfg.HTTP = d.cfg.Listen, edgeNC, mux
+	ecfg.Listen, ecfg.NATS, ecfg.HTTP, ecfg.PublicHTTP = d.cfg.Listen, edgeNC, mux, dashboard.Patterns
 	ecfg.Registerer, ecfg.Namespace, ecfg.Logger = d.reg, d.cfg.Namespace, d.log.With("role", "edge")
 	ecfg.AnyOrigin = true // anonymous on loopback: pages from files and other local ports work
 	e, err := edge.New(ecfg)
@@ -311,6 +313,7 @@ func printDevURLs(out io.Writer, cfg devConfig, node *natsnode.Node, edgeAddr ne
 	addr := displayAddr(edgeAddr)
 	edgeURL := "ws://" + addr + "/ws/metrics"
 	fmt.Fprintf(out, "Meridian dev is running (Ctrl-C stops it).\n")
+	fmt.Fprintf(out, "  dashboard                 http://%s/\n", addr)
 	fmt.Fprintf(out, "  live metrics (WebSocket)  %s\n", edgeURL)
 	fmt.Fprintf(out, "  watch them                go run ./cmd/meridian watch %s\n", edgeURL)
 	for i, g := range gws {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/dashboard"
 	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/natsauth"
@@ -34,8 +35,9 @@ func edgeFlags(cfg *edge.Config) []cli.Flag {
 	}
 }
 
-// mountHistoryAPI serves /api/metrics/list and /api/metrics/history (behind
-// an edge, which authenticates and rate-limits the requests).
+// mountHistoryAPI serves /api/metrics/list, /api/metrics/history and
+// /api/metrics/latest (behind an edge, which authenticates and rate-limits
+// the requests), and the dashboard at / that reads them.
 func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -46,6 +48,7 @@ func mountHistoryAPI(mux *http.ServeMux, nc *nats.Conn) error {
 		return err
 	}
 	mux.Handle("GET /api/metrics/", api)
+	dashboard.New().Mount(mux)
 	return nil
 }
 
@@ -60,8 +63,9 @@ func edgeCommand() *cli.Command {
 		Name:  "edge",
 		Usage: "serve the Kairos-compatible /ws/metrics WebSocket endpoint to many subscribers",
 		Description: "Serves ws://<listen>/ws/metrics (wss:// with --tls-cert) and the REST history API from the live\n" +
-			"snapshots on NATS, /healthz and /readyz on the same port, and /metrics, /healthz, /readyz on\n" +
-			"--admin-listen (loopback by default; empty: /metrics on the public port, behind the token check).\n" +
+			"snapshots on NATS, the live dashboard at /, /healthz and /readyz on the same port, and /metrics,\n" +
+			"/healthz, /readyz on --admin-listen (loopback by default; empty: /metrics on the public port, behind\n" +
+			"the token check).\n" +
 			"Clients need a JWT (see `meridian token`) unless --anonymous. Shuts down with close code 1001\n" +
 			"so clients reconnect elsewhere.\n" +
 			portsNote("--listen (default "+edge.DefaultListen+") and --admin-listen (default "+defaultEdgeAdminListen+")"),
@@ -107,13 +111,13 @@ func edgeCommand() *cli.Command {
 			if err := mountHistoryAPI(public, nc); err != nil {
 				return err
 			}
-			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP = nc, reg, log, public
+			cfg.NATS, cfg.Registerer, cfg.Logger, cfg.HTTP, cfg.PublicHTTP = nc, reg, log, public, dashboard.Patterns
 			e, err := edge.New(cfg)
 			if err != nil {
 				return err
 			}
 			log.Info("edge listening", "url", schemeOf(cfg.TLS, "ws://", "wss://")+e.Addr().String()+"/ws/metrics",
-				"auth", verifier != nil)
+				"dashboard", schemeOf(cfg.TLS, "http://", "https://")+displayAddr(e.Addr())+"/", "auth", verifier != nil)
 			g, ctx := newGroup(c.Context)
 			if adminLn != nil {
 				admin := adminMux(reg, e.Ready) // Ready includes the NATS connection
