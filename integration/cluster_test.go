@@ -99,28 +99,48 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	}
 	c.agg = c.aggs[0].agg
 
-	edgeNC := connect(t, node)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	c.startEdge("127.0.0.1:0")
+	c.wsURL = "ws://" + c.edge.Addr().String() + "/ws/metrics"
+	c.httpURL = "http://" + c.edge.Addr().String()
+
+	c.startGateway("eu", "gw-eu-1")
+	c.startGateway("us", "gw-us-1")
+	wait.For(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := c.edge.Ready(); return ok })
+	return c
+}
+
+// startEdge starts an edge listening on addr, stopped at cleanup.
+func (c *cluster) startEdge(addr string) {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
-	ecfg := opts.edge
-	ecfg.Listener, ecfg.NATS, ecfg.Logger = ln, edgeNC, quietLogger()
+	ecfg := c.opts.edge
+	ecfg.Listener, ecfg.NATS, ecfg.Logger = ln, connect(c.t, c.node), quietLogger()
 	c.edgeReg = prometheus.NewRegistry()
 	ecfg.Registerer = c.edgeReg
 	e, err := edge.New(ecfg)
 	if err != nil {
-		t.Fatal(err)
+		c.t.Fatal(err)
 	}
 	c.edge = e
-	c.wsURL = "ws://" + ln.Addr().String() + "/ws/metrics"
-	c.httpURL = "http://" + ln.Addr().String()
-	runUntilCleanup(t, "edge", e.Run, e.Shutdown)
+	runUntilCleanup(c.t, "edge", e.Run, e.Shutdown)
+}
 
-	c.startGateway("eu", "gw-eu-1")
-	c.startGateway("us", "gw-us-1")
-	wait.For(t, 15*time.Second, "edge ready with live snapshots", func() bool { _, ok := e.Ready(); return ok })
-	return c
+// restartEdge shuts the edge down (its clients get 1001 "server shutting
+// down") and starts a new one on the same address, as a restarted process
+// would be; it returns once the new edge is ready.
+func (c *cluster) restartEdge() {
+	c.t.Helper()
+	addr := c.edge.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := c.edge.Shutdown(ctx); err != nil {
+		c.t.Fatalf("shut down edge: %v", err)
+	}
+	c.startEdge(addr)
+	wait.For(c.t, 15*time.Second, "restarted edge ready", func() bool { _, ok := c.edge.Ready(); return ok })
 }
 
 // startAggregator starts one more aggregator; all are stopped at cleanup.

@@ -45,6 +45,18 @@ func TestDevCommand(t *testing.T) {
 		t.Fatalf("totals do not move with demo load (%d then %d):\n%s", a, b, out)
 	}
 
+	// The demo load's errors reach both regions, as real traffic would.
+	for _, region := range []string{"eu", "us"} {
+		out, err := exec.CommandContext(ctx, bin, "watch", "--count", "1", wsURL+"?region="+region).CombinedOutput()
+		if err != nil {
+			t.Fatalf("meridian watch ?region=%s: %v\n%s", region, err, out)
+		}
+		m := re.FindStringSubmatch(string(out))
+		if m == nil || atoi(t, m[1]) == 0 || atoi(t, m[3]) == 0 {
+			t.Errorf("region %s shows no demo errors (or no requests): %s", region, out)
+		}
+	}
+
 	// /metrics of every role and /metrics/gateways are on the same port.
 	httpBase := "http://" + strings.TrimSuffix(strings.TrimPrefix(wsURL, "ws://"), "/ws/metrics")
 	for path, want := range map[string]string{

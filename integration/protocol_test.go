@@ -40,20 +40,25 @@ func snapshotKeys(t *testing.T, ctx context.Context, ws *wsclient.Client) ([]str
 
 func sorted(s ...string) []string { slices.Sort(s); return s }
 
+// guideKeys are the keys of every Snapshot whatever its subscription names
+// (unless strict_metrics): type, timestamp and the guide's six.
+func guideKeys() []string {
+	keys := []string{"type", "timestamp"}
+	for _, m := range proto.GuideMetrics.Metrics() {
+		keys = append(keys, m.String())
+	}
+	return sorted(keys...)
+}
+
 func TestProtocolOverThePipeline(t *testing.T) {
 	c := startCluster(t, clusterOptions{})
 
-	t.Run("exactly one snapshot on connect, all metrics, RFC 3339 UTC", func(t *testing.T) {
+	t.Run("exactly one snapshot on connect, the guide's metrics, RFC 3339 UTC", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		ws := c.dial(ctx)
 		keys, m := snapshotKeys(t, ctx, ws)
-		var names []string
-		for _, m := range proto.GuideMetrics.Metrics() {
-			names = append(names, m.String())
-		}
-		want := sorted(append(names, "type", "timestamp")...)
-		if !slices.Equal(keys, want) {
+		if want := guideKeys(); !slices.Equal(keys, want) {
 			t.Fatalf("first snapshot keys %v, want %v", keys, want)
 		}
 		ts, _ := m["timestamp"].(string)
@@ -69,7 +74,7 @@ func TestProtocolOverThePipeline(t *testing.T) {
 		}
 	})
 
-	t.Run("subscription replaces, filters, accepts the guide's alias, sets the interval", func(t *testing.T) {
+	t.Run("subscription replaces, keeps the guide's fields, accepts the alias, sets the interval; strict_metrics filters", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		ws := c.dial(ctx)
@@ -78,8 +83,9 @@ func TestProtocolOverThePipeline(t *testing.T) {
 		if err := ws.WriteText(ctx, []byte(`{"metrics":["requests_total","response_time_avg"],"interval_seconds":2,"include_history":false}`)); err != nil {
 			t.Fatal(err)
 		}
+		// The example prints success_rate, which it did not name.
 		keys, _ := snapshotKeys(t, ctx, ws)
-		if want := sorted("type", "timestamp", "requests_total", "avg_response_time"); !slices.Equal(keys, want) {
+		if want := guideKeys(); !slices.Equal(keys, want) {
 			t.Fatalf("keys %v, want %v", keys, want)
 		}
 		at := time.Now()
@@ -87,13 +93,21 @@ func TestProtocolOverThePipeline(t *testing.T) {
 		if gap := time.Since(at); gap < 1800*time.Millisecond {
 			t.Fatalf("snapshots %v apart with interval_seconds 2", gap)
 		}
-		// "metrics": [] means all again.
+		// strict_metrics: exactly what was named, the alias resolved.
+		if err := ws.WriteText(ctx, []byte(`{"metrics":["requests_total","response_time_avg"],"interval_seconds":1,"strict_metrics":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		keys, _ = snapshotKeys(t, ctx, ws)
+		if want := sorted("type", "timestamp", "requests_total", "avg_response_time"); !slices.Equal(keys, want) {
+			t.Fatalf("strict keys %v, want %v", keys, want)
+		}
+		// A new subscription replaces the strict one whole: the six again.
 		if err := ws.Subscribe(ctx, map[string]any{"metrics": []string{}, "interval_seconds": 1}); err != nil {
 			t.Fatal(err)
 		}
 		keys, _ = snapshotKeys(t, ctx, ws)
-		if len(keys) != proto.GuideMetrics.Len()+2 {
-			t.Fatalf("after metrics [] got keys %v, want all", keys)
+		if want := guideKeys(); !slices.Equal(keys, want) {
+			t.Fatalf("after metrics [] got keys %v, want %v", keys, want)
 		}
 	})
 
@@ -102,7 +116,8 @@ func TestProtocolOverThePipeline(t *testing.T) {
 		defer cancel()
 		ws := c.dial(ctx)
 		snapshotKeys(t, ctx, ws)
-		if err := ws.Subscribe(ctx, map[string]any{"metrics": []string{"requests_error"}}); err != nil {
+		// strict_metrics makes the subscription in force visible in each snapshot.
+		if err := ws.Subscribe(ctx, map[string]any{"metrics": []string{"requests_error"}, "strict_metrics": true}); err != nil {
 			t.Fatal(err)
 		}
 		tests := []struct {
@@ -177,7 +192,7 @@ func TestProtocolOverThePipeline(t *testing.T) {
 			t.Fatalf("series %v", series)
 		}
 		keys, _ := snapshotKeys(t, ctx, ws)
-		if want := sorted("type", "timestamp", "requests_total", "success_rate"); !slices.Equal(keys, want) {
+		if want := guideKeys(); !slices.Equal(keys, want) {
 			t.Fatalf("live keys after history %v, want %v", keys, want)
 		}
 	})

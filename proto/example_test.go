@@ -30,3 +30,18 @@ func ExampleAppendSnapshotEvent() {
 	// {"type":"Snapshot","timestamp":"2024-11-07T10:30:02Z","requests_total":1550,"requests_success":1523,"requests_error":27,"active_connections":16,"avg_response_time":44.8,"success_rate":98.258}
 	// {"type":"Snapshot","timestamp":"2024-11-07T10:30:02Z","requests_total":1550}
 }
+
+// A guide client that names two metrics still gets the guide's six in every
+// Snapshot; strict_metrics asks for exactly the named ones.
+func ExampleSubscription_SnapshotMetrics() {
+	for _, msg := range []string{
+		`{"metrics":["requests_total","active_connections"],"interval_seconds":2}`,
+		`{"metrics":["requests_total","active_connections"],"strict_metrics":true}`,
+	} {
+		sub, _ := proto.ParseSubscription([]byte(msg))
+		fmt.Println(sub.SnapshotMetrics().Metrics())
+	}
+	// Output:
+	// [requests_total requests_success requests_error active_connections avg_response_time success_rate]
+	// [requests_total active_connections]
+}

@@ -30,12 +30,19 @@ const (
 // The Kairos fields are metrics, interval_seconds and include_history.
 // Meridian adds optional fields that old clients never send: region or
 // instance (the scope; default the whole cluster), history_seconds and
-// history_points (the window and resolution of include_history), and since
-// (RFC 3339: replay the snapshots after that time before live ones).
+// history_points (the window and resolution of include_history), since
+// (RFC 3339: replay the snapshots after that time before live ones) and
+// strict_metrics (snapshots carry exactly the named metrics).
 type Subscription struct {
+	// Metrics is what the client named: the TimeSeries sent with
+	// include_history, and the extras added to its snapshots. Missing, null
+	// or empty means GuideMetrics.
 	Metrics         MetricSet
 	IntervalSeconds int
 	IncludeHistory  bool
+	// StrictMetrics makes snapshots carry Metrics alone, without the rest
+	// of GuideMetrics. No guide client sends it.
+	StrictMetrics bool
 
 	Scope          Scope
 	HistorySeconds int
@@ -43,8 +50,8 @@ type Subscription struct {
 	Since          time.Time // zero: no replay
 }
 
-// DefaultSubscription is in force right after the upgrade: all metrics, every
-// second, no history, the whole cluster.
+// DefaultSubscription is in force right after the upgrade: the guide's
+// metrics, every second, no history, the whole cluster.
 func DefaultSubscription() Subscription {
 	return Subscription{
 		Metrics: GuideMetrics, IntervalSeconds: DefaultIntervalSeconds,
@@ -52,12 +59,22 @@ func DefaultSubscription() Subscription {
 	}
 }
 
+// SnapshotMetrics is the set of metrics this subscription's Snapshot events
+// carry: GuideMetrics plus the extras named in Metrics, or with StrictMetrics
+// exactly Metrics. It is never empty.
+func (s *Subscription) SnapshotMetrics() MetricSet {
+	if s.StrictMetrics && s.Metrics != 0 {
+		return s.Metrics
+	}
+	return s.Metrics | GuideMetrics
+}
+
 // maxSubscriptionMetrics bounds the metrics array so that a hostile client
 // cannot make the decoder walk a huge list.
 const maxSubscriptionMetrics = 64
 
 // ParseSubscription decodes and validates a subscription message. Missing or
-// null fields take their defaults; "metrics": [] means all metrics; unknown
+// null fields take their defaults; "metrics": [] means GuideMetrics; unknown
 // fields are ignored so that newer clients keep working. Every error wraps
 // ErrInvalidSubscription and its text names the field and the valid values,
 // ready to be sent to the client in an Error event.
@@ -101,10 +118,11 @@ func ParseSubscription(data []byte) (Subscription, error) {
 	if sub.IntervalSeconds, err = intField(fields, "interval_seconds", DefaultIntervalSeconds, MinIntervalSeconds, MaxIntervalSeconds); err != nil {
 		return sub, err
 	}
-	if raw, ok := fields["include_history"]; ok && !isNull(raw) {
-		if err := json.Unmarshal(raw, &sub.IncludeHistory); err != nil {
-			return sub, subErr(fmt.Sprintf("include_history must be true or false, got %s", truncate(string(raw), 32)))
-		}
+	if sub.IncludeHistory, err = boolField(fields, "include_history"); err != nil {
+		return sub, err
+	}
+	if sub.StrictMetrics, err = boolField(fields, "strict_metrics"); err != nil {
+		return sub, err
 	}
 	if sub.HistorySeconds, err = intField(fields, "history_seconds", DefaultHistorySeconds, 1, MaxHistorySeconds); err != nil {
 		return sub, err
@@ -169,6 +187,19 @@ func intField(fields map[string]json.RawMessage, name string, def, lo, hi int) (
 		return def, subErr(fmt.Sprintf("%s must be an integer from %d to %d, got %s", name, lo, hi, truncate(string(raw), 32)))
 	}
 	return int(f), nil
+}
+
+// boolField reads an optional boolean field (default false).
+func boolField(fields map[string]json.RawMessage, name string) (bool, error) {
+	raw, ok := fields[name]
+	if !ok || isNull(raw) {
+		return false, nil
+	}
+	var b bool
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return false, subErr(fmt.Sprintf("%s must be true or false, got %s", name, truncate(string(raw), 32)))
+	}
+	return b, nil
 }
 
 // stringField reads an optional string field.

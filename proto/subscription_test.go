@@ -46,13 +46,17 @@ func TestParseSubscription(t *testing.T) {
 		{"history_seconds zero", `{"history_seconds":0}`, Subscription{}, []string{"history_seconds", "1 to 2592000"}},
 		{"history_points too many", `{"history_points":20000}`, Subscription{}, []string{"history_points", "1 to 10000"}},
 		{"bad since", `{"since":"yesterday"}`, Subscription{}, []string{"since", "RFC 3339"}},
+		{"strict metrics", `{"metrics":["requests_total"],"strict_metrics":true}`,
+			with(func(s *Subscription) { s.Metrics = SetOf(RequestsTotal); s.StrictMetrics = true }), nil},
+		{"strict metrics null", `{"strict_metrics":null}`, def(), nil},
+		{"strict metrics not bool", `{"strict_metrics":1}`, Subscription{}, []string{"strict_metrics must be true or false", "got 1"}},
 		// Year 0 parses, but cannot be marshalled (it leaked a Go JSON error) or replayed.
 		{"since year 0", `{"since":"0000-01-01T00:00:00Z"}`, Subscription{}, []string{"since", "out of range", "1970-01-01T00:00:00Z"}},
 		{"since before the epoch", `{"since":"1969-12-31T23:59:59+00:00"}`, Subscription{}, []string{"out of range"}},
 		{"since year 0 with an offset", `{"since":"0000-01-01T00:30:00+01:00"}`, Subscription{}, []string{"out of range"}},
 		{"multi-byte character named as sent", `{"region":"eü"}`, Subscription{}, []string{`has character 'ü'`}},
 		{"invalid byte named as such", "{\"region\":\"e\xff\"}", Subscription{}, []string{`character`}},
-		{"empty metrics means all", `{"metrics":[],"interval_seconds":5,"include_history":true}`, with(func(s *Subscription) { s.IntervalSeconds = 5; s.IncludeHistory = true }), nil},
+		{"empty metrics means the guide's", `{"metrics":[],"interval_seconds":5,"include_history":true}`, with(func(s *Subscription) { s.IntervalSeconds = 5; s.IncludeHistory = true }), nil},
 		{"null fields take defaults", `{"metrics":null,"interval_seconds":null,"include_history":null}`, def(), nil},
 		{"integral float interval", `{"interval_seconds":60.0}`, with(func(s *Subscription) { s.IntervalSeconds = 60 }), nil},
 		{"duplicates collapse", `{"metrics":["success_rate","success_rate"]}`, with(func(s *Subscription) { s.Metrics = SetOf(SuccessRate) }), nil},
@@ -107,7 +111,7 @@ func TestParseSubscription(t *testing.T) {
 
 func FuzzParseSubscription(f *testing.F) {
 	for _, s := range []string{`{}`, `{"metrics":["requests_total"],"interval_seconds":2}`, `{"metrics":[],"include_history":true}`,
-		`{"interval_seconds":0}`, `[]`, `{"metrics":[null]}`, "\xff\xfe"} {
+		`{"metrics":["requests_total"],"strict_metrics":true}`, `{"interval_seconds":0}`, `[]`, `{"metrics":[null]}`, "\xff\xfe"} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -124,5 +128,45 @@ func FuzzParseSubscription(f *testing.F) {
 		if sub.Metrics == 0 || sub.Metrics&^AllMetrics != 0 {
 			t.Fatalf("accepted metric set %b", sub.Metrics)
 		}
+		if snap := sub.SnapshotMetrics(); snap&sub.Metrics != sub.Metrics || (!sub.StrictMetrics && snap&GuideMetrics != GuideMetrics) {
+			t.Fatalf("snapshot set %b for %+v", snap, sub)
+		}
 	})
+}
+
+func TestSnapshotMetrics(t *testing.T) {
+	// extra stands for any metric after the guide's six, present or future.
+	extra := GuideMetrics + 1
+	tests := []struct {
+		name    string
+		metrics MetricSet
+		strict  bool
+		want    MetricSet
+	}{
+		{"default: the guide's six", GuideMetrics, false, GuideMetrics},
+		{"a subset still gets all six", SetOf(RequestsTotal, ActiveConnections), false, GuideMetrics},
+		{"a named extra is added", SetOf(RequestsTotal) | extra, false, GuideMetrics | extra},
+		{"strict: exactly what was named", SetOf(RequestsTotal, ActiveConnections), true, SetOf(RequestsTotal, ActiveConnections)},
+		{"strict extra alone", extra, true, extra},
+		{"strict with nothing named: the guide's six", 0, true, GuideMetrics},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sub := Subscription{Metrics: tt.metrics, StrictMetrics: tt.strict}
+			if got := sub.SnapshotMetrics(); got != tt.want {
+				t.Errorf("SnapshotMetrics = %b, want %b", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestGuideMetricsAreTheGuidesSix(t *testing.T) {
+	var names []string
+	for _, m := range GuideMetrics.Metrics() {
+		names = append(names, m.String())
+	}
+	want := "requests_total,requests_success,requests_error,active_connections,avg_response_time,success_rate"
+	if got := strings.Join(names, ","); got != want {
+		t.Errorf("GuideMetrics = %s, want %s", got, want)
+	}
 }

@@ -121,6 +121,7 @@ func BenchmarkEncodeSnapshot(b *testing.B) {
 		set  proto.MetricSet
 	}{
 		{"all", proto.AllMetrics},
+		{"guide", proto.GuideMetrics},
 		{"one", proto.SetOf(proto.RequestsTotal)},
 		{"three", proto.SetOf(proto.RequestsTotal, proto.AvgResponseTime, proto.SuccessRate)},
 	}
@@ -146,6 +147,27 @@ func BenchmarkSnapshotFrameLookup(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = sf.frame(set)
+	}
+}
+
+// BenchmarkSnapshotFrameForms looks a frame up among many forms: the last
+// inline one, and one beyond them (only clients naming many different
+// strict sets make those).
+func BenchmarkSnapshotFrameForms(b *testing.B) {
+	sf := newSnapFrames(snap(time.Now(), 1))
+	for set := proto.MetricSet(1); set <= inlineForms+1; set++ {
+		sf.frame(set)
+	}
+	for _, tt := range []struct {
+		name string
+		set  proto.MetricSet
+	}{{"last-inline", inlineForms}, {"beyond-inline", inlineForms + 1}} {
+		b.Run(tt.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = sf.frame(tt.set)
+			}
+		})
 	}
 }
 
@@ -180,7 +202,7 @@ func BenchmarkDeliver(b *testing.B) {
 	for _, n := range []int{100, 1000} {
 		e := bareEdge(b)
 		e.scopes.cluster.latest.Store(newSnapFrames(snap(time.Now(), 1)))
-		frame := e.scopes.cluster.latest.Load().frame(proto.AllMetrics)
+		frame := e.scopes.cluster.latest.Load().frame(proto.GuideMetrics)
 		s := newShard(e)
 		conns, drain := tcpConns(b, e, s, n)
 		b.Run(fmt.Sprintf("edge/N=%d", n), func(b *testing.B) {

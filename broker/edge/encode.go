@@ -115,75 +115,100 @@ var (
 )
 
 // snapFrames is one snapshot with its frames, encoded lazily, at most once
-// per metric set: the first subscriber of a set at a tick pays for the
-// encoding, every other one reuses the bytes.
+// per distinct form (the metric set a Snapshot event carries): the first
+// subscriber of a form at a tick pays for the encoding, every other one
+// reuses the bytes.
 type snapFrames struct {
 	snap  proto.Snapshot
-	built atomic.Uint64 // bit i: frames[i] is set
-	mu    sync.Mutex    // serialises building
-	arena []byte        // frames are carved out of it; never rewritten
-	// frames is indexed by MetricSet within GuideMetrics; only sets
-	// 1..GuideMetrics occur there. It is allocated with the first frame: the
-	// edge holds every scope's newest snapshot, and most scopes' snapshots
-	// are never sent to anyone.
-	frames *[proto.GuideMetrics + 1][]byte
-	// extra holds the frames of sets with Meridian's extra metrics, under mu:
-	// only clients that name an extra use them.
-	extra map[proto.MetricSet][]byte
+	forms atomic.Pointer[formTable] // nil until the first frame is built
+	mu    sync.Mutex                // serialises building
+	arena []byte                    // frames are carved out of it; never rewritten
 }
+
+// formTable holds a snapshot's frames by form. It is allocated with the
+// first frame: the edge holds every scope's newest snapshot, and most
+// scopes' snapshots are never sent to anyone. Clients use a handful of
+// forms (the guide's six, perhaps with an extra or two, or a strict set),
+// so the first inlineForms are found by a lock-free scan; the count is
+// raised only after an entry is written, and entries are never changed
+// after. Further forms — only clients naming many different strict sets
+// make them — go to a map behind the mutex, so a lookup stays bounded
+// whatever the number of forms.
+type formTable struct {
+	n      atomic.Int32
+	inline [inlineForms]form
+	more   map[proto.MetricSet][]byte // under snapFrames.mu
+}
+
+type form struct {
+	set   proto.MetricSet
+	frame []byte
+}
+
+const inlineForms = 8
 
 func newSnapFrames(s proto.Snapshot) *snapFrames {
 	return &snapFrames{snap: s}
 }
 
-// arenaSize holds a dozen or more encoded frames (at most ~320 B each), so
-// a snapshot costs one allocation for the handful of metric sets clients
-// actually use, and a few more in the worst case of all 63.
+// arenaSize holds a dozen or more encoded frames (at most ~320 B each with
+// the guide's six metrics), so a snapshot costs one allocation for the
+// handful of forms clients actually use.
 const arenaSize = 4096
 
-// frame returns the frame for set, building it on first use.
+// frame returns the frame carrying set, building it on first use. An empty
+// set means proto.GuideMetrics.
 func (f *snapFrames) frame(set proto.MetricSet) []byte {
 	set &= proto.AllMetrics
 	if set == 0 {
 		set = proto.GuideMetrics
 	}
-	if set&^proto.GuideMetrics != 0 {
-		return f.extraFrame(set)
-	}
-	if f.built.Load()&(1<<set) != 0 {
-		return f.frames[set]
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.built.Load()&(1<<set) == 0 {
-		if f.frames == nil {
-			f.frames = new([proto.GuideMetrics + 1][]byte)
+	if t := f.forms.Load(); t != nil {
+		for i := range t.inline[:t.n.Load()] {
+			if t.inline[i].set == set {
+				return t.inline[i].frame
+			}
 		}
-		if cap(f.arena)-len(f.arena) < 512 {
-			f.arena = make([]byte, 0, arenaSize)
-		}
-		// Appending never rewrites bytes already handed out: frames are
-		// subslices of earlier regions, and a reallocation copies them
-		// away from the old array without touching it.
-		f.frames[set], f.arena = encodeSnapshotFrame(f.arena, &f.snap, set)
-		f.built.Or(1 << set)
 	}
-	return f.frames[set]
+	return f.build(set)
 }
 
-// extraFrame returns the frame for a set with extra metrics, building it
-// on first use.
-func (f *snapFrames) extraFrame(set proto.MetricSet) []byte {
+// build returns the frame of set from under the mutex, encoding it if no
+// other caller did in the meantime.
+func (f *snapFrames) build(set proto.MetricSet) []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if b, ok := f.extra[set]; ok {
+	t := f.forms.Load()
+	if t == nil {
+		t = new(formTable)
+		f.forms.Store(t)
+	}
+	n := int(t.n.Load())
+	for i := range t.inline[:n] {
+		if t.inline[i].set == set {
+			return t.inline[i].frame
+		}
+	}
+	if b, ok := t.more[set]; ok {
 		return b
 	}
-	if f.extra == nil {
-		f.extra = make(map[proto.MetricSet][]byte)
+	if cap(f.arena)-len(f.arena) < 512 {
+		f.arena = make([]byte, 0, arenaSize)
 	}
-	b, _ := encodeSnapshotFrame(nil, &f.snap, set)
-	f.extra[set] = b
+	// Appending never rewrites bytes already handed out: frames are
+	// subslices of earlier regions, and a reallocation copies them away
+	// from the old array without touching it.
+	var b []byte
+	b, f.arena = encodeSnapshotFrame(f.arena, &f.snap, set)
+	if n < inlineForms {
+		t.inline[n] = form{set: set, frame: b}
+		t.n.Store(int32(n + 1))
+		return b
+	}
+	if t.more == nil {
+		t.more = make(map[proto.MetricSet][]byte)
+	}
+	t.more[set] = b
 	return b
 }
 

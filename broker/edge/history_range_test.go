@@ -242,7 +242,7 @@ func TestHistoryRateLimit(t *testing.T) {
 	historyEvents(t, c, `{"metrics":["requests_total"],"include_history":true}`, proto.RequestsTotal)
 	historyEvents(t, c, `{"metrics":["requests_error"],"include_history":true}`, proto.RequestsError)
 	sent := time.Now()
-	c.sendText(`{"metrics":["success_rate"],"include_history":true}`)
+	c.sendText(`{"metrics":["success_rate"],"include_history":true,"strict_metrics":true}`)
 	var msg string
 	for msg == "" {
 		ev, raw := c.event(3 * time.Second)
@@ -290,7 +290,7 @@ func TestQueuedMessagesKeepOrder(t *testing.T) {
 	var burst []byte
 	for _, m := range []string{
 		`{"metrics":["requests_total"],"include_history":true}`,
-		`{"metrics":["requests_error"],"interval_seconds":1}`,
+		`{"metrics":["requests_error"],"interval_seconds":1,"strict_metrics":true}`,
 		`{"interval_seconds":0}`,
 	} {
 		burst = append(burst, rawFrame(ws.Header{Fin: true, OpCode: ws.OpText, Masked: true}, []byte(m))...)

@@ -246,7 +246,7 @@ func (c *conn) queueReplayLocked(j *subJob, res *jobResult) {
 		c.enqueueFrameLocked(outFrame{b: res.blob, kind: frameHist, msgs: uint32(n)})
 	}
 	if len(more) > 0 {
-		c.enqueueFrameLocked(outFrame{b: replayBlob(nil, more, j.sub.Metrics), kind: frameHist, msgs: uint32(len(more))})
+		c.enqueueFrameLocked(outFrame{b: replayBlob(nil, more, j.sub.SnapshotMetrics()), kind: frameHist, msgs: uint32(len(more))})
 		last = more[len(more)-1].Time
 	}
 	if total := n + len(more); total > 0 {
@@ -328,7 +328,7 @@ func (e *Edge) serveHistory(ctx context.Context, j *subJob, res *jobResult) erro
 			return err
 		}
 		res.replayed, res.replay = true, r
-		res.blob = replayBlob(nil, r.snaps, j.sub.Metrics)
+		res.blob = replayBlob(nil, r.snaps, j.sub.SnapshotMetrics())
 	}
 	return nil
 }

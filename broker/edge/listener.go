@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/meridian-metrics/meridian/proto"
 )
 
 // One listener, one port. The accept loop only accepts and admits (limits.go):
@@ -390,7 +388,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 	}
 	if sf := c.scope.latest.Load(); sf != nil && !replay {
 		c.lastSnap, c.sentSnap = c.opened, true
-		if c.enqueueLocked(sf.frame(proto.GuideMetrics), true) {
+		if c.enqueueLocked(sf.frame(c.sub.SnapshotMetrics()), true) {
 			e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 		}
 	}

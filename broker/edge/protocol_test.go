@@ -82,8 +82,9 @@ func TestSubscribeOnOpenKeepsCadence(t *testing.T) {
 	if gap := time.Since(t0); gap < 1800*time.Millisecond || gap > 2500*time.Millisecond {
 		t.Errorf("next snapshot after %s, want at t0+2s", gap)
 	}
-	if got, want := keys(raw), "type,timestamp,requests_total,active_connections"; got != want {
-		t.Errorf("snapshot fields = %s, want %s", got, want)
+	// It reads success_rate and avg_response_time from every snapshot.
+	if got := keys(raw); got != allKeys {
+		t.Errorf("snapshot fields = %s, want %s", got, allKeys)
 	}
 }
 
@@ -107,7 +108,9 @@ func TestSubscriptionDueInPastSendsAtOnce(t *testing.T) {
 	c.expectEvent(proto.EventSnapshot, time.Second)
 }
 
-func TestSnapshotCarriesOnlySubscribedMetrics(t *testing.T) {
+// Every Snapshot carries the guide's six fields whatever metrics names;
+// strict_metrics (a Meridian extension) asks for exactly the named ones.
+func TestSnapshotFieldsBySubscription(t *testing.T) {
 	t.Parallel()
 	te := startEdge(t, Config{})
 	te.publishWait(snap(time.Now(), 100))
@@ -118,37 +121,63 @@ func TestSnapshotCarriesOnlySubscribedMetrics(t *testing.T) {
 		want string
 	}{
 		{
-			name: "alias selects avg_response_time",
-			sub:  `{"metrics":["requests_total","response_time_avg"],"interval_seconds":1}`,
-			want: "type,timestamp,requests_total,avg_response_time",
+			name: "the guide's JavaScript example",
+			sub:  `{"metrics":["requests_total","active_connections"],"interval_seconds":1,"include_history":false}`,
+			want: allKeys,
 		},
 		{
-			name: "wire order, duplicates collapse",
-			sub:  `{"metrics":["success_rate","requests_error","success_rate"]}`,
-			want: "type,timestamp,requests_error,success_rate",
+			name: "the guide's Rust example, with the alias",
+			sub:  `{"metrics":["requests_total","response_time_avg"],"interval_seconds":1,"include_history":false}`,
+			want: allKeys,
 		},
 		{
-			name: "empty list means all",
+			name: "empty list",
 			sub:  `{"metrics":[],"interval_seconds":1,"include_history":false}`,
 			want: allKeys,
 		},
 		{
-			name: "null means all",
+			name: "null",
 			sub:  `{"metrics":null}`,
 			want: allKeys,
 		},
+		{
+			name: "strict_metrics false",
+			sub:  `{"metrics":["success_rate"],"strict_metrics":false}`,
+			want: allKeys,
+		},
+		{
+			name: "strict: the alias selects avg_response_time",
+			sub:  `{"metrics":["requests_total","response_time_avg"],"strict_metrics":true}`,
+			want: "type,timestamp,requests_total,avg_response_time",
+		},
+		{
+			name: "strict: wire order, duplicates collapse",
+			sub:  `{"metrics":["success_rate","requests_error","success_rate"],"strict_metrics":true}`,
+			want: "type,timestamp,requests_error,success_rate",
+		},
+		{
+			name: "strict with an empty list: the guide's six",
+			sub:  `{"metrics":[],"strict_metrics":true}`,
+			want: allKeys,
+		},
 	}
-	// One connection per case, all waiting for their next tick at once.
+	// One connection per case, all waiting for their next ticks at once;
+	// three snapshots each, so that no form holds for the first one only.
 	clients := make([]*client, len(tests))
 	for i, tt := range tests {
 		clients[i] = dial(t, te.url)
 		clients[i].expectEvent(proto.EventSnapshot, 2*time.Second)
 		clients[i].sendText(tt.sub)
 	}
-	for i, tt := range tests {
-		_, raw := clients[i].expectEvent(proto.EventSnapshot, 2*time.Second)
-		if got := keys(raw); got != tt.want {
-			t.Errorf("%s: fields = %s, want %s", tt.name, got, tt.want)
+	for round := range 3 {
+		if round > 0 {
+			te.publishWait(snap(time.Now(), uint64(100+round)))
+		}
+		for i, tt := range tests {
+			_, raw := clients[i].expectEvent(proto.EventSnapshot, 3*time.Second)
+			if got := keys(raw); got != tt.want {
+				t.Errorf("%s, snapshot %d: fields = %s, want %s", tt.name, round+1, got, tt.want)
+			}
 		}
 	}
 }
@@ -159,7 +188,8 @@ func TestBadInputKeepsConnectionAndSubscription(t *testing.T) {
 	te.publishWait(snap(time.Now(), 100))
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
-	c.sendText(`{"metrics":["requests_total"],"interval_seconds":1}`)
+	// strict_metrics makes the subscription in force visible in each snapshot.
+	c.sendText(`{"metrics":["requests_total"],"interval_seconds":1,"strict_metrics":true}`)
 
 	tests := []struct {
 		name string
@@ -216,6 +246,12 @@ func TestBadInputKeepsConnectionAndSubscription(t *testing.T) {
 			want: "include_history must be true or false",
 		},
 		{
+			name: "strict_metrics wrong type",
+			op:   ws.OpText,
+			msg:  `{"strict_metrics":"yes"}`,
+			want: "strict_metrics must be true or false",
+		},
+		{
 			name: "binary frame",
 			op:   ws.OpBinary,
 			msg:  `{"interval_seconds":2}`,
@@ -241,8 +277,8 @@ func TestBadInputKeepsConnectionAndSubscription(t *testing.T) {
 		t.Errorf("after bad input: fields = %s, want %s", got, want)
 	}
 	m := te.m
-	if got := testutil.ToFloat64(m.errorsByType[errTypeBadSubscription]); got != 8 {
-		t.Errorf("bad_subscription errors = %v, want 8", got)
+	if got := testutil.ToFloat64(m.errorsByType[errTypeBadSubscription]); got != 9 {
+		t.Errorf("bad_subscription errors = %v, want 9", got)
 	}
 	if got := testutil.ToFloat64(m.errorsByType[errTypeBinary]); got != 1 {
 		t.Errorf("binary errors = %v, want 1", got)
@@ -288,7 +324,7 @@ func TestFragmentedSubscription(t *testing.T) {
 	te.publishWait(snap(time.Now(), 5))
 	c := dial(t, te.url)
 	c.expectEvent(proto.EventSnapshot, 2*time.Second)
-	msg := []byte(`{"metrics":["requests_error"],"interval_seconds":1}`)
+	msg := []byte(`{"metrics":["requests_error"],"interval_seconds":1,"strict_metrics":true}`)
 	// Three fragments with a ping in between, as RFC 6455 allows.
 	c.sendRaw(rawFrame(ws.Header{OpCode: ws.OpText, Masked: true}, msg[:10]))
 	c.sendRaw(rawFrame(ws.Header{Fin: true, OpCode: ws.OpPing, Masked: true}, []byte("p")))
@@ -311,7 +347,7 @@ func TestPipelinedSubscriptionWithHandshake(t *testing.T) {
 	// A client that sends its subscription in the same packet as the
 	// upgrade request: the edge must not lose the bytes it read ahead.
 	req := upgradeRequest("/ws/metrics?x=1")
-	sub := rawFrame(ws.Header{Fin: true, OpCode: ws.OpText, Masked: true}, []byte(`{"metrics":["requests_total"]}`))
+	sub := rawFrame(ws.Header{Fin: true, OpCode: ws.OpText, Masked: true}, []byte(`{"metrics":["requests_total"],"strict_metrics":true}`))
 	c := rawDial(t, te.Addr().String())
 	c.sendRaw(append([]byte(req), sub...))
 	c.readHTTPResponse(101)

@@ -54,7 +54,7 @@ func TestSinceReplaysThenLive(t *testing.T) {
 	if ev, raw := c.event(5 * time.Second); ev.Type != proto.EventTimeSeries || ev.MetricName != "requests_total" {
 		t.Fatalf("got %v, want the TimeSeries first", raw)
 	}
-	expectReplay(t, c, fine[len(fine)-30:], "type,timestamp,requests_total")
+	expectReplay(t, c, fine[len(fine)-30:], allKeys)
 
 	next := snap(end.Add(time.Second), 121)
 	te.publishWait(next)

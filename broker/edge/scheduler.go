@@ -451,7 +451,7 @@ func (s *shard) deliverSnapshot(c *conn, now int64) {
 		return
 	}
 	c.noteStaleLocked(sf, e.cfg.Now(), e.cfg.StaleAfter)
-	if c.enqueueLocked(sf.frame(c.sub.Metrics), true) {
+	if c.enqueueLocked(sf.frame(c.sub.SnapshotMetrics()), true) {
 		e.m.tickLag.Observe(float64(max(e.mono()-scheduled, 0)) / 1e9)
 		e.m.deliveryLag.Observe(max(e.cfg.Now().Sub(sf.snap.Time), 0).Seconds())
 	}

@@ -308,7 +308,7 @@ func TestScopeAndHistoryMetrics(t *testing.T) {
 	eu.expectEvent(proto.EventSnapshot, 2*time.Second)
 	inst := dial(t, te.url)
 	inst.expectEvent(proto.EventSnapshot, 2*time.Second)
-	inst.sendText(`{"instance":"gw-eu-1","metrics":["requests_total"],"include_history":true,"since":"` + rfc3339(now.Add(-10*time.Second)) + `"}`)
+	inst.sendText(`{"instance":"gw-eu-1","metrics":["requests_total"],"strict_metrics":true,"include_history":true,"since":"` + rfc3339(now.Add(-10*time.Second)) + `"}`)
 	historyEvents(t, inst, "", proto.RequestsTotal)
 	expectReplay(t, inst, []proto.Snapshot{scoped(snap(now, 150), instEU1)}, "type,timestamp,requests_total")
 
@@ -379,7 +379,7 @@ func TestHistoryUnavailable(t *testing.T) {
 		!strings.HasSuffix(ev.Message, "); try again later") {
 		t.Errorf("error %q", ev.Message)
 	}
-	c.sendText(`{"metrics":["requests_total"],"include_history":true,"history_seconds":7200}`)
+	c.sendText(`{"metrics":["requests_total"],"strict_metrics":true,"include_history":true,"history_seconds":7200}`)
 	ev, _ = c.expectEvent(proto.EventError, 3*time.Second)
 	if !strings.HasPrefix(ev.Message, "history unavailable: read rollups of cluster: ") ||
 		!strings.HasSuffix(ev.Message, "; the subscription was applied without its history") {

@@ -8,6 +8,7 @@
 package wsclient
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +38,34 @@ type Client struct {
 	wmu  sync.Mutex
 }
 
-// Dial connects to a ws:// URL such as ws://127.0.0.1:5900/ws/metrics.
+// HandshakeError is returned (wrapped) by Dial when the server answered the
+// upgrade request with a plain HTTP response instead of switching protocols.
+type HandshakeError struct {
+	Status int
+	// Message is the start of the response body: the edge says there why
+	// it refused (a bad query parameter, an unknown scope).
+	Message string
+}
+
+func (e *HandshakeError) Error() string {
+	msg := fmt.Sprintf("the server refused the WebSocket upgrade with %d %s", e.Status, http.StatusText(e.Status))
+	if e.Message != "" {
+		msg += ": " + e.Message
+	}
+	return msg
+}
+
+// Permanent reports whether sending the same request again cannot succeed:
+// a 4xx other than 408 (timeout) and 429 (rate limited).
+func (e *HandshakeError) Permanent() bool {
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusRequestTimeout && e.Status != http.StatusTooManyRequests
+}
+
+// maxRefusalBody bounds how much of a refusal's body Dial reads.
+const maxRefusalBody = 512
+
+// Dial connects to a ws:// URL such as ws://127.0.0.1:5900/ws/metrics. A
+// refused upgrade returns an error wrapping *HandshakeError.
 func Dial(ctx context.Context, url string) (*Client, error) {
 	return DialWith(ctx, url, Options{})
 }
@@ -49,13 +78,20 @@ type Options struct {
 	TLS *tls.Config
 }
 
-// DialWith connects to a ws:// or wss:// URL with o.
+// DialWith connects to a ws:// or wss:// URL with o. A refused upgrade
+// returns an error wrapping *HandshakeError.
 func DialWith(ctx context.Context, url string, o Options) (*Client, error) {
-	d := ws.Dialer{Timeout: 10 * time.Second, TLSConfig: o.TLS}
+	var refused *HandshakeError
+	d := ws.Dialer{Timeout: 10 * time.Second, TLSConfig: o.TLS, OnStatusError: func(status int, _ []byte, resp io.Reader) {
+		refused = &HandshakeError{Status: status, Message: refusalMessage(resp)}
+	}}
 	if o.Token != "" {
 		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + o.Token}})
 	}
 	conn, br, _, err := d.Dial(ctx, url)
+	if refused != nil { // Dial closed the connection
+		return nil, fmt.Errorf("dial %s: %w", url, refused)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", url, err)
 	}
@@ -78,6 +114,18 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 	w.c.wmu.Lock()
 	defer w.c.wmu.Unlock()
 	return w.c.conn.Write(p)
+}
+
+// refusalMessage is the first line of a refusal's body, if it has one.
+func refusalMessage(resp io.Reader) string {
+	r, err := http.ReadResponse(bufio.NewReader(resp), nil)
+	if err != nil {
+		return ""
+	}
+	defer r.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxRefusalBody))
+	line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+	return strings.TrimSpace(line)
 }
 
 // Conn exposes the underlying connection (tests tune buffers through it).

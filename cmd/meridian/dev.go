@@ -64,7 +64,7 @@ func devCommand() *cli.Command {
 			&cli.StringFlag{Name: "nats-listen", Value: net.JoinHostPort(natsnode.DefaultHost, strconv.Itoa(natsnode.DefaultPort)), Usage: "embedded NATS client address (other meridian processes can join here)", Destination: &cfg.NATSListen},
 			&cli.StringSliceFlag{Name: "gateways", Value: cli.NewStringSlice("eu=127.0.0.1:8081", "us=127.0.0.1:8082"), Usage: "gateways to run, as region=listen-address"},
 			&cli.Float64Flag{Name: "demo-rps", Value: 20, Usage: "demo requests per second across the gateways; 0 turns the demo load off", Destination: &cfg.DemoRPS},
-			&cli.Float64Flag{Name: "demo-error-ratio", Value: 0.05, Usage: "fraction of demo requests that ask the upstream for a 500", Destination: &cfg.DemoErrorRatio},
+			&cli.Float64Flag{Name: "demo-error-ratio", Value: 0.05, Usage: "fraction of each gateway's demo requests that ask the upstream for a 500", Destination: &cfg.DemoErrorRatio},
 			&cli.StringFlag{Name: "namespace", Value: edge.DefaultNamespace, Usage: "metric name prefix", Destination: &cfg.Namespace},
 			&cli.DurationFlag{Name: "history-retention", Value: history.DefaultMaxAge, Usage: "how long snapshots are kept in JetStream", Destination: &cfg.HistoryRetention},
 		}, edgeFlags(&cfg.Edge)...)),

@@ -7,19 +7,27 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/meridian-metrics/meridian/broker/edge"
 	"github.com/meridian-metrics/meridian/broker/wsclient"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
+const defaultWatchURL = "ws://127.0.0.1" + edge.DefaultListen + "/ws/metrics"
+
 type watchConfig struct {
-	URLs             []string
-	Metrics          []string
+	URLs    []string
+	Metrics []string
+	// Show is the set of metrics printed, from Metrics; 0 prints every
+	// metric a snapshot carries (snapshots carry the guide's six whatever
+	// the subscription names).
+	Show             proto.MetricSet
 	Interval         int
 	History          bool
 	Count            int
@@ -36,12 +44,15 @@ func watchCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "watch",
 		Usage:     "subscribe to /ws/metrics and print each Snapshot as a line",
-		ArgsUsage: "[URL ...]",
+		ArgsUsage: "[URL ...] (flags go before the URLs)",
 		Description: "Connects to the first edge URL (default ws://127.0.0.1:5900/ws/metrics), subscribes, and prints\n" +
 			"one line per Snapshot. With several URLs it fails over to the next one when a connection is lost,\n" +
-			"and resubscribes. Exits non-zero when no edge can be reached.",
+			"and resubscribes. While no edge answers it says so on every attempt, and it gives up after\n" +
+			"--reconnect-timeout (exit 1). A refusal that retrying cannot fix (a bad query parameter, an\n" +
+			"unknown scope, any other 4xx but 408 and 429) ends it at once (exit 1); a URL that is not ws://\n" +
+			"or wss://, or a flag written after the URLs, is a usage error (exit 2).",
 		Flags: bindEnv([]cli.Flag{
-			&cli.StringSliceFlag{Name: "metrics", Usage: "metrics to subscribe to (default all): " + strings.Join(proto.MetricNames(), ", ")},
+			&cli.StringSliceFlag{Name: "metrics", Usage: "metrics to subscribe to and print (default the guide's six): " + strings.Join(proto.MetricNames(), ", ")},
 			&cli.IntFlag{Name: "interval", Value: 1, Usage: "seconds between snapshots, 1 to 60", Destination: &cfg.Interval},
 			&cli.BoolFlag{Name: "history", Usage: "request history (TimeSeries) first", Destination: &cfg.History},
 			&cli.IntFlag{Name: "count", Usage: "exit after this many snapshots (0: run until interrupted)", Destination: &cfg.Count},
@@ -54,7 +65,12 @@ func watchCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			cfg.URLs = c.Args().Slice()
 			if len(cfg.URLs) == 0 {
-				cfg.URLs = []string{"ws://127.0.0.1:5900/ws/metrics"}
+				cfg.URLs = []string{defaultWatchURL}
+			}
+			for _, u := range cfg.URLs {
+				if err := checkWatchURL(u); err != nil {
+					return err
+				}
 			}
 			cfg.Metrics = c.StringSlice("metrics")
 			if cfg.Latency {
@@ -70,10 +86,12 @@ func watchCommand() *cli.Command {
 			if cfg.Interval < proto.MinIntervalSeconds || cfg.Interval > proto.MaxIntervalSeconds {
 				return usageError("--interval %d: must be from 1 to 60", cfg.Interval)
 			}
-			for _, m := range cfg.Metrics {
-				if _, ok := proto.ParseMetric(m); !ok {
-					return usageError("--metrics: unknown metric %q; valid: %s", m, strings.Join(proto.MetricNames(), ", "))
+			for _, name := range cfg.Metrics {
+				m, ok := proto.ParseMetric(name)
+				if !ok {
+					return usageError("--metrics: unknown metric %q; valid: %s", name, strings.Join(proto.MetricNames(), ", "))
 				}
+				cfg.Show = cfg.Show.With(m)
 			}
 			cfg.dial.Token = cfg.Token
 			if path, ok := strings.CutPrefix(cfg.Token, "@"); ok {
@@ -113,6 +131,9 @@ func watch(ctx context.Context, cfg watchConfig, out, errOut io.Writer) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			if refused, ok := errors.AsType[*wsclient.HandshakeError](err); ok && refused.Permanent() {
+				return cli.Exit(fmt.Sprintf("%s: %v", url, refused), 1)
+			}
 			if !connectedOnce {
 				return cli.Exit(fmt.Sprintf("cannot connect to %s: %v", strings.Join(cfg.URLs, " or "), err), 1)
 			}
@@ -131,12 +152,14 @@ func watch(ctx context.Context, cfg watchConfig, out, errOut io.Writer) error {
 	}
 }
 
-// dialAny tries the URLs round-robin from *next until one answers or timeout.
+// dialAny tries the URLs round-robin from *next until one answers or timeout
+// passes, saying on errOut why each attempt failed and when the next comes.
+// A refusal that retrying cannot fix ends it at once, with the URL that
+// refused.
 func dialAny(ctx context.Context, urls []string, next *int, timeout time.Duration, opts wsclient.Options, errOut io.Writer) (*wsclient.Client, string, error) {
 	deadline := time.Now().Add(timeout)
 	backoff := 100 * time.Millisecond
-	var last error
-	for attempt := 0; ; attempt++ {
+	for attempt := 1; ; attempt++ {
 		url := urls[*next%len(urls)]
 		*next++
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -145,24 +168,56 @@ func dialAny(ctx context.Context, urls []string, next *int, timeout time.Duratio
 		if err == nil {
 			return c, url, nil
 		}
-		last = err
 		if ctx.Err() != nil {
-			return nil, "", ctx.Err()
+			return nil, url, ctx.Err()
 		}
-		if time.Now().After(deadline) {
-			return nil, "", last
+		if refused, ok := errors.AsType[*wsclient.HandshakeError](err); ok && refused.Permanent() {
+			return nil, url, err
 		}
-		if (attempt+1)%len(urls) == 0 { // a full round failed: back off
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return nil, "", ctx.Err()
-			case <-t.C:
-			}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, url, err
+		}
+		wait := time.Duration(0)
+		if attempt%len(urls) == 0 { // a full round failed: back off
+			wait = min(backoff, left)
 			backoff = min(backoff*2, 2*time.Second)
 		}
+		if wait == 0 {
+			fmt.Fprintf(errOut, "attempt %d: %v; trying %s next (giving up in %s)\n",
+				attempt, err, urls[*next%len(urls)], left.Round(100*time.Millisecond))
+			continue
+		}
+		fmt.Fprintf(errOut, "attempt %d: %v; retrying in %s (giving up in %s)\n",
+			attempt, err, wait.Round(time.Millisecond), left.Round(100*time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, url, ctx.Err()
+		case <-t.C:
+		}
 	}
+}
+
+// checkWatchURL refuses, as a usage error, what is not a WebSocket URL —
+// among them a flag written after the URLs, which the command line parser
+// leaves among the arguments.
+func checkWatchURL(s string) error {
+	if strings.HasPrefix(s, "-") {
+		return usageError("%s after the URLs: write flags before the URLs (meridian watch --count 3 %s)", s, defaultWatchURL)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return usageError("%q is not a URL: %v", s, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return usageError("%q is not a WebSocket URL: the scheme must be ws:// or wss://, such as %s", s, defaultWatchURL)
+	}
+	if u.Host == "" {
+		return usageError("%q names no host, such as %s", s, defaultWatchURL)
+	}
+	return nil
 }
 
 // watchConn reads one connection until it fails (error), the count is
@@ -194,7 +249,7 @@ func watchConn(ctx context.Context, c *wsclient.Client, sub map[string]any, cfg 
 		if cfg.Raw {
 			fmt.Fprintln(out, string(data))
 		} else {
-			printEvent(out, errOut, ev)
+			printEvent(out, errOut, ev, cfg.Show)
 		}
 		if ev.Type == proto.EventSnapshot {
 			*seen++
@@ -205,14 +260,14 @@ func watchConn(ctx context.Context, c *wsclient.Client, sub map[string]any, cfg 
 	}
 }
 
-func printEvent(out, errOut io.Writer, ev proto.Event) {
+func printEvent(out, errOut io.Writer, ev proto.Event, show proto.MetricSet) {
 	switch ev.Type {
 	case proto.EventSnapshot:
 		var b strings.Builder
 		b.WriteString(ev.Timestamp.UTC().Format("2006-01-02T15:04:05Z"))
 		for _, name := range proto.MetricNames() {
 			v, ok := ev.Values[name]
-			if !ok {
+			if m, _ := proto.ParseMetric(name); !ok || show != 0 && !show.Has(m) {
 				continue
 			}
 			switch name {

@@ -14,7 +14,7 @@ func TestPrintEventShowsLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	printEvent(&out, &errOut, ev)
+	printEvent(&out, &errOut, ev, 0)
 	const want = "2026-12-03T13:00:00Z  total=10  avg=12.50ms  p50=10.12ms  p99=250.50ms  max=900.00ms\n"
 	if out.String() != want {
 		t.Fatalf("got  %q\nwant %q", out.String(), want)

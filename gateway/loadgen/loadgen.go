@@ -58,9 +58,13 @@ type Config struct {
 	Continuous bool
 	// ErrorRatio is the fraction (0 to 1) of requests that ask the demo
 	// upstream for an error by adding status=500 to the query. They are
-	// spread evenly and deterministically: request k (counting from 1) asks
-	// for an error when floor(k*ErrorRatio) > floor((k-1)*ErrorRatio), so any
-	// N requests include floor(N*ErrorRatio) of them.
+	// spread evenly and deterministically over each target's requests: a
+	// target's request k (counting from 1) asks for an error when
+	// floor(k*ErrorRatio) > floor((k-1)*ErrorRatio), so any N requests to one
+	// target include floor(N*ErrorRatio) of them. Counting per target gives
+	// every target its share; counted over the round-robin sequence, every
+	// error could fall on one target (with two targets and a ratio of 1/20,
+	// all on the second).
 	ErrorRatio float64
 	// Concurrency bounds the requests in flight. Default DefaultConcurrency.
 	Concurrency int
@@ -243,10 +247,10 @@ func (r *runner) pace(ctx context.Context, start time.Time) int {
 }
 
 // url is request k's URL: round-robin over the targets, with the error
-// requests spread by ErrorRatio.
+// requests spread over each target's own sequence by ErrorRatio.
 func (r *runner) url(k int) string {
 	t := &r.targets[k%len(r.targets)]
-	n := float64(k + 1)
+	n := float64(k/len(r.targets) + 1)
 	if math.Floor(n*r.cfg.ErrorRatio) > math.Floor((n-1)*r.cfg.ErrorRatio) {
 		return t.fail
 	}

@@ -124,6 +124,41 @@ func TestErrorRatioSpread(t *testing.T) {
 	}
 }
 
+// Every target gets its share of the error requests, whatever the ratio
+// and the number of targets (counted over the round-robin sequence, 1/20
+// over two targets put every error on the second).
+func TestErrorRatioPerTarget(t *testing.T) {
+	tests := []struct {
+		ratio   float64
+		targets int
+		n       int
+	}{
+		{0.05, 2, 400},
+		{0.1, 2, 400},
+		{0.25, 4, 400},
+		{0.2, 5, 500},
+		{1.0 / 3, 3, 90},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.ratio, "/", tt.targets), func(t *testing.T) {
+			r := &runner{cfg: Config{ErrorRatio: tt.ratio}}
+			for i := range tt.targets {
+				r.targets = append(r.targets, target{ok: fmt.Sprint("ok", i), fail: fmt.Sprint("fail", i)})
+			}
+			fails := make(map[string]int)
+			for k := range tt.n {
+				fails[r.url(k)]++
+			}
+			perTarget := tt.n / tt.targets
+			for i := range tt.targets {
+				if got, want := fails[fmt.Sprint("fail", i)], int(float64(perTarget)*tt.ratio+1e-9); got != want {
+					t.Errorf("target %d: %d error requests of %d, want %d", i, got, perTarget, want)
+				}
+			}
+		})
+	}
+}
+
 func TestRunRoundRobin(t *testing.T) {
 	a, hitsA := demoServer(t)
 	b, hitsB := demoServer(t)

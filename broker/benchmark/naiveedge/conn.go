@@ -167,7 +167,7 @@ func (c *wsConn) writeLoop() {
 				s.skippedTicks.Add(uint64(missed))
 			}
 			last = t
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 		case sub = <-c.subs:
@@ -184,14 +184,14 @@ func (c *wsConn) writeLoop() {
 				continue
 			}
 			last = now
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 			ticker.Reset(interval)
 		case <-realignC:
 			realignC = nil
 			last = realignAt
-			if !c.deliverLatest(sub.Metrics) {
+			if !c.deliverLatest(sub.SnapshotMetrics()) {
 				return
 			}
 			ticker.Reset(interval)

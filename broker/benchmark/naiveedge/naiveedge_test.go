@@ -160,9 +160,9 @@ func TestProtocol(t *testing.T) {
 		t.Fatalf("invalid subscription answered with %v", errEv)
 	}
 
-	// A valid one narrows the metrics and keeps the phase: the next
+	// A valid strict one narrows the metrics and keeps the phase: the next
 	// Snapshot is due at t0 + 2 s.
-	err := c.Subscribe(context.Background(), map[string]any{"metrics": []string{"requests_total", "success_rate"}, "interval_seconds": 2})
+	err := c.Subscribe(context.Background(), map[string]any{"metrics": []string{"requests_total", "success_rate"}, "interval_seconds": 2, "strict_metrics": true})
 	if err != nil {
 		t.Fatal(err)
 	}
