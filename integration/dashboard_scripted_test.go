@@ -53,6 +53,7 @@ type scriptedEdge struct {
 
 type seenRequest struct {
 	Path, Query, Authorization string
+	Protocol                   string // Sec-WebSocket-Protocol as offered
 }
 
 // scriptedOptions are a scriptedEdge's fixed settings.
@@ -68,7 +69,7 @@ func startScriptedEdge(t *testing.T, o scriptedOptions, stream func(net.Conn, *b
 	dashboard.New().Mount(mux)
 	mux.HandleFunc("GET /api/metrics/list", s.api(func(w http.ResponseWriter) {
 		var metrics []map[string]string
-		for _, m := range append(proto.MetricNames(), s.listed...) {
+		for _, m := range append(guideNames(), s.listed...) {
 			metrics = append(metrics, map[string]string{"name": m})
 		}
 		json.NewEncoder(w).Encode(map[string]any{"metrics": metrics, "scopes": []string{"cluster", "region.eu"}})
@@ -88,7 +89,8 @@ func startScriptedEdge(t *testing.T, o scriptedOptions, stream func(net.Conn, *b
 	})
 	mux.HandleFunc("GET /ws/metrics", func(w http.ResponseWriter, r *http.Request) {
 		s.record(r)
-		if !s.allowed(r.URL.Query().Get("token")) {
+		offered := r.Header.Get("Sec-WebSocket-Protocol")
+		if !s.allowed(strings.TrimPrefix(offered, "bearer.")) {
 			w.Header().Set("WWW-Authenticate", "Bearer")
 			http.Error(w, "invalid token", http.StatusUnauthorized)
 			return
@@ -97,7 +99,10 @@ func startScriptedEdge(t *testing.T, o scriptedOptions, stream func(net.Conn, *b
 			http.Error(w, "scope outside the token", http.StatusForbidden)
 			return
 		}
-		conn, rw, _, err := ws.UpgradeHTTP(r, w)
+		// Like the real edge, echo the token's subprotocol: a browser fails a
+		// handshake that offered protocols and got none back.
+		up := ws.HTTPUpgrader{Protocol: func(p string) bool { return p == offered }}
+		conn, rw, _, err := up.Upgrade(r, w)
 		if err != nil {
 			return
 		}
@@ -130,6 +135,16 @@ func startScriptedEdge(t *testing.T, o scriptedOptions, stream func(net.Conn, *b
 	return s
 }
 
+// guideNames are the guide's six metric names: an edge that knows no
+// Meridian extras lists only these.
+func guideNames() []string {
+	var names []string
+	for _, m := range proto.GuideMetrics.Metrics() {
+		names = append(names, m.String())
+	}
+	return names
+}
+
 func (s *scriptedEdge) allowed(token string) bool { return s.wantToken == "" || token == s.wantToken }
 
 func (s *scriptedEdge) api(body func(http.ResponseWriter)) http.HandlerFunc {
@@ -150,7 +165,7 @@ func (s *scriptedEdge) api(body func(http.ResponseWriter)) http.HandlerFunc {
 func (s *scriptedEdge) record(r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.requests = append(s.requests, seenRequest{r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization")})
+	s.requests = append(s.requests, seenRequest{r.URL.Path, r.URL.RawQuery, r.Header.Get("Authorization"), r.Header.Get("Sec-WebSocket-Protocol")})
 }
 
 func (s *scriptedEdge) seen() []seenRequest {
@@ -182,7 +197,7 @@ func writeSnapshots(conn net.Conn, end time.Time, n, from, to int) error {
 			Time: end.Add(time.Duration(i-n+1) * time.Second), RequestsTotal: total, RequestsSuccess: total - total/20,
 			RequestsError: total / 20, ActiveConnections: int64(i % 7), AvgResponseTimeMs: float64(i%50) / 3, SuccessRate: 95,
 		}
-		buf = proto.AppendSnapshotEvent(buf[:0], &s, proto.AllMetrics)
+		buf = proto.AppendSnapshotEvent(buf[:0], &s, proto.GuideMetrics)
 		if err := wsutil.WriteServerText(conn, buf); err != nil {
 			return err
 		}
@@ -201,8 +216,8 @@ func TestDashboardSendsTheTokenAndKeepsItOutOfSight(t *testing.T) {
 	const token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJub2MifQ.c2lnbmF0dXJl" // JWT-shaped, signs nothing
 	s := startScriptedEdge(t, scriptedOptions{wantToken: token}, sendSnapshots(3))
 	p := openDashboard(t, s.srv.URL+"/#token="+token+"&range=1h")
-	s.waitSeen("the WebSocket with ?token=", func(r seenRequest) bool {
-		return r.Path == "/ws/metrics" && strings.Contains(r.Query, "token="+token) && r.Authorization == ""
+	s.waitSeen("the WebSocket with the token as its bearer subprotocol", func(r seenRequest) bool {
+		return r.Path == "/ws/metrics" && r.Protocol == "bearer."+token && !strings.Contains(r.Query, token) && r.Authorization == ""
 	})
 	s.waitSeen("REST with Authorization: Bearer", func(r seenRequest) bool {
 		return r.Path == "/api/metrics/list" && r.Authorization == "Bearer "+token && !strings.Contains(r.Query, token)
@@ -230,7 +245,7 @@ func TestDashboardSendsTheTokenAndKeepsItOutOfSight(t *testing.T) {
 		t.Errorf("href %q lost the fragment's other settings", where["href"])
 	}
 	for _, r := range s.seen() {
-		if r.Path != "/ws/metrics" && strings.Contains(r.Query, token) {
+		if strings.Contains(r.Query, token) {
 			t.Errorf("%s got the token in its URL", r.Path)
 		}
 	}
@@ -251,7 +266,7 @@ func TestDashboardAsksForATokenOn401(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.waitSeen("the WebSocket with the entered token", func(r seenRequest) bool {
-		return r.Path == "/ws/metrics" && strings.Contains(r.Query, "token=right-token")
+		return r.Path == "/ws/metrics" && r.Protocol == "bearer.right-token"
 	})
 }
 
@@ -300,7 +315,7 @@ func TestDashboardLatencyTiles(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := startScriptedEdge(t, scriptedOptions{listed: tt.listed}, func(conn net.Conn, _ *bufio.ReadWriter) {
 				snap := proto.Snapshot{Time: time.Now().UTC().Truncate(time.Second), RequestsTotal: 10, RequestsSuccess: 10, SuccessRate: 100}
-				ev := proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics)
+				ev := proto.AppendSnapshotEvent(nil, &snap, proto.GuideMetrics)
 				for i, m := range tt.listed {
 					ev = append(ev[:len(ev)-1], fmt.Sprintf(`,%q:%d.5}`, m, 10*(i+1))...)
 				}
@@ -317,7 +332,7 @@ func TestDashboardLatencyTiles(t *testing.T) {
 			if len(subs) == 0 || json.Unmarshal([]byte(subs[0]), &sub) != nil {
 				t.Fatalf("subscriptions %q", subs)
 			}
-			if want := append(proto.MetricNames(), tt.listed...); !slices.Equal(sub.Metrics, want) {
+			if want := append(guideNames(), tt.listed...); !slices.Equal(sub.Metrics, want) {
 				t.Fatalf("subscribed to %v, want %v", sub.Metrics, want)
 			}
 			tiles := readTiles(t, p)
@@ -343,7 +358,7 @@ func TestDashboardChangeOverTheLastMinute(t *testing.T) {
 	s := startScriptedEdge(t, scriptedOptions{}, func(conn net.Conn, _ *bufio.ReadWriter) {
 		_ = wsutil.WriteServerText(conn, proto.AppendTimeSeriesEvent(nil, proto.RequestsTotal, points))
 		snap := proto.Snapshot{Time: now, RequestsTotal: 2000, RequestsSuccess: 2000, SuccessRate: 100}
-		_ = wsutil.WriteServerText(conn, proto.AppendSnapshotEvent(nil, &snap, proto.AllMetrics))
+		_ = wsutil.WriteServerText(conn, proto.AppendSnapshotEvent(nil, &snap, proto.GuideMetrics))
 	})
 	// The newest history point whose bucket ended a minute or more ago.
 	var base proto.Point

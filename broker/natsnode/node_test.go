@@ -32,6 +32,12 @@ func TestStartConnectShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The subscription is registered once the server has answered a PING
+	// sent after it; before that, a message from another connection may
+	// find no interest and be dropped.
+	if err := in.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if err := nc.Publish("x", []byte("hi")); err != nil {
 		t.Fatal(err)
 	}

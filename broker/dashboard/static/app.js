@@ -124,8 +124,10 @@
     const q = new URLSearchParams(scopeFields());
     const resume = st.lastTs > 0;
     if (resume) q.set('since', new Date(st.lastTs).toISOString());
-    if (token) q.set('token', token);
-    const ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/metrics?' + q);
+    // The token rides in the subprotocol list, not the URL: browsers write
+    // a failed WebSocket's URL to the console, and proxies log URLs.
+    const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws/metrics?' + q;
+    const ws = token ? new WebSocket(url, ['bearer.' + token]) : new WebSocket(url);
     st.ws = ws; st.opened = false;
     ws.onopen = () => {
       if (gen !== st.gen) return;
