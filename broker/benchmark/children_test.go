@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 func TestChildErrorsReachTheHarness(t *testing.T) {
@@ -80,12 +82,8 @@ func TestStopKillsAStubbornChild(t *testing.T) {
 	assertNoChildren(t)
 	// The grandchild went with the group (it was reparented, so only the
 	// group tells).
-	deadline := time.Now().Add(5 * time.Second)
-	for syscall.Kill(-c.cmd.Process.Pid, 0) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the child's process group is still alive")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "the child's process group to end", func() bool {
+		return syscall.Kill(-c.cmd.Process.Pid, 0) != nil
+	})
 	c.stop() // idempotent
 }

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-metrics/meridian/gateway/demo"
+	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -322,10 +323,7 @@ func TestRunBoundsConcurrency(t *testing.T) {
 		res, err = Run(context.Background(), Config{Targets: []string{srv.URL}, RPS: 10000, Requests: 30, Concurrency: 3})
 	}()
 	// All three workers get a request; nothing more may start.
-	deadline := time.Now().Add(5 * time.Second)
-	for inFlight.Load() < 3 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	wait.For(t, 5*time.Second, "three requests in flight", func() bool { return inFlight.Load() >= 3 })
 	close(release)
 	<-done
 	if err != nil {

@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -92,27 +94,22 @@ func TestSimulatorPublishesValidReportsAndExactSums(t *testing.T) {
 	var wg sync.WaitGroup
 	var runErr error
 	wg.Go(func() { runErr = sim.Run(ctx) })
-	// Two reports from every instance.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	stop := sync.OnceFunc(func() { cancel(); wg.Wait() })
+	t.Cleanup(stop)
+	wait.For(t, 30*time.Second, "two reports from every instance", func() bool {
 		mu.Lock()
-		done := len(last) == n
+		defer mu.Unlock()
+		if len(last) != n {
+			return false
+		}
 		for _, r := range last {
-			done = done && r.Seq >= 2
+			if r.Seq < 2 {
+				return false
+			}
 		}
-		mu.Unlock()
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			wg.Wait()
-			t.Fatalf("not every instance reported twice within 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	wg.Wait()
+		return true
+	})
+	stop()
 	if runErr != nil {
 		t.Fatal(runErr)
 	}
@@ -121,19 +118,11 @@ func TestSimulatorPublishesValidReportsAndExactSums(t *testing.T) {
 	}
 	want := sim.Totals()
 	// Delivery to the subscriber is asynchronous: wait until it has all.
-	deadline = time.Now().Add(10 * time.Second)
-	for {
+	wait.For(t, 10*time.Second, fmt.Sprintf("all %d published reports to arrive", want.Reports), func() bool {
 		mu.Lock()
-		got := count
-		mu.Unlock()
-		if int64(got) == want.Reports {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("received %d reports, simulator published %d", got, want.Reports)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return int64(count) == want.Reports
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	var total, success, errs uint64
