@@ -339,16 +339,16 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
-	setDefault(&c.MaxConns, DefaultMaxConns)
-	setDefault(&c.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
-	setDefault(&c.UpgradesPerSecond, DefaultUpgradesPerSecond)
-	setDefault(&c.UpgradeBurst, DefaultUpgradeBurst)
-	setDefault(&c.RESTRequestsPerSecond, DefaultRESTRequestsPerSecond)
-	setDefault(&c.RESTBurst, DefaultRESTBurst)
-	setDefault(&c.LookupsPerSecond, DefaultLookupsPerSecond)
-	setDefault(&c.LookupBurst, DefaultLookupBurst)
-	setDefault(&c.MaxHandshakes, DefaultMaxHandshakes)
-	setDefault(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
+	service.Default(&c.MaxConns, DefaultMaxConns)
+	service.Default(&c.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	service.Default(&c.UpgradesPerSecond, DefaultUpgradesPerSecond)
+	service.Default(&c.UpgradeBurst, DefaultUpgradeBurst)
+	service.Default(&c.RESTRequestsPerSecond, DefaultRESTRequestsPerSecond)
+	service.Default(&c.RESTBurst, DefaultRESTBurst)
+	service.Default(&c.LookupsPerSecond, DefaultLookupsPerSecond)
+	service.Default(&c.LookupBurst, DefaultLookupBurst)
+	service.Default(&c.MaxHandshakes, DefaultMaxHandshakes)
+	service.Default(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
@@ -364,12 +364,6 @@ func (c Config) withDefaults() Config {
 		c.Now = time.Now
 	}
 	return c
-}
-
-func setDefault[T int | float64](v *T, d T) {
-	if *v == 0 {
-		*v = d
-	}
 }
 
 // Edge is a /ws/metrics server. Build it with New, serve with Run, stop with

@@ -12,6 +12,15 @@ func NonNegative[T ~int | ~int64](field string, v T) error {
 	return nil
 }
 
+// Default sets *v to d when *v is its zero value: the "zero field means
+// the documented Default* constant" rule of every withDefaults.
+func Default[T comparable](v *T, d T) {
+	var zero T
+	if *v == zero {
+		*v = d
+	}
+}
+
 // First returns the first non-nil error, so that Validate reports one
 // problem on one line.
 func First(errs ...error) error {

@@ -54,3 +54,14 @@ func TestIn(t *testing.T) {
 		t.Errorf("In = %v", err)
 	}
 }
+
+func TestDefault(t *testing.T) {
+	n, f, d, s := 0, 2.5, time.Duration(0), ""
+	service.Default(&n, 7)
+	service.Default(&f, 9) // set: kept
+	service.Default(&d, time.Second)
+	service.Default(&s, "x")
+	if n != 7 || f != 2.5 || d != time.Second || s != "x" {
+		t.Fatalf("got %v %v %v %q, want 7 2.5 1s \"x\"", n, f, d, s)
+	}
+}

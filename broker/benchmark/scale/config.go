@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os/exec"
 	"time"
+
+	"github.com/meridian-metrics/meridian/broker/service"
 )
 
 // Defaults of Config.
@@ -62,24 +64,14 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	def := func(v *int, d int) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	defDur := func(v *time.Duration, d time.Duration) {
-		if *v == 0 {
-			*v = d
-		}
-	}
-	def(&c.Instances, DefaultInstances)
-	def(&c.Regions, DefaultRegions)
-	def(&c.Aggregators, DefaultAggregators)
-	def(&c.Publishers, DefaultPublishers)
-	defDur(&c.Warmup, DefaultWarmup)
-	defDur(&c.Duration, DefaultDuration)
-	defDur(&c.Settle, DefaultSettle)
-	defDur(&c.ReadyWait, DefaultReadyWait)
+	service.Default(&c.Instances, DefaultInstances)
+	service.Default(&c.Regions, DefaultRegions)
+	service.Default(&c.Aggregators, DefaultAggregators)
+	service.Default(&c.Publishers, DefaultPublishers)
+	service.Default(&c.Warmup, DefaultWarmup)
+	service.Default(&c.Duration, DefaultDuration)
+	service.Default(&c.Settle, DefaultSettle)
+	service.Default(&c.ReadyWait, DefaultReadyWait)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
