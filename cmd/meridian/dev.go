@@ -322,7 +322,7 @@ func printDevURLs(out io.Writer, cfg devConfig, node *natsnode.Node, edgeAddr ne
 	fmt.Fprintf(out, "  demo upstream             %s\n", upURL)
 	fmt.Fprintf(out, "  prometheus                http://%s/metrics  and  /metrics/gateways\n", addr)
 	fmt.Fprintf(out, "  health                    http://%s/healthz  /readyz\n", addr)
-	fmt.Fprintf(out, "  history (REST)           http://%s/api/metrics/list  /api/metrics/history?metric=requests_total\n", addr)
+	fmt.Fprintf(out, "  history (REST)            http://%s/api/metrics/list  /api/metrics/history?metric=requests_total\n", addr)
 	fmt.Fprintf(out, "  nats                      %s  (JetStream data in %s)\n", node.ClientURL(), cfg.DataDir)
 	if cfg.DemoRPS > 0 {
 		fmt.Fprintf(out, "  demo load                 %g req/s, %g%% asking for errors\n", cfg.DemoRPS, cfg.DemoErrorRatio*100)
