@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"strconv"
+	"sync"
 )
 
 // HistogramVersion is the version of the histogram encoding this build
@@ -35,6 +36,8 @@ type histWire struct {
 	Spans   [][2]int64 `json:"spans"`
 	Counts  []uint64   `json:"counts"`
 }
+
+var histWirePool = sync.Pool{New: func() any { return new(histWire) }}
 
 // MarshalJSON writes the wire form.
 func (h Histogram) MarshalJSON() ([]byte, error) {
@@ -92,10 +95,15 @@ func (h *Histogram) AppendJSON(dst []byte) []byte {
 // range and increasing, as many counts as the spans cover, a total count
 // that fits 64 bits, and over not above the top bucket's count.
 func (h *Histogram) UnmarshalJSON(data []byte) error {
-	var w histWire
-	if !parseHistFast(data, &w) {
-		w = histWire{}
-		if err := json.Unmarshal(data, &w); err != nil {
+	// Every report carries a histogram of hundreds of buckets: its spans
+	// and counts are read into pooled buffers, and only the buckets are
+	// allocated.
+	w := histWirePool.Get().(*histWire)
+	defer histWirePool.Put(w)
+	*w = histWire{Spans: w.Spans[:0], Counts: w.Counts[:0]}
+	if !parseHistFast(data, w) {
+		*w = histWire{}
+		if err := json.Unmarshal(data, w); err != nil {
 			return fmt.Errorf("decode histogram: %v: %w", err, ErrMalformed)
 		}
 	}

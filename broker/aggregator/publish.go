@@ -44,8 +44,13 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	}
 	var st State
 	persist := false
+	// A follower publishes nothing: no instance needs its quantiles.
+	wanted := func(string) bool { return false }
+	if leading || a.liveOnly.Load() {
+		wanted = a.instanceFilter(now)
+	}
 	a.mu.Lock()
-	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
+	a.snaps = a.merger.AppendSnapshotsFor(a.snaps[:0], now, wanted)
 	if a.elector != nil {
 		a.replay.prune(now, a.merger.cfg.ForgetAfter)
 		if leading && a.queueState() {
@@ -56,7 +61,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	a.mu.Unlock()
 	a.metrics.ticks.Inc()
 	if !leading && a.liveOnly.Load() {
-		a.publish(a.snaps, a.instanceFilter(now))
+		a.publish(a.snaps, wanted)
 		a.book.close(now)
 		return
 	}
@@ -65,7 +70,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		return
 	}
 	start := time.Now()
-	a.publish(a.snaps, a.instanceFilter(now))
+	a.publish(a.snaps, wanted)
 	if persist {
 		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
@@ -94,7 +99,8 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 // the rest of the tick goes out as plain NATS messages (the stream still
 // captures and dedupes them, but unacknowledged) so live data never waits
 // for history. Instance snapshots go out only where publishInstance says
-// so; the others still count towards their scope's rollup.
+// so (all when it is nil); the others, whose latency quantiles were not
+// computed, still count towards their scope's rollup.
 func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name string) bool) {
 	backedUp := false
 	for i := range snaps {
@@ -102,7 +108,7 @@ func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name s
 		if !a.mayPublish() {
 			return
 		}
-		if s.Scope.Kind == proto.ScopeInstance && !publishInstance(s.Scope.Name) {
+		if s.Scope.Kind == proto.ScopeInstance && publishInstance != nil && !publishInstance(s.Scope.Name) {
 			a.book.claim(s)
 			continue
 		}

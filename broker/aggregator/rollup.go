@@ -76,7 +76,7 @@ type rollupBuilder struct {
 	first, last  proto.Snapshot
 	activeSum    float64 // float: 60 int64 gauges could overflow an int64 sum
 	instancesSum float64
-	latency      proto.Histogram // merged tick histograms, sparse
+	latency      proto.Histogram // merged tick histograms, sparse; owns its buckets
 }
 
 func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
@@ -92,7 +92,9 @@ func (b *rollupBuilder) add(s *proto.Snapshot) {
 	b.activeSum += float64(s.ActiveConnections)
 	b.instancesSum += float64(s.Instances)
 	if s.LatencyHistogram != nil {
-		b.latency = b.latency.Merged(s.LatencyHistogram)
+		// In place: a tick per second and scope, at every instance, would
+		// otherwise allocate the minute's whole histogram each time.
+		b.latency.AddInPlace(s.LatencyHistogram)
 	}
 }
 
