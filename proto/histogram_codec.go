@@ -119,20 +119,10 @@ func (h *Histogram) UnmarshalJSON(data []byte) error {
 		return bad("more than %d buckets", HistSlots-1)
 	}
 	h.Buckets = make([]HistBucket, 0, len(w.Counts)+1)
-	var total uint64
-	add := func(slot int, c uint64) error {
-		if c == 0 {
-			return nil
-		}
-		var carry uint64
-		if total, carry = bits.Add64(total, c, 0); carry != 0 {
-			return bad("total count overflows 64 bits")
-		}
-		h.Buckets = append(h.Buckets, HistBucket{Slot: int32(slot), Count: c})
-		return nil
-	}
-	if err := add(0, w.Zero); err != nil {
-		return err
+	var total, carry uint64
+	if w.Zero > 0 {
+		total = w.Zero
+		h.Buckets = append(h.Buckets, HistBucket{Slot: 0, Count: w.Zero})
 	}
 	next, ci := int64(0), 0
 	for i, sp := range w.Spans {
@@ -150,12 +140,17 @@ func (h *Histogram) UnmarshalJSON(data []byte) error {
 		if n > 0 && (start < HistMinKey || start+n-1 > HistMaxKey) {
 			return bad("span %d keys %d..%d outside %d..%d", i, start, start+n-1, HistMinKey, HistMaxKey)
 		}
-		for k := range n {
-			if err := add(KeySlot(int(start+k)), w.Counts[ci]); err != nil {
-				return err
+		slot := int32(KeySlot(int(start)))
+		for _, c := range w.Counts[ci : ci+int(n)] {
+			if c > 0 {
+				if total, carry = bits.Add64(total, c, carry); carry != 0 {
+					return bad("total count overflows 64 bits")
+				}
+				h.Buckets = append(h.Buckets, HistBucket{Slot: slot, Count: c})
 			}
-			ci++
+			slot++
 		}
+		ci += int(n)
 		next = start + n
 	}
 	if ci != len(w.Counts) {

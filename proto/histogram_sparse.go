@@ -43,6 +43,11 @@ func (h *Histogram) Delta(prev *Histogram, dst []HistBucket) (d Histogram, ok bo
 	if h.Over < prev.Over {
 		return Histogram{}, false
 	}
+	if dst == nil {
+		// Sized exactly: a report's delta is a few dozen of its hundreds
+		// of buckets, and growing by appends would copy it several times.
+		dst = make([]HistBucket, 0, h.deltaLen(prev))
+	}
 	out := dst[:0]
 	i := 0
 	for _, p := range prev.Buckets {
@@ -60,6 +65,28 @@ func (h *Histogram) Delta(prev *Histogram, dst []HistBucket) (d Histogram, ok bo
 	}
 	out = append(out, h.Buckets[i:]...)
 	return Histogram{Buckets: out, Over: h.Over - prev.Over}, true
+}
+
+// deltaLen is how many buckets h − prev has (a bound when prev is not
+// below h).
+func (h *Histogram) deltaLen(prev *Histogram) int {
+	n, i := 0, 0
+	for _, p := range prev.Buckets {
+		for i < len(h.Buckets) && h.Buckets[i].Slot < p.Slot {
+			n++
+			i++
+		}
+		if i == len(h.Buckets) {
+			break
+		}
+		if h.Buckets[i].Slot == p.Slot {
+			if h.Buckets[i].Count != p.Count {
+				n++
+			}
+			i++
+		}
+	}
+	return n + len(h.Buckets) - i
 }
 
 // Clone returns a deep copy.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,13 +190,18 @@ func BenchmarkTick(b *testing.B) {
 					tick()
 				}
 				b.ReportAllocs()
+				var cpu time.Duration
 				for b.Loop() {
 					b.StopTimer()
 					now = now.Add(time.Second)
 					f.fill(m, now)
+					runtime.GC() // the fill's garbage is not the tick's
 					b.StartTimer()
+					start := cpuTime()
 					tick()
+					cpu += cpuTime() - start
 				}
+				b.ReportMetric(float64(cpu.Microseconds())/1e3/float64(b.N), "cpu-ms/tick")
 				if buf[0].LatencyMs[3] == 0 {
 					b.Fatalf("cluster p99 %v", buf[0].LatencyMs[3])
 				}
@@ -234,6 +240,7 @@ func BenchmarkReport(b *testing.B) {
 			a.merger.Snapshots(now)
 			b.ReportAllocs()
 			i := 0
+			cpu := cpuTime()
 			for b.Loop() {
 				if i%n == 0 {
 					now = now.Add(time.Second)
@@ -242,6 +249,7 @@ func BenchmarkReport(b *testing.B) {
 				i++
 			}
 			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/float64(b.N), "cpu-µs/report")
 			if got := a.merger.Len(); got != n {
 				b.Fatalf("%d instances tracked, want %d", got, n)
 			}
@@ -251,12 +259,14 @@ func BenchmarkReport(b *testing.B) {
 
 // BenchmarkInstanceMemory prints the merger's heap per tracked instance at
 // 10k and 100k instances, with and without latency histograms, after a full
-// window of reports and ticks (bytes/instance; the ns/op is meaningless).
+// window of reports and ticks (bytes/instance), and what the book keeps per
+// instance scope for its rollups (book-bytes/instance); the ns/op is
+// meaningless.
 func BenchmarkInstanceMemory(b *testing.B) {
 	for _, hist := range []bool{false, true} {
 		for _, n := range fleetSizes[1:] {
 			b.Run(fmt.Sprintf("hist=%v/n=%d", hist, n), func(b *testing.B) {
-				var per float64
+				var per, bookPer float64
 				for b.Loop() {
 					f := newSimFleet(n)
 					f.clone = true
@@ -277,11 +287,15 @@ func BenchmarkInstanceMemory(b *testing.B) {
 						buf = benchTick(m, bk, buf, now, InstanceSnapshotsOnDemand, nil)
 					}
 					buf = nil
-					per = float64(heapAfterGC()-before) / float64(n)
-					runtime.KeepAlive(m)
+					total := heapAfterGC() - before
 					runtime.KeepAlive(bk)
+					bk = nil
+					per = float64(heapAfterGC()-before) / float64(n)
+					bookPer = float64(total)/float64(n) - per
+					runtime.KeepAlive(m)
 				}
 				b.ReportMetric(per, "bytes/instance")
+				b.ReportMetric(bookPer, "book-bytes/instance")
 			})
 		}
 	}
@@ -293,4 +307,15 @@ func heapAfterGC() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
+}
+
+// cpuTime is the CPU time this process used so far, in user and system
+// mode, garbage collection included: on a shared VM it counts what the
+// code costs, where the wall clock also counts waiting for a core.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		panic(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -39,6 +39,7 @@ func TestLatencyWindowMatchesReference(t *testing.T) {
 			var run runLat
 			var inst latWindow
 			var refScratch, scratch proto.DenseHist
+			var unpack []proto.HistBucket
 			sec := int64(1_700_000_000)
 			for step := range 400 {
 				for range r.IntN(4) {
@@ -62,9 +63,9 @@ func TestLatencyWindowMatchesReference(t *testing.T) {
 				var want, got, gotInst [proto.NumLatencyQuantiles]float64
 				wantH := ref.tick(sec, width, &refScratch, &want)
 				gotH := run.tick(sec, width, &got)
-				instH := inst.tick(sec, &scratch)
+				instH := inst.tick(sec, &scratch, &unpack)
 				if inst.n > 0 {
-					inst.quantiles(sec, width, &scratch, &gotInst)
+					inst.quantiles(sec, width, &scratch, &unpack, &gotInst)
 				}
 				if got != want || gotInst != want {
 					t.Fatalf("step %d second %d: quantiles %v (instance %v), want %v", step, sec, got, gotInst, want)

@@ -258,7 +258,8 @@ type Merger struct {
 	tick    int64  // unix second of the newest tick; 0 before the first
 	reject  Reject // why the last rejected report was rejected
 
-	scratch proto.DenseHist // merges latency histograms at each tick
+	scratch proto.DenseHist    // merges latency histograms at each tick
+	unpack  []proto.HistBucket // unpacks instances' tick histograms
 }
 
 // NewMerger returns an empty Merger.
@@ -510,9 +511,9 @@ func (m *Merger) AppendSnapshotsFor(dst []proto.Snapshot, now time.Time, wanted 
 		}
 		avg := in.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
 		s := snapshotOf(proto.InstanceScope(in.name), t, &sc, avg)
-		s.LatencyHistogram = in.lat.tick(sec, &m.scratch)
+		s.LatencyHistogram = in.lat.tick(sec, &m.scratch, &m.unpack)
 		if in.lat.n > 0 && (wanted == nil || wanted(in.name)) {
-			in.lat.quantiles(sec, m.width, &m.scratch, &s.LatencyMs)
+			in.lat.quantiles(sec, m.width, &m.scratch, &m.unpack, &s.LatencyMs)
 		}
 		dst = m.appendValid(dst, s)
 	}

@@ -81,6 +81,7 @@ type rollupBuilder struct {
 
 func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
 	b := &rollupBuilder{minute: minute, first: *s}
+	b.first.LatencyHistogram = nil // merged into latency; kept, it would hold the tick's buckets for a minute
 	b.add(s)
 	return b
 }
@@ -89,6 +90,7 @@ func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
 func (b *rollupBuilder) add(s *proto.Snapshot) {
 	b.n++
 	b.last = *s
+	b.last.LatencyHistogram = nil
 	b.activeSum += float64(s.ActiveConnections)
 	b.instancesSum += float64(s.Instances)
 	if s.LatencyHistogram != nil {
