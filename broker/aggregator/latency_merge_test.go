@@ -3,10 +3,13 @@ package aggregator
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -145,4 +148,40 @@ func TestLatencyMatchesReferenceMerge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Memory stays bounded by the instance cap: an instance forgotten after
+// ForgetAfter leaves nothing behind, neither its state nor its histograms
+// (baseline, window), once its last snapshot is dropped.
+func TestForgottenInstancesAreFreed(t *testing.T) {
+	m := NewMerger(MergerConfig{ForgetAfter: time.Minute})
+	const n = 50
+	var freed atomic.Int64
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range n {
+		g := &latGW{inst: fmt.Sprintf("gw-%d", i), region: "eu", boot: "a"}
+		for s := 1; s <= 3; s++ {
+			now := t0.Add(time.Duration(s) * time.Second)
+			g.serve(logNormal(r, 30, 1, 50)...)
+			m.Apply(g.report(now), now)
+		}
+	}
+	for s := 1; s <= 3; s++ {
+		m.Snapshots(t0.Add(time.Duration(s) * time.Second))
+	}
+	for _, in := range m.instsBy {
+		if !in.histKnown || in.lat.n == 0 {
+			t.Fatalf("%s: no latency state to free", in.name)
+		}
+		runtime.AddCleanup(in, func(int) { freed.Add(1) }, 0)
+		runtime.AddCleanup(&in.hist.Buckets[0], func(int) { freed.Add(1) }, 0)
+	}
+	m.Snapshots(t0.Add(3*time.Second + 2*time.Minute))
+	if m.Len() != 0 {
+		t.Fatalf("%d instances tracked after ForgetAfter", m.Len())
+	}
+	wait.For(t, 10*time.Second, "forgotten instances freed", func() bool {
+		runtime.GC()
+		return freed.Load() == 2*n
+	})
 }
