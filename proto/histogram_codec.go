@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strconv"
 	"sync"
 )
@@ -94,10 +95,14 @@ func (h *Histogram) AppendJSON(dst []byte) []byte {
 // UnmarshalJSON reads the wire form, validating it: keys inside the tracked
 // range and increasing, as many counts as the spans cover, a total count
 // that fits 64 bits, and over not above the top bucket's count.
-func (h *Histogram) UnmarshalJSON(data []byte) error {
+func (h *Histogram) UnmarshalJSON(data []byte) error { return h.unmarshal(data, nil) }
+
+// unmarshal is UnmarshalJSON appending the buckets to buf[:0] (allocating
+// when buf is nil).
+func (h *Histogram) unmarshal(data []byte, buf []HistBucket) error {
 	// Every report carries a histogram of hundreds of buckets: its spans
 	// and counts are read into pooled buffers, and only the buckets are
-	// allocated.
+	// allocated, if at all.
 	w := histWirePool.Get().(*histWire)
 	defer histWirePool.Put(w)
 	*w = histWire{Spans: w.Spans[:0], Counts: w.Counts[:0]}
@@ -118,7 +123,11 @@ func (h *Histogram) UnmarshalJSON(data []byte) error {
 	if len(w.Counts) > HistSlots-1 || len(w.Spans) > HistSlots-1 {
 		return bad("more than %d buckets", HistSlots-1)
 	}
-	h.Buckets = make([]HistBucket, 0, len(w.Counts)+1)
+	if buf == nil {
+		h.Buckets = make([]HistBucket, 0, len(w.Counts)+1)
+	} else {
+		h.Buckets = slices.Grow(buf[:0], len(w.Counts)+1)
+	}
 	var total, carry uint64
 	if w.Zero > 0 {
 		total = w.Zero

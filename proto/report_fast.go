@@ -13,7 +13,11 @@ import "time"
 // encoding/json instead: the accepted language, every error and every
 // result stay encoding/json's. FuzzDecodeReportFast checks that both agree
 // whenever this succeeds.
-func parseReportFast(data []byte, r *Report) bool {
+func parseReportFast(data []byte, r *Report) bool { return parseReportInto(data, r, nil) }
+
+// parseReportInto is parseReportFast decoding the histogram into hist,
+// reusing its buckets' array, when hist is not nil.
+func parseReportInto(data []byte, r *Report, hist *Histogram) bool {
 	p := fastJSON{b: data}
 	if !p.eat('{') {
 		return false
@@ -32,7 +36,7 @@ func parseReportFast(data []byte, r *Report) bool {
 			return false
 		}
 		seen |= bit
-		if !p.reportValue(bit, r) {
+		if !p.reportValue(bit, r, hist) {
 			return false
 		}
 		if p.eat(',') {
@@ -71,7 +75,7 @@ var reportKeys = map[string]uint32{
 	"latency_hist": rkHist, "active_connections": rkActive,
 }
 
-func (p *fastJSON) reportValue(key uint32, r *Report) bool {
+func (p *fastJSON) reportValue(key uint32, r *Report, hist *Histogram) bool {
 	var ok bool
 	switch key {
 	case rkV:
@@ -121,8 +125,13 @@ func (p *fastJSON) reportValue(key uint32, r *Report) bool {
 		if !found {
 			return false
 		}
-		h := new(Histogram)
-		if h.UnmarshalJSON(raw) != nil {
+		h, buf := hist, []HistBucket(nil)
+		if h == nil {
+			h = new(Histogram)
+		} else {
+			buf = h.Buckets
+		}
+		if h.unmarshal(raw, buf) != nil {
 			return false
 		}
 		r.LatencyHistogram, ok = h, true

@@ -434,7 +434,11 @@ func (a *Aggregator) Shutdown(ctx context.Context) error {
 // report of each instance carries its cumulative counters.
 func (a *Aggregator) onReport(msg *nats.Msg) {
 	a.metrics.received.Inc()
-	r, err := proto.DecodeReport(msg.Data)
+	// A decoder per delivery goroutine (reused histogram buckets): the
+	// merger and the replay buffer copy out what they keep.
+	dec := reportDecoders.Get().(*proto.ReportDecoder)
+	defer reportDecoders.Put(dec)
+	r, err := dec.Decode(msg.Data)
 	if err != nil {
 		a.metrics.decodeErrors.Inc()
 		if ok, suppressed := a.decodeLog.allow(a.cfg.Now()); ok {
@@ -469,6 +473,8 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		a.log.Debug("new gateway instance", "instance", r.Instance, "region", r.Region)
 	}
 }
+
+var reportDecoders = sync.Pool{New: func() any { return new(proto.ReportDecoder) }}
 
 // tickLoop ticks on every wall-clock second boundary. The timer is re-armed
 // for the next boundary after each tick, so ticks never drift; a tick that

@@ -14,6 +14,16 @@
 //     I/O and no locking. latency.go adds the latency percentiles: per-tick
 //     merges of the instances' high-resolution histograms over the same
 //     window (kept out of State for size; a restore keeps the merger's own).
+//     The cluster and each region keep a running sum of their window, so a
+//     tick costs them a scan of the touched buckets whatever the number of
+//     instances; an instance keeps its window's tick histograms packed and
+//     its quantiles are computed only when its snapshot is published
+//     (AppendSnapshotsFor). Memory per tracked instance, measured by
+//     BenchmarkInstanceMemory: about 1.3 KB without histograms, and with a
+//     realistic histogram (100 requests a second, a 450-bucket baseline)
+//     about 10 KB, most of it the baseline each report's delta is taken
+//     from; MaxInstances bounds the total, and a forgotten instance frees
+//     all of it.
 //   - Aggregator (aggregator.go, publish.go) is the node: it feeds a Merger
 //     from NATS, ticks on every wall-clock second, and, leading, publishes.
 //   - High availability (ha.go, replay.go, statekv.go, book.go): the lease

@@ -163,11 +163,19 @@ func packHist(dst []byte, h *proto.Histogram) []byte {
 	return dst
 }
 
-// addPacked adds a packHist histogram to d, unpacking through buf. The
-// merger packed it, so it is well formed.
-func addPacked(d *proto.DenseHist, b []byte, buf *[]proto.HistBucket) {
+// unpackHist returns a packHist histogram.
+func unpackHist(b []byte) proto.Histogram {
+	var buf []proto.HistBucket
+	over := unpackInto(b, &buf)
+	return proto.Histogram{Buckets: buf, Over: over}
+}
+
+// unpackInto appends a packHist histogram's buckets to (*buf)[:0] and
+// returns its over.
+func unpackInto(b []byte, buf *[]proto.HistBucket) uint64 {
 	if len(b) == 0 {
-		return
+		*buf = (*buf)[:0]
+		return 0
 	}
 	over, n := binary.Uvarint(b)
 	b = b[n:]
@@ -181,7 +189,17 @@ func addPacked(d *proto.DenseHist, b []byte, buf *[]proto.HistBucket) {
 		out = append(out, proto.HistBucket{Slot: slot, Count: c})
 	}
 	*buf = out
-	d.Add(&proto.Histogram{Buckets: out, Over: over})
+	return over
+}
+
+// addPacked adds a packHist histogram to d, unpacking through buf. The
+// merger packed it, so it is well formed.
+func addPacked(d *proto.DenseHist, b []byte, buf *[]proto.HistBucket) {
+	if len(b) == 0 {
+		return
+	}
+	over := unpackInto(b, buf)
+	d.Add(&proto.Histogram{Buckets: *buf, Over: over})
 }
 
 // runLat is the latency window of the cluster and of a region, which merge
@@ -268,13 +286,15 @@ func (w *runLat) tick(t int64, width int64, out *[proto.NumLatencyQuantiles]floa
 // over an unknown span and would distort the window.
 func (m *Merger) recordLatency(in *instState, h *proto.Histogram, seq uint64, reset bool) {
 	if h == nil {
-		in.hist, in.histKnown = proto.Histogram{}, false
+		in.hist, in.histKnown = proto.Histogram{Buckets: in.hist.Buckets[:0]}, false
 		return
 	}
+	// h may be a decoder's, reused for the next report: what is kept
+	// (the baseline, the delta) is copied out of it.
 	var d proto.Histogram
 	switch {
 	case reset:
-		d = *h
+		d = h.Clone()
 	case in.histKnown && seq <= in.histSeq:
 		// Not newer than the baseline: a report this merger applied before
 		// a restore rolled the sequence back (see keepLatency). Its
@@ -286,10 +306,13 @@ func (m *Merger) recordLatency(in *instState, h *proto.Histogram, seq uint64, re
 			// A newer report whose histogram went down while its counters
 			// did not: the histogram alone restarted (a collector resuming
 			// its counters from a checkpoint), so it counts in full.
-			d = *h
+			d = h.Clone()
 		}
 	}
-	in.hist, in.histKnown, in.histSeq = *h, true, seq
+	// The baseline's array is the merger's own and reused: a report's
+	// histogram is about the size of the last one.
+	in.hist = proto.Histogram{Buckets: append(in.hist.Buckets[:0], h.Buckets...), Over: h.Over}
+	in.histKnown, in.histSeq = true, seq
 	if len(d.Buckets) == 0 {
 		return
 	}

@@ -574,8 +574,7 @@ type InstanceStatus struct {
 	// proto.LatencyBounds, the last one being +Inf.
 	LatencyBuckets [proto.NumLatencyBuckets]uint64
 	// LatencyHistogram is the current boot's high-resolution histogram, nil
-	// when the instance's reports carry none. Its buckets are shared with
-	// the merger, which never modifies them: it replaces the whole slice.
+	// when the instance's reports carry none; a copy.
 	LatencyHistogram  *proto.Histogram
 	ActiveConnections int64
 	// Up is whether the instance is live: reported within its staleness
@@ -593,7 +592,7 @@ func (m *Merger) AppendInstanceStatus(dst []InstanceStatus, now time.Time) []Ins
 	for _, in := range m.instsBy {
 		var hist *proto.Histogram
 		if in.histKnown {
-			h := in.hist
+			h := in.hist.Clone() // the merger reuses its array
 			hist = &h
 		}
 		dst = append(dst, InstanceStatus{

@@ -80,10 +80,16 @@ type rollupBuilder struct {
 }
 
 func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
-	b := &rollupBuilder{minute: minute, first: *s}
+	b := &rollupBuilder{minute: minute}
+	b.start(s)
+	return b
+}
+
+// start takes the minute's first snapshot.
+func (b *rollupBuilder) start(s *proto.Snapshot) {
+	b.first = *s
 	b.first.LatencyHistogram = nil // merged into latency; kept, it would hold the tick's buckets for a minute
 	b.add(s)
-	return b
 }
 
 // add takes the next snapshot of the minute; callers pass them in time order.
