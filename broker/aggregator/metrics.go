@@ -130,6 +130,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		}, func() float64 { return boolFloat(a.streamReady.Load()) }),
 	}
 	m.funcs = append(m.funcs, a.interestCollectors(ns)...)
+	m.funcs = append(m.funcs, a.tierCollectors(ns)...)
 	return m
 }
 
