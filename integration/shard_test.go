@@ -1,0 +1,184 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/meridian-metrics/meridian/broker/aggregator"
+	"github.com/meridian-metrics/meridian/gateway/loadgen"
+	"github.com/meridian-metrics/meridian/integration/wait"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// wsTotals follows a WebSocket client's snapshots and checks on the fly
+// that the counters never decrease and the timestamps never go back.
+type wsTotals struct {
+	mu      sync.Mutex
+	last    proto.Event
+	n       int
+	violate []string
+}
+
+func (w *wsTotals) add(ev proto.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range []string{"requests_total", "requests_success", "requests_error"} {
+		if ev.Values[m] < w.last.Values[m] {
+			w.violate = append(w.violate, fmt.Sprintf("%s went from %v to %v at %s", m, w.last.Values[m], ev.Values[m], ev.Timestamp.Format(time.RFC3339)))
+		}
+	}
+	if ev.Timestamp.Before(w.last.Timestamp) {
+		w.violate = append(w.violate, "timestamp went back to "+ev.Timestamp.Format(time.RFC3339))
+	}
+	w.last = ev
+	w.n++
+}
+
+func (w *wsTotals) latest() proto.Event {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+// publishDelays records how long after its second each cluster snapshot
+// arrived.
+type publishDelays struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (p *publishDelays) quantile(q float64) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.d) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(p.d))
+	return s[min(int(q*float64(len(s))), len(s)-1)]
+}
+
+// TestShardedClusterKeepsTotalsExact runs the sharded topology: regions eu
+// and us with two region-tier aggregators each, two cluster-tier
+// aggregators, real gateways under load, a real edge and a WebSocket
+// client. The cluster snapshot arrives every second; its totals end
+// exactly at what the gateways answered and never decrease, on NATS and on
+// the WebSocket, across killing a region shard's leader and then the
+// cluster tier's leader while load runs.
+func TestShardedClusterKeepsTotalsExact(t *testing.T) {
+	shard := func(id string, tier aggregator.Tier, regions ...string) aggregator.Config {
+		return aggregator.Config{ID: id, Tier: tier, Regions: regions}
+	}
+	c := startCluster(t, clusterOptions{leaderTTL: time.Second, shards: []aggregator.Config{
+		shard("eu-1", aggregator.TierRegion, "eu"), shard("eu-2", aggregator.TierRegion, "eu"),
+		shard("us-1", aggregator.TierRegion, "us"), shard("us-2", aggregator.TierRegion, "us"),
+		shard("cl-1", aggregator.TierCluster), shard("cl-2", aggregator.TierCluster),
+	}})
+	log := watchSnapshots(t, c.nc)
+	var delays publishDelays
+	sub, err := c.nc.Subscribe(proto.SnapshotSubject(proto.ClusterScope()), func(m *nats.Msg) {
+		if s, err := proto.DecodeSnapshot(m.Data); err == nil {
+			delays.mu.Lock()
+			delays.d = append(delays.d, time.Since(s.Time))
+			t.Logf("DEBUG %s by %s at +%v total %d", s.Time.Format("05"), m.Header.Get("Meridian-Aggregator"), time.Since(s.Time).Round(time.Millisecond), s.RequestsTotal)
+			delays.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var ws wsTotals
+	client := c.dial(ctx)
+	wctx, stopWS := context.WithCancel(ctx)
+	var reader sync.WaitGroup
+	reader.Go(func() {
+		for {
+			ev, err := client.NextOfType(wctx, proto.EventSnapshot)
+			if err != nil {
+				return
+			}
+			ws.add(ev)
+		}
+	})
+	defer func() { stopWS(); client.Close(); reader.Wait() }()
+
+	leaderOf := func(prefix string) *runningAggregator {
+		for _, ra := range c.aggs {
+			if strings.HasPrefix(ra.agg.ID(), prefix) && !ra.nc.IsClosed() && ra.agg.Leader() {
+				return ra
+			}
+		}
+		return nil
+	}
+	var mu sync.Mutex
+	var sent loadgen.Result
+	load := func(n int) {
+		t.Helper()
+		res := runLoad(t, ctx, loadgen.Config{Targets: c.gatewayURLs(), RPS: 300, Requests: n, ErrorRatio: 0.1})
+		mu.Lock()
+		sent.Sent += res.Sent
+		sent.Succeeded += res.Succeeded
+		sent.Failed += res.Failed
+		mu.Unlock()
+	}
+	waitExact := func(what string) {
+		t.Helper()
+		wait.For(t, 15*time.Second, what, func() bool {
+			s := log.latest()
+			return s.RequestsTotal == sent.Sent && s.RequestsSuccess == sent.Succeeded && s.RequestsError == sent.Failed
+		})
+		wait.For(t, 15*time.Second, what+" on the WebSocket", func() bool {
+			v := ws.latest().Values
+			return v["requests_total"] == float64(sent.Sent) && v["requests_success"] == float64(sent.Succeeded) && v["requests_error"] == float64(sent.Failed)
+		})
+	}
+	killLeader := func(prefix string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		wg.Go(func() { load(600) })
+		var old *runningAggregator
+		wait.For(t, 10*time.Second, "a "+prefix+" leader", func() bool { old = leaderOf(prefix); return old != nil })
+		killed := time.Now()
+		c.stopAggregator(old, true)
+		wait.For(t, 5*time.Second, "a new "+prefix+" leader", func() bool { return leaderOf(prefix) != nil })
+		before := log.latest().Time
+		wait.For(t, 5*time.Second, "a cluster snapshot after the kill", func() bool { return log.latest().Time.After(before) })
+		t.Logf("%s leader %s killed; %s leads after %v", prefix, old.agg.ID(), leaderOf(prefix).agg.ID(), time.Since(killed).Round(time.Millisecond))
+		wg.Wait()
+		waitExact("totals after killing the " + prefix + " leader")
+	}
+
+	wait.For(t, 10*time.Second, "a leader in every tier", func() bool {
+		return leaderOf("eu-") != nil && leaderOf("us-") != nil && leaderOf("cl-") != nil
+	})
+	load(300)
+	waitExact("totals after the first load")
+	killLeader("eu-")
+	killLeader("cl-")
+
+	log.check()
+	ws.mu.Lock()
+	for _, v := range ws.violate {
+		t.Error("WebSocket: " + v)
+	}
+	t.Logf("WebSocket client: %d snapshots", ws.n)
+	ws.mu.Unlock()
+	log.mu.Lock()
+	gap, seconds := log.maxGap, len(log.seen)
+	log.mu.Unlock()
+	if gap > 3*time.Second {
+		t.Errorf("cluster snapshot times stepped by %v, want at most 3s", gap)
+	}
+	t.Logf("%d cluster snapshots, largest step between their times %v; arrival after their second p50 %v, p99 %v",
+		seconds, gap, delays.quantile(0.5).Round(time.Millisecond), delays.quantile(0.99).Round(time.Millisecond))
+}
