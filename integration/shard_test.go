@@ -86,7 +86,6 @@ func TestShardedClusterKeepsTotalsExact(t *testing.T) {
 		if s, err := proto.DecodeSnapshot(m.Data); err == nil {
 			delays.mu.Lock()
 			delays.d = append(delays.d, time.Since(s.Time))
-			t.Logf("DEBUG %s by %s at +%v total %d", s.Time.Format("05"), m.Header.Get("Meridian-Aggregator"), time.Since(s.Time).Round(time.Millisecond), s.RequestsTotal)
 			delays.mu.Unlock()
 		}
 	})
