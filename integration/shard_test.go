@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
-	"github.com/meridian-metrics/meridian/gateway/loadgen"
 	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -41,10 +40,12 @@ func (w *wsTotals) add(ev proto.Event) {
 	w.n++
 }
 
-func (w *wsTotals) latest() proto.Event {
+// snapshot is the latest event's counters as a snapshot.
+func (w *wsTotals) snapshot() proto.Snapshot {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.last
+	v := w.last.Values
+	return proto.Snapshot{RequestsTotal: uint64(v["requests_total"]), RequestsSuccess: uint64(v["requests_success"]), RequestsError: uint64(v["requests_error"])}
 }
 
 // publishDelays records how long after its second each cluster snapshot
@@ -69,8 +70,9 @@ func (p *publishDelays) quantile(q float64) time.Duration {
 // aggregators, real gateways under load, a real edge and a WebSocket
 // client. The cluster snapshot arrives every second; its totals end
 // exactly at what the gateways answered and never decrease, on NATS and on
-// the WebSocket, across killing a region shard's leader and then the
-// cluster tier's leader while load runs.
+// the WebSocket, across killing (connection closed: no hand-over) a region
+// shard's leader, the cluster tier's leader and the other shard's leader
+// while load runs, and a restart of the whole cluster tier.
 func TestShardedClusterKeepsTotalsExact(t *testing.T) {
 	shard := func(id string, tier aggregator.Tier, regions ...string) aggregator.Config {
 		return aggregator.Config{ID: id, Tier: tier, Regions: regions}
@@ -119,32 +121,16 @@ func TestShardedClusterKeepsTotalsExact(t *testing.T) {
 		}
 		return nil
 	}
-	var mu sync.Mutex
-	var sent loadgen.Result
-	load := func(n int) {
-		t.Helper()
-		res := runLoad(t, ctx, loadgen.Config{Targets: c.gatewayURLs(), RPS: 300, Requests: n, ErrorRatio: 0.1})
-		mu.Lock()
-		sent.Sent += res.Sent
-		sent.Succeeded += res.Succeeded
-		sent.Failed += res.Failed
-		mu.Unlock()
-	}
+	el := &exactLoad{t: t, ctx: ctx, c: c, rps: 200}
 	waitExact := func(what string) {
 		t.Helper()
-		wait.For(t, 15*time.Second, what, func() bool {
-			s := log.latest()
-			return s.RequestsTotal == sent.Sent && s.RequestsSuccess == sent.Succeeded && s.RequestsError == sent.Failed
-		})
-		wait.For(t, 15*time.Second, what+" on the WebSocket", func() bool {
-			v := ws.latest().Values
-			return v["requests_total"] == float64(sent.Sent) && v["requests_success"] == float64(sent.Succeeded) && v["requests_error"] == float64(sent.Failed)
-		})
+		el.waitFor(what, log.latest)
+		el.waitFor(what+" on the WebSocket", ws.snapshot)
 	}
 	killLeader := func(prefix string) {
 		t.Helper()
 		var wg sync.WaitGroup
-		wg.Go(func() { load(600) })
+		wg.Go(func() { el.run(1200) })
 		var old *runningAggregator
 		wait.For(t, 10*time.Second, "a "+prefix+" leader", func() bool { old = leaderOf(prefix); return old != nil })
 		killed := time.Now()
@@ -160,10 +146,23 @@ func TestShardedClusterKeepsTotalsExact(t *testing.T) {
 	wait.For(t, 10*time.Second, "a leader in every tier", func() bool {
 		return leaderOf("eu-") != nil && leaderOf("us-") != nil && leaderOf("cl-") != nil
 	})
-	load(300)
+	el.run(300)
 	waitExact("totals after the first load")
 	killLeader("eu-")
 	killLeader("cl-")
+	killLeader("us-")
+
+	// Restart the whole cluster tier: the persisted per-region counters
+	// and window continue the totals.
+	for _, ra := range c.aggs {
+		if strings.HasPrefix(ra.agg.ID(), "cl-") && !ra.nc.IsClosed() {
+			c.stopAggregator(ra, false)
+		}
+	}
+	c.startAggregatorWith(aggregator.Config{ID: "cl-3", Tier: aggregator.TierCluster})
+	c.startAggregatorWith(aggregator.Config{ID: "cl-4", Tier: aggregator.TierCluster})
+	el.run(300)
+	waitExact("totals after the cluster tier restarted")
 
 	log.check()
 	ws.mu.Lock()

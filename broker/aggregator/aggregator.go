@@ -397,11 +397,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	if a.elector != nil {
 		writer.Go(func() { a.stateLoop(ctx) })
 	}
-	if a.cfg.Tier == TierCluster {
-		a.clusterTickLoop(ctx)
-	} else {
-		a.tickLoop(ctx)
-	}
+	a.tickLoop(ctx)
 	writer.Wait() // tickLoop returned: ctx ended, so has stateLoop
 
 	// Stop intake, so that the last state holds every report applied.
@@ -485,13 +481,14 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 	}
 }
 
-// tickLoop ticks on every wall-clock second boundary. The timer is re-armed
-// for the next boundary after each tick, so ticks never drift; a tick that
-// overruns its second skips the boundaries it missed instead of bunching.
-// A change of leadership ticks at once, so that a new leader publishes the
-// current second without waiting for the next.
+// tickLoop ticks on every wall-clock second boundary (TierCluster: see
+// clustertier.go). The timer is re-armed for the next boundary after each
+// tick, so ticks never drift; a tick that overruns its second skips the
+// boundaries it missed instead of bunching. A change of leadership ticks at
+// once, so that a new leader publishes the current second without waiting
+// for the next.
 func (a *Aggregator) tickLoop(ctx context.Context) {
-	timer := time.NewTimer(a.untilNextSecond())
+	timer := time.NewTimer(a.untilTick())
 	defer timer.Stop()
 	last := int64(-1 << 63)
 	for {
@@ -499,8 +496,14 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.nudge:
-			a.tick(ctx, a.cfg.Now())
+			if now := a.cfg.Now(); a.nudgeTicks(now, last) {
+				a.tick(ctx, now)
+			}
 			continue
+		case <-a.regionsIn: // nil but for TierCluster
+			if a.cfg.Now().Unix() == last {
+				continue // a late region of a second already ticked
+			}
 		case <-timer.C:
 		}
 		now := a.cfg.Now()
@@ -508,7 +511,7 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 			last = sec
 			a.tick(ctx, now)
 		}
-		timer.Reset(a.untilNextSecond())
+		timer.Reset(a.untilTick())
 	}
 }
 

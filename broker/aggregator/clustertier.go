@@ -1,8 +1,6 @@
 package aggregator
 
 import (
-	"context"
-	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -14,9 +12,9 @@ import (
 // The cluster tier's node: every cluster-tier aggregator, leader or hot
 // follower, feeds the region snapshots it sees into its ClusterMerger, so a
 // follower that takes over holds what the leader held. Its tick for second
-// T comes as soon as every region seen recently published T, or at
-// T + ClusterDeadline with the latest it has; the rest (election, book,
-// publishing, rollups, state) is the single tier's.
+// T comes as soon as every region seen recently published T (regionsIn),
+// or at T + ClusterDeadline with the latest it has (untilTick); the rest
+// (election, book, publishing, rollups, state) is the single tier's.
 
 // onRegionSnapshot runs on the region snapshot subscription's goroutine.
 // Whoever published it (a shard leader, or one publishing live-only), its
@@ -47,48 +45,27 @@ func (a *Aggregator) onRegionSnapshot(msg *nats.Msg) {
 	a.regionSnaps.WithLabelValues(out.String()).Inc()
 }
 
-// clusterTickLoop is tickLoop for TierCluster: one tick per wall-clock
-// second T, when the region snapshots of T are all in or at T +
-// ClusterDeadline, whichever comes first. A change of leadership ticks at
-// once only when this second's tick has passed (so that a new leader
-// publishes it); otherwise the coming tick publishes.
-func (a *Aggregator) clusterTickLoop(ctx context.Context) {
-	timer := time.NewTimer(a.untilClusterDeadline())
-	defer timer.Stop()
-	last := int64(math.MinInt64)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-a.nudge:
-			if now := a.cfg.Now(); now.Unix() == last {
-				a.tick(ctx, now)
-			}
-			continue
-		case <-a.regionsIn:
-			if a.cfg.Now().Unix() == last {
-				continue // a late region of a second already published
-			}
-		case <-timer.C:
-		}
-		now := a.cfg.Now()
-		if sec := now.Unix(); sec != last {
-			last = sec
-			a.tick(ctx, now)
-		}
-		timer.Reset(a.untilClusterDeadline())
+// untilTick is the time to the next tick: the next second boundary, for
+// TierCluster ClusterDeadline after it (unless every region published the
+// second before then: regionsIn).
+func (a *Aggregator) untilTick() time.Duration {
+	if a.cfg.Tier != TierCluster {
+		return a.untilNextSecond()
 	}
-}
-
-// untilClusterDeadline is the time to the next ClusterDeadline after a
-// second boundary.
-func (a *Aggregator) untilClusterDeadline() time.Duration {
 	now := a.cfg.Now()
 	next := now.Truncate(time.Second).Add(a.cfg.ClusterDeadline)
 	if !next.After(now) {
 		next = next.Add(time.Second)
 	}
 	return next.Sub(now)
+}
+
+// nudgeTicks reports whether a change of leadership at now ticks at once.
+// The cluster tier ticks at once only when this second's tick has passed
+// (last), so that a new leader publishes it; otherwise the coming tick,
+// with every region's snapshot of the second, publishes.
+func (a *Aggregator) nudgeTicks(now time.Time, last int64) bool {
+	return a.cfg.Tier != TierCluster || now.Unix() == last
 }
 
 func (a *Aggregator) tierCollectors(ns string) []prometheus.Collector {
