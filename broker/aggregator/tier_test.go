@@ -133,8 +133,7 @@ func TestShardedTiers(t *testing.T) {
 	rec := recordPublished(t, nc)
 	lc := leader.Config{TTL: time.Second}
 	start := func(id string, tier Tier, regions ...string) *Aggregator {
-		return startWith(t, Config{NATS: nc, Logger: quiet, ID: id, Tier: tier, Regions: regions, Leader: lc,
-			InstanceSnapshots: InstanceSnapshotsAll}, false)
+		return startWith(t, Config{NATS: nc, Logger: quiet, ID: id, Tier: tier, Regions: regions, Leader: lc}, false)
 	}
 	eu := start("eu-1", TierRegion, "eu")
 	us := start("us-1", TierRegion, "us")
@@ -148,6 +147,19 @@ func TestShardedTiers(t *testing.T) {
 	wait.For(t, 10*time.Second, "the cluster totals of both regions", func() bool {
 		s := rec.latest("cluster")
 		return s.RequestsTotal == 15 && s.RequestsError == 2 && s.Instances == 2 && s.AvgResponseTimeMs == 10
+	})
+	// On-demand instance snapshots: every shard hears the interest, the
+	// one tracking the instance publishes it.
+	in := proto.Interest{Version: proto.InterestVersion, Edge: "edge-test", Instances: []string{"gw-eu-1", "gw-us-1"}, TTL: time.Minute}
+	data, err := in.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Publish(proto.InterestSubject, data); err != nil {
+		t.Fatal(err)
+	}
+	wait.For(t, 10*time.Second, "the followed instances' snapshots", func() bool {
+		return rec.latest("instance.gw-eu-1").RequestsTotal == 10 && rec.latest("instance.gw-us-1").RequestsTotal == 5
 	})
 	for scope, want := range map[string]string{"region.eu": "eu-1", "instance.gw-eu-1": "eu-1", "region.us": "us-1", "instance.gw-us-1": "us-1"} {
 		if got := rec.publishers(scope); len(got) != 1 || got[want] == 0 {
