@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"encoding/binary"
+	"slices"
 
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -153,6 +154,9 @@ func (w *latWindow) quantiles(t, width int64, scratch *proto.DenseHist, unpack *
 // packHist appends h as uvarints: over, then per bucket the slot's distance
 // from the previous one (from −1 for the first) and the count.
 func packHist(dst []byte, h *proto.Histogram) []byte {
+	// Room for two-byte counts at once: grown append by append, a first
+	// packing would copy itself several times.
+	dst = slices.Grow(dst, 10+3*len(h.Buckets))
 	dst = binary.AppendUvarint(dst, h.Over)
 	prev := int32(-1)
 	for _, b := range h.Buckets {
