@@ -619,6 +619,9 @@ func (c *campaign) acquire(ctx context.Context, rev uint64) {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		// Someone else was faster; follow them. Not evidence that the
 		// store takes writes now: the revision read may have been stale.
+		// Then the next reads may be as stale: wait a TTL from now before
+		// taking over again, rather than retrying at once in a loop.
+		c.seenAt = cfg.Now()
 	case ctx.Err() == nil:
 		c.fail("acquire lease", err)
 	}
