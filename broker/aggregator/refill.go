@@ -72,6 +72,7 @@ type gapEntry struct {
 	data        []byte
 	sec         int64 // the snapshot's (rollup's) time, Unix seconds
 	rollup      bool
+	liveOnly    bool // published live-only (else: a write that failed)
 }
 
 // gapBuffer holds what to refill, oldest first. It is safe for concurrent
@@ -183,7 +184,7 @@ func (g *gapBuffer) droppedTotal() uint64 {
 
 // keepLiveOnly records a snapshot just published live-only, for the refill.
 func (a *Aggregator) keepLiveOnly(s *proto.Snapshot, id string, data []byte) {
-	a.gap.add(gapEntry{subject: proto.RefillSubject(s.Scope), id: id, data: data, sec: s.Time.Unix()}, a.cfg.Now())
+	a.gap.add(gapEntry{subject: proto.RefillSubject(s.Scope), id: id, data: data, sec: s.Time.Unix(), liveOnly: true}, a.cfg.Now())
 }
 
 // keepUnwritten records a snapshot or rollup whose write to its stream
@@ -222,7 +223,7 @@ func (a *Aggregator) keepRollups(rolls []proto.Snapshot, now time.Time) {
 			a.writeFailed(fmt.Errorf("encode rollup %s: %w", id, err))
 			continue
 		}
-		a.gap.add(gapEntry{subject: proto.RollupSubject(r.Scope), id: id, data: data, sec: r.Time.Unix(), rollup: true}, now)
+		a.gap.add(gapEntry{subject: proto.RollupSubject(r.Scope), id: id, data: data, sec: r.Time.Unix(), rollup: true, liveOnly: true}, now)
 	}
 }
 
@@ -238,14 +239,18 @@ func (a *Aggregator) kickRefill() {
 	}
 }
 
-// refillRun is one refill, possibly spanning outages: what was written so
-// far, logged once when the buffer is empty.
+// refillRun is one refill, possibly interrupted by relapses of the outage:
+// what was written so far, logged once.
 type refillRun struct {
 	snapshots, rollups, duplicates int
 	from, to                       int64
+	outage                         bool // some of it was published live-only
 }
 
+func (r *refillRun) pending() bool { return r.snapshots+r.rollups > 0 }
+
 func (r *refillRun) note(e *gapEntry, dup bool) {
+	r.outage = r.outage || e.liveOnly
 	if dup {
 		r.duplicates++
 	}
@@ -262,27 +267,47 @@ func (r *refillRun) note(e *gapEntry, dup bool) {
 
 // refillLoop writes the buffer into the history whenever kicked, until ctx
 // ends. It runs on a goroutine of Run's.
+//
+// It says so once per outage: "history refilled" when the buffer is empty
+// and the elector considers the outage over (after its "lease store
+// recovered"), so that the relapses of a recovering cluster make one line.
+// Refills of writes that failed outside an outage are told once a minute
+// at most.
 func (a *Aggregator) refillLoop(ctx context.Context) {
 	var run refillRun
 	retry := refillRetryFirst
 	dropped := a.gap.droppedTotal()
+	// While a finished refill waits for the outage to end, to be told.
+	check := time.NewTicker(time.Second)
+	defer check.Stop()
 	for {
+		var checkC <-chan time.Time
+		if run.pending() {
+			checkC = check.C
+		}
+		var err error
 		select {
 		case <-ctx.Done():
 			return
+		case <-checkC:
+			if a.gap.len() > 0 {
+				continue // the next kick writes it
+			}
 		case <-a.refillKick:
+			err = a.refill(ctx, &run)
 		}
-		err := a.refill(ctx, &run)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil {
 			retry = refillRetryFirst
-			// Once a minute at most: a leader's occasional failed write is
-			// refilled on its own, and told with the next line.
-			if run.snapshots+run.rollups > 0 && a.refilledLog.allowQuiet(a.cfg.Now()) {
+			if run.pending() && !a.elector.InOutage() && (run.outage || a.refilledLog.allowQuiet(a.cfg.Now())) {
+				msg := "history refilled"
+				if !run.outage {
+					msg = "unacknowledged history writes refilled"
+				}
 				d := a.gap.droppedTotal()
-				a.log.Info("history refilled",
+				a.log.Info(msg,
 					"snapshots", run.snapshots, "from", time.Unix(run.from, 0).UTC(), "to", time.Unix(run.to, 0).UTC(),
 					"rollups", run.rollups, "already_stored", run.duplicates, "dropped", d-dropped)
 				dropped, run = d, refillRun{}
