@@ -179,3 +179,32 @@ func TestRefillWindowValidated(t *testing.T) {
 		t.Errorf("the largest window: %v", err)
 	}
 }
+
+// FuzzKeepUnwritten: whatever a failed write's message holds, keeping it for
+// the refill never panics, and keeps only messages with a scope@second id,
+// snapshots under their refill subject.
+func FuzzKeepUnwritten(f *testing.F) {
+	f.Add("meridian.snapshot.cluster", "cluster@1700000000")
+	f.Add("meridian.rollup.region.eu", "region.eu@1700000040")
+	f.Add("meridian.snapshot.", "@")
+	f.Add("x", "a@b@c")
+	f.Add("meridian.snapshot.instance.i", "instance.i@-9223372036854775808")
+	a, err := New(Config{NATS: &nats.Conn{}, Logger: quiet, ID: "fuzz"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, subject, id string) {
+		a.gap = newGapBuffer(time.Duration(1<<63-1), 1<<20)
+		msg := &nats.Msg{Subject: subject, Data: []byte("{}"), Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, id)
+		a.keepUnwritten(msg)
+		for _, e := range a.gap.take(10, time.Unix(0, 0)) {
+			if e.id != id || !strings.Contains(id, "@") {
+				t.Fatalf("kept %+v from id %q", e, id)
+			}
+			if !e.rollup && !strings.HasPrefix(e.subject, proto.RefillSubjectPrefix+".") {
+				t.Fatalf("snapshot kept for %s", e.subject)
+			}
+		}
+	})
+}
