@@ -189,8 +189,12 @@ func (a *Aggregator) keepLiveOnly(s *proto.Snapshot, id string, data []byte) {
 
 // keepUnwritten records a snapshot or rollup whose write to its stream
 // failed (the leader's last seconds before an outage fenced it, or a
-// rollup), for the refill.
+// rollup), for the refill. Without the election there is no refill (nor
+// live-only publishing): nothing is kept.
 func (a *Aggregator) keepUnwritten(msg *nats.Msg) {
+	if a.elector == nil {
+		return
+	}
 	id := msg.Header.Get(jetstream.MsgIDHeader)
 	_, at, ok := strings.Cut(id, "@")
 	sec, err := strconv.ParseInt(at, 10, 64)
