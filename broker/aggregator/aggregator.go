@@ -114,6 +114,16 @@ type Config struct {
 	// RefillBytes bounds the memory of that buffer (encoded snapshots and
 	// rollups). Default DefaultRefillBytes.
 	RefillBytes int
+
+	// Tier, Regions and ClusterDeadline shard the merge (see tier.go): the
+	// zero Tier is TierAll, one aggregator tier merging every report.
+	// TierRegion merges only the reports of Regions (required there,
+	// refused elsewhere); TierCluster merges the region snapshots into the
+	// cluster's, publishing second T once every recently seen region
+	// published T, or ClusterDeadline (DefaultClusterDeadline) after T.
+	Tier            Tier
+	Regions         []string
+	ClusterDeadline time.Duration
 }
 
 // Validate reports the first value in cfg that no default repairs. (New
@@ -129,6 +139,7 @@ func (c Config) Validate() error {
 		service.NonNegative("RefillWindow", c.RefillWindow),
 		refillWindowCap(c.RefillWindow),
 		service.NonNegative("RefillBytes", c.RefillBytes),
+		c.validateTier(),
 	)
 }
 
@@ -158,7 +169,7 @@ func (c Config) withDefaults() Config {
 	}
 	service.Default(&c.RefillWindow, DefaultRefillWindow)
 	service.Default(&c.RefillBytes, DefaultRefillBytes)
-	return c
+	return c.tierDefaults()
 }
 
 // Aggregator merges gateway reports from NATS and publishes one snapshot per
@@ -225,6 +236,12 @@ type Aggregator struct {
 	life service.Lifecycle
 
 	snaps []proto.Snapshot // the tick goroutine's reused buffer
+
+	// TierCluster only (clustertier.go): the merge of the region snapshots,
+	// guarded by mu, and the signal that every region published the second.
+	cluster     *ClusterMerger
+	regionsIn   chan struct{}
+	regionSnaps *prometheus.CounterVec
 }
 
 // New validates cfg and builds an Aggregator; Run starts it. With the
@@ -257,6 +274,10 @@ func New(cfg Config) (*Aggregator, error) {
 		gap:         newGapBuffer(cfg.RefillWindow, cfg.RefillBytes),
 		refillKick:  make(chan struct{}, 1),
 	}
+	if cfg.Tier == TierCluster {
+		a.cluster = NewClusterMerger(cfg.Merge)
+		a.regionsIn = make(chan struct{}, 1)
+	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
 	a.book.maxRate = a.merger.cfg.MaxRequestRate
@@ -270,7 +291,7 @@ func New(cfg Config) (*Aggregator, error) {
 	a.js = js
 	if !cfg.LeaderDisabled {
 		lc := cfg.Leader
-		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, LeaseKey, cfg.StateReplicas, cfg.ID
+		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, cfg.leaseKey(), cfg.StateReplicas, cfg.ID
 		lc.Now, lc.Logger, lc.OnChange = cfg.Now, cfg.Logger, a.onLeadership
 		a.elector, err = leader.New(lc)
 		if err != nil {
@@ -332,14 +353,14 @@ func (a *Aggregator) ID() string { return a.cfg.ID }
 func (a *Aggregator) State() State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.merger.State()
+	return a.mergeState()
 }
 
 // Restore replaces the merge state (see Merger.Restore).
 func (a *Aggregator) Restore(s State) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.merger.Restore(s)
+	return a.restoreState(s)
 }
 
 // Run subscribes to reports and to what is published, keeps the history and
@@ -374,17 +395,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	for _, s := range []struct {
-		subject string
-		cb      nats.MsgHandler
-	}{
-		// Published snapshots and rollups first, so that the book knows what
-		// others published before this aggregator can lead.
-		{proto.SnapshotSubjectAll, a.onSnapshot},
-		{proto.RollupSubjectAll, a.onRollup},
-		{proto.InterestSubject, a.onInterest},
-		{proto.ReportSubjectAll, a.onReport},
-	} {
+	for _, s := range a.subscriptions() {
 		sub, err := a.cfg.NATS.Subscribe(s.subject, s.cb)
 		if err != nil {
 			return fmt.Errorf("subscribe to %s: %w", s.subject, err)
@@ -495,13 +506,14 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 	}
 }
 
-// tickLoop ticks on every wall-clock second boundary. The timer is re-armed
-// for the next boundary after each tick, so ticks never drift; a tick that
-// overruns its second skips the boundaries it missed instead of bunching.
-// A change of leadership ticks at once, so that a new leader publishes the
-// current second without waiting for the next.
+// tickLoop ticks on every wall-clock second boundary (TierCluster: see
+// clustertier.go). The timer is re-armed for the next boundary after each
+// tick, so ticks never drift; a tick that overruns its second skips the
+// boundaries it missed instead of bunching. A change of leadership ticks at
+// once, so that a new leader publishes the current second without waiting
+// for the next.
 func (a *Aggregator) tickLoop(ctx context.Context) {
-	timer := time.NewTimer(a.untilNextSecond())
+	timer := time.NewTimer(a.untilTick())
 	defer timer.Stop()
 	last := int64(-1 << 63)
 	for {
@@ -509,8 +521,14 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.nudge:
-			a.tick(ctx, a.cfg.Now())
+			if now := a.cfg.Now(); a.nudgeTicks(now, last) {
+				a.tick(ctx, now)
+			}
 			continue
+		case <-a.regionsIn: // nil but for TierCluster
+			if a.cfg.Now().Unix() == last {
+				continue // a late region of a second already ticked
+			}
 		case <-timer.C:
 		}
 		now := a.cfg.Now()
@@ -518,7 +536,7 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 			last = sec
 			a.tick(ctx, now)
 		}
-		timer.Reset(a.untilNextSecond())
+		timer.Reset(a.untilTick())
 	}
 }
 
