@@ -23,6 +23,8 @@ func runClient(context.Context, clientSpec, *bufio.Scanner, *json.Encoder) error
 
 func hardFileLimit() (uint64, error) { return 0, ErrUnsupported }
 
+func raiseHardFileLimit(uint64) error { return ErrUnsupported }
+
 func readMachineCPU() (machineCPU, error) { return machineCPU{}, ErrUnsupported }
 
 type netns struct{}
