@@ -178,8 +178,14 @@ func writeMemorySweep(b *strings.Builder, r *Report) {
 	}
 	writeAligned(b, t)
 	for _, m := range modes {
-		fmt.Fprintf(b, "%s: one-off cost of the first connections (warm − cold RSS) %s, of which the binary's pages %s; threads %d cold, %d warm\n",
-			modeLabel(m.Mode), mib(m.FixedBytes), mib(m.FixedFileBytes), m.ColdThreads, m.WarmThreads)
+		d := func(f func(memClasses) uint64) string { return mib(int64(f(m.WarmMem)) - int64(f(m.ColdMem))) }
+		fmt.Fprintf(b, "%s: one-off cost of the first connections (warm − cold RSS) %s: binary's pages %s, anon %s "+
+			"(heap objects %s, unused %s, free %s, stacks %s, metadata %s, other %s); threads %d cold, %d warm\n",
+			modeLabel(m.Mode), mib(m.FixedBytes), mib(m.FixedFileBytes), mib(m.FixedAnonBytes),
+			d(func(c memClasses) uint64 { return c.HeapObjects }), d(func(c memClasses) uint64 { return c.HeapUnused }),
+			d(func(c memClasses) uint64 { return c.HeapFree }), d(func(c memClasses) uint64 { return c.Stacks }),
+			d(func(c memClasses) uint64 { return c.Metadata }), d(func(c memClasses) uint64 { return c.Other }),
+			m.ColdThreads, m.WarmThreads)
 	}
 }
 
@@ -191,4 +197,10 @@ func modeLabel(m Mode) string {
 	return string(m)
 }
 
-func mib(b int64) string { return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20)) }
+// mib prints a size in MiB, or KiB below one.
+func mib(b int64) string {
+	if b > -(1<<20) && b < 1<<20 {
+		return fmt.Sprintf("%.0f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%.2f MiB", float64(b)/(1<<20))
+}

@@ -36,8 +36,12 @@ type ModeResult struct {
 	WarmupSubscribers int   `json:"warmup_subscribers"`
 	FixedBytes        int64 `json:"fixed_bytes"`
 	FixedFileBytes    int64 `json:"fixed_file_bytes"`
+	FixedAnonBytes    int64 `json:"fixed_anon_bytes"`
 	ColdThreads       int   `json:"cold_threads"`
 	WarmThreads       int   `json:"warm_threads"`
+	// ColdMem and WarmMem are the runtime's classes at those samples.
+	ColdMem memClasses `json:"cold_mem"`
+	WarmMem memClasses `json:"warm_mem"`
 	// Memory is the idle memory at each point of the sweep, the last one
 	// with every subscriber (the figures above).
 	Memory                     []MemoryPoint `json:"memory_points"`
@@ -160,8 +164,11 @@ func compute(mode Mode, m measurements) *ModeResult {
 		WarmupSubscribers:               m.warmups,
 		FixedBytes:                      int64(m.warm.RSSBytes) - int64(m.before.RSSBytes),
 		FixedFileBytes:                  int64(m.warm.RSSFileBytes) - int64(m.before.RSSFileBytes),
+		FixedAnonBytes:                  int64(m.warm.RSSAnonBytes) - int64(m.before.RSSAnonBytes),
 		ColdThreads:                     m.before.Mem.Threads,
 		WarmThreads:                     m.warm.Mem.Threads,
+		ColdMem:                         m.before.Mem,
+		WarmMem:                         m.warm.Mem,
 
 		WindowSeconds: window,
 		Deliveries:    deliveries,
