@@ -449,10 +449,16 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 		if err := settled(n); err != nil {
 			return nil, err
 		}
+		// As it runs first, then after a forced collection and scavenge.
+		held, err := sample(false)
+		if err != nil {
+			return nil, err
+		}
 		s, err := sample(true)
 		if err != nil {
 			return nil, err
 		}
+		s.HeldRSSBytes = held.RSSBytes
 		points = append(points, s)
 	}
 	after := points[len(points)-1]

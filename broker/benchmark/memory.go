@@ -82,6 +82,10 @@ type MemoryPoint struct {
 	BytesPerSubscriber float64 `json:"bytes_per_subscriber"`
 	// ColdBytesPerSubscriber: (VmRSS − cold VmRSS) / Subscribers.
 	ColdBytesPerSubscriber float64 `json:"cold_bytes_per_subscriber"`
+	// HeldBytesPerSubscriber: (VmRSS before the forced collection − warm
+	// VmRSS) / Subscribers: what the server holds on its own, garbage
+	// and free memory the runtime has not returned yet included.
+	HeldBytesPerSubscriber float64 `json:"held_bytes_per_subscriber"`
 	// SlopeBytesPerSubscriber: VmRSS growth since the previous point (the
 	// warm sample for the first) per subscriber added.
 	SlopeBytesPerSubscriber float64 `json:"slope_bytes_per_subscriber"`
@@ -106,6 +110,7 @@ func memoryPoint(n int, cold, warm, prev, s serverSample) MemoryPoint {
 		RSSBytes:                   s.RSSBytes,
 		BytesPerSubscriber:         per(s.RSSBytes, warm.RSSBytes),
 		ColdBytesPerSubscriber:     per(s.RSSBytes, cold.RSSBytes),
+		HeldBytesPerSubscriber:     per(s.HeldRSSBytes, warm.RSSBytes),
 		AnonBytesPerSubscriber:     per(s.RSSAnonBytes, warm.RSSAnonBytes),
 		FileBytesPerSubscriber:     per(s.RSSFileBytes, warm.RSSFileBytes),
 		HeapObjectsPerSubscriber:   per(s.Mem.HeapObjects, warm.Mem.HeapObjects),
@@ -174,6 +179,7 @@ func writeMemorySweep(b *strings.Builder, r *Report) {
 				kib(p.StackBytesPerSubscriber) + " / " + kib(p.MetadataBytesPerSubscriber)
 		})
 		row("RSS over cold (raw RSS/N)", func(p MemoryPoint) string { return kib(p.ColdBytesPerSubscriber) })
+		row("RSS over warm, no forced GC", func(p MemoryPoint) string { return kib(p.HeldBytesPerSubscriber) })
 		row("server threads", func(p MemoryPoint) string { return fmt.Sprintf("%d", p.Threads) })
 	}
 	writeAligned(b, t)

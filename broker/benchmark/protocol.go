@@ -254,6 +254,9 @@ type serverSample struct {
 	RSSFileBytes uint64 `json:"rss_file_bytes"`
 	// RSSAnonBytes is the anonymous part: the Go runtime's memory.
 	RSSAnonBytes uint64 `json:"rss_anon_bytes"`
+	// HeldRSSBytes is set by the harness on a sweep point: VmRSS just
+	// before the collection, as the server held it running on its own.
+	HeldRSSBytes uint64 `json:"held_rss_bytes,omitempty"`
 	// Mem is the runtime's own account of that memory, by class.
 	Mem        memClasses `json:"mem"`
 	HeapBytes  uint64     `json:"heap_bytes"`  // HeapAlloc: live objects

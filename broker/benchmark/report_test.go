@@ -42,6 +42,7 @@ func fixedReport() *Report {
 		mid := at(n / 2)
 		mid.RSSBytes += 100 << 10 // a point off the line: its slopes differ
 		after := at(n)
+		mid.HeldRSSBytes, after.HeldRSSBytes = mid.RSSBytes+(1<<20), after.RSSBytes+(2<<20)
 		idle0, idle1 := base, base
 		idle0.WallNanos, idle1.WallNanos = sec(0), sec(2)
 		idle1.CPUNanos, idle1.Mallocs = sec(0.006), 400
@@ -160,6 +161,7 @@ func TestComputeAndTargets(t *testing.T) {
 		{"second point's slope", e.Memory[1].SlopeBytesPerSubscriber, 1400 - 100*1024/5000.0},
 		{"second point", e.Memory[1].BytesPerSubscriber, 1400},
 		{"second point, cold", e.Memory[1].ColdBytesPerSubscriber, 1400 + 1200*1024/10000.0},
+		{"second point, held", e.Memory[1].HeldBytesPerSubscriber, 1400 + 2048*1024/10000.0},
 		{"second point's heap objects", e.Memory[1].HeapObjectsPerSubscriber, 600},
 		{"second point's binary pages", e.Memory[1].FileBytesPerSubscriber, 0},
 		{"flatness", flatness(e.Memory), (1400 + 100*1024/5000.0) / 1400},

@@ -51,6 +51,7 @@ const (
 	DefaultLookupBurst           = 5
 	DefaultMaxHandshakes         = 1024
 	DefaultMaxHandshakesPerAddr  = 64
+	DefaultMemoryReleaseUpgrades = 1000
 
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
@@ -209,6 +210,11 @@ type Config struct {
 	// MaxHandshakesPerAddr caps one client address's connections in their
 	// handshake (slowloris); beyond it new ones get 429. Default 64.
 	MaxHandshakesPerAddr int
+	// MemoryReleaseUpgrades: after this many WebSocket upgrades, once no
+	// handshake has been in flight for a second, the edge collects and
+	// returns free memory to the OS (release.go). Default 1000; negative:
+	// never.
+	MemoryReleaseUpgrades int
 	// Registerer receives the edge's metrics; nil means don't register.
 	Registerer prometheus.Registerer
 	// Namespace prefixes metric names. Default "meridian".
@@ -349,6 +355,7 @@ func (c Config) withDefaults() Config {
 	service.Default(&c.LookupBurst, DefaultLookupBurst)
 	service.Default(&c.MaxHandshakes, DefaultMaxHandshakes)
 	service.Default(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
+	service.Default(&c.MemoryReleaseUpgrades, DefaultMemoryReleaseUpgrades)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
@@ -408,6 +415,7 @@ type Edge struct {
 	hsConns   map[net.Conn]struct{} // handshakes in flight, closed on shutdown
 	running   atomic.Bool           // serving and not shutting down
 	draining  atomic.Bool           // shutdown started: no new connections
+	rel       releaseState          // upgrades since memory was last returned
 
 	life        service.Lifecycle
 	mu          sync.Mutex      // guards graceCtx
@@ -543,6 +551,7 @@ func (e *Edge) Run(ctx context.Context) error {
 	goJoin(func() { e.intake(msgs, workersStop) })
 	goJoin(func() { e.hist.loadLoop(histCtx) })
 	goJoin(func() { e.announceLoop(workersStop) })
+	goJoin(func() { e.releaseLoop(workersStop) })
 	for range e.cfg.HistoryWorkers {
 		goJoin(func() { e.pool.run(histCtx, workersStop) })
 	}

@@ -43,6 +43,7 @@ type metrics struct {
 	idleTimeouts       prometheus.Counter
 	slowConsumers      prometheus.Counter
 	handshakesRejected prometheus.Counter
+	memoryReleases     prometheus.Counter
 	rejections         map[string]prometheus.Counter
 	snapshotsAccepted  prometheus.Counter
 	snapshotsStale     prometheus.Counter
@@ -99,6 +100,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		idleTimeouts:       counter("idle_timeouts_total", "Connections closed because nothing arrived for IdleTimeout."),
 		slowConsumers:      counter("slow_consumer_disconnects_total", "Connections closed for exceeding MaxPendingBytes or WriteTimeout."),
 		handshakesRejected: counter("handshakes_rejected_total", "Connections closed unread because too many handshakes were in flight."),
+		memoryReleases:     counter("memory_releases_total", "Collections that returned free memory to the OS after a burst of upgrades (see MemoryReleaseUpgrades)."),
 		historyLoadErrors:  counter("history_load_errors_total", "Failed attempts to backfill a scope's in-memory history window from JetStream (retried)."),
 		historyServed:      hist.WithLabelValues("served"),
 		historyRateLimited: hist.WithLabelValues("rate_limited"),
@@ -144,7 +146,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	}
 	cs := []prometheus.Collector{
 		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
-		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
+		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, m.memoryReleases, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
 		hist, m.historyDuration, rejections, m.replayed, m.replaysTruncated,
 		newStateCollector(e, ns, sub),
 	}

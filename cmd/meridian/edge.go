@@ -32,6 +32,7 @@ func edgeFlags(cfg *edge.Config) []cli.Flag {
 		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryRequestBurst},
 		&cli.DurationFlag{Name: "stale-after", Value: edge.DefaultStaleAfter, Usage: "tell a client once, with an Error event, when its scope's newest snapshot is older than this", Destination: &cfg.StaleAfter},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
+		&cli.IntFlag{Name: "memory-release-upgrades", Value: edge.DefaultMemoryReleaseUpgrades, Usage: "after this many WebSocket upgrades, once no handshake has been in flight for a second, collect and return free memory to the OS (-1: never)", Destination: &cfg.MemoryReleaseUpgrades},
 	}
 }
 
