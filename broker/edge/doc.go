@@ -24,7 +24,10 @@
 // Whatever may wait on JetStream — history, replays, looking up a scope not
 // seen live — runs on a small pool of history workers (HistoryWorkers),
 // never on the poller or a shard; the workers then queue the frames on the
-// connection.
+// connection. Since idle subscribers allocate nothing, the collector would
+// not run after a burst of upgrades and the burst's garbage would stay
+// resident: one goroutine returns it to the OS once handshakes go quiet
+// (release.go, MemoryReleaseUpgrades).
 //
 // # Admission
 //
