@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"time"
 )
 
 // Elsewhere than Linux the harness compiles but cannot run: the client and
