@@ -136,6 +136,23 @@ func (t *scopeTable) seed(s proto.Snapshot) *scopeState {
 	return st
 }
 
+// forget drops scope's state unless it is pinned, and reports whether the
+// scope is no longer held. A pin taken after it finds nothing and looks the
+// scope up afresh.
+func (t *scopeTable) forget(scope proto.Scope) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.m[scope]
+	if st == nil {
+		return true
+	}
+	if st == t.cluster || st.pins.Load() > 0 {
+		return false
+	}
+	delete(t.m, scope)
+	return true
+}
+
 // get returns the state of scope without pinning it.
 func (t *scopeTable) get(scope proto.Scope) *scopeState {
 	t.mu.Lock()
