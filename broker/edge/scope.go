@@ -341,8 +341,11 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 	return out
 }
 
-// maxListedScopes bounds the list in an unknown-scope error.
-const maxListedScopes = 50
+// maxListedScopes bounds the list in an unknown-scope error: beyond it,
+// only the scopes closest to the one asked for are named, so that the
+// error stays small at 100 000 instances (the full list is paginated by
+// GET /api/metrics/list).
+const maxListedScopes = 20
 
 // unknownScopeMessage is the Error text (and 404 body) for a scope that is
 // not known. Only scopes g allows are listed: a restricted token learns
@@ -352,15 +355,24 @@ func (e *Edge) unknownScopeMessage(ctx context.Context, scope proto.Scope, g aut
 	if !g.All() {
 		known = slices.DeleteFunc(slices.Clone(known), func(s proto.Scope) bool { return !g.Allows(s) })
 	}
-	names := make([]string, 0, min(len(known), maxListedScopes))
-	for _, s := range known[:min(len(known), maxListedScopes)] {
-		names = append(names, s.String())
+	prefix := fmt.Sprintf("unknown scope %s: no snapshot of it was seen live or is kept in history; ", scope)
+	if len(known) <= maxListedScopes {
+		return prefix + "known scopes: " + joinScopes(known)
 	}
-	list := strings.Join(names, ", ")
-	if len(known) > maxListedScopes {
-		list += fmt.Sprintf(" and %d more", len(known)-maxListedScopes)
+	closest := closestScopes(known, scope.String(), maxListedScopes)
+	return fmt.Sprintf("%sknown scopes closest to it: %s and %d more; see GET /api/metrics/list",
+		prefix, joinScopes(closest), len(known)-len(closest))
+}
+
+func joinScopes(scopes []proto.Scope) string {
+	var b strings.Builder
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.String())
 	}
-	return fmt.Sprintf("unknown scope %s: no snapshot of it was seen live or is kept in history; known scopes: %s", scope, list)
+	return b.String()
 }
 
 // scopeErrorMessage turns a resolveScope error into client text.
