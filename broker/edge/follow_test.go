@@ -3,8 +3,11 @@
 package edge
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,5 +246,97 @@ func TestFollowGraceKeepsInstanceForReconnect(t *testing.T) {
 	c2.nextSnapshot(2 * time.Second)
 	if got := te.scopes.get(proto.InstanceScope("gw-00007")); got != st {
 		t.Error("the reconnecting client got a new scope state, want the one followed all along")
+	}
+}
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) count(substr string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.Count(s.b.String(), substr)
+}
+
+// When intake falls behind and NATS drops snapshots (a slow consumer),
+// every drop is counted in snapshot_messages_dropped_total and the edge
+// logs one line, not one per episode or subscription.
+func TestSnapshotDropsCountedAndLoggedOnce(t *testing.T) {
+	t.Parallel()
+	node, nc := natstest.StartCore(t)
+	var logs syncBuffer
+	te := startEdge(t, Config{NATS: nc, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	pub, err := node.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	interest := watchInterest(t, pub)
+	publishCluster(t, pub, 2, 50*time.Millisecond)
+	// A followed instance makes the follow loop announce every round: the
+	// test sees its rounds pass.
+	c := dial(t, te.url+"?instance=gw-00001")
+	c.nextSnapshot(5 * time.Second)
+
+	old := snap(time.Now(), 1)
+	data, err := old.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const line = "nats slow consumer: live snapshots dropped"
+	episode := func() {
+		t.Helper()
+		before := te.follow.dropped()
+		// Intake stalls on the scope table while a burst larger than its
+		// queue arrives.
+		te.scopes.mu.Lock()
+		for range snapshotQueue + 1000 {
+			if err := pub.Publish(clusterSubject, data); err != nil {
+				te.scopes.mu.Unlock()
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Flush(); err != nil {
+			te.scopes.mu.Unlock()
+			t.Fatal(err)
+		}
+		err := wait.Until(context.Background(), 10*time.Second, func() bool { return te.follow.dropped() > before })
+		te.scopes.mu.Unlock()
+		if err != nil {
+			t.Fatal("no snapshot dropped while intake stalled")
+		}
+		// Two rounds after the drops: the second one's check saw them.
+		_, n := interest.since(0)
+		wait.For(t, 10*time.Second, "two follow rounds", func() bool { _, m := interest.since(0); return m >= n+2 })
+	}
+	episode()
+	if n := logs.count(line); n != 1 {
+		t.Fatalf("%d slow-consumer lines after one episode, want 1", n)
+	}
+	episode()
+	if n := logs.count(line); n != 1 {
+		t.Fatalf("%d slow-consumer lines after two episodes within a minute, want 1", n)
+	}
+	fams, err := te.prom.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var counted float64
+	for _, f := range fams {
+		if f.GetName() == "meridian_edge_snapshot_messages_dropped_total" {
+			counted = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if dropped := te.follow.dropped(); counted < 2 || counted != float64(dropped) {
+		t.Errorf("snapshot_messages_dropped_total = %v, NATS dropped %d", counted, dropped)
 	}
 }
