@@ -51,6 +51,9 @@ type follower struct {
 	nc    *nats.Conn
 	msgs  chan *nats.Msg // shared by every subscription
 	grace time.Duration
+	// all subscribes to every snapshot subject instead, as the edge did
+	// before it followed instances: the baseline of BenchmarkFanIn.
+	all bool
 
 	mu    sync.Mutex // guards fixed, inst and droppedGone (the loop writes, metrics read)
 	fixed []*nats.Subscription
@@ -86,7 +89,11 @@ func newFollower(nc *nats.Conn, grace time.Duration) *follower {
 func (f *follower) start() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, subj := range [...]string{clusterSubject, regionsSubject} {
+	subjects := []string{clusterSubject, regionsSubject}
+	if f.all {
+		subjects = []string{proto.SnapshotSubjectAll}
+	}
+	for _, subj := range subjects {
 		sub, err := f.nc.ChanSubscribe(subj, f.msgs)
 		if err != nil {
 			f.closeLocked()
@@ -135,6 +142,9 @@ func (f *follower) unsubscribe(sub *nats.Subscription) error {
 // meanwhile). It appends to followed the instances subscribed afterwards,
 // sorted, and returns the first subscribe error.
 func (f *follower) sync(wanted []string, now int64, forget func(name string) bool, followed []string) ([]string, error) {
+	if f.all {
+		return append(followed, wanted...), nil
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var firstErr error
