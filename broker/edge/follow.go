@@ -3,6 +3,7 @@ package edge
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -63,9 +64,25 @@ type follower struct {
 	droppedGone int64
 
 	// Owned by the follow loop.
-	subscribeFailing bool
+	subscribeFailing failureLog
 	loggedDrops      int64
 	loggedDropsAt    time.Time
+}
+
+// failureLog logs once when a repeated operation starts failing and once
+// when it works again: a NATS outage must not flood the log. Its owner
+// serialises calls.
+type failureLog struct{ failing bool }
+
+func (f *failureLog) note(log *slog.Logger, err error, failing, recovered string) {
+	if now := err != nil; now != f.failing {
+		f.failing = now
+		if now {
+			log.Warn(failing, "err", err)
+		} else {
+			log.Info(recovered)
+		}
+	}
 }
 
 // followedInstance is one instance subscription.
@@ -245,16 +262,8 @@ func (e *Edge) followLoop(stop <-chan struct{}) {
 		wanted = slices.Compact(wanted)
 		var err error
 		followed, err = e.follow.sync(wanted, e.mono(), forget, followed[:0])
-		// Logged once when subscribing starts failing and once when it
-		// works again: a NATS outage must not flood the log.
-		if failing := err != nil; failing != e.follow.subscribeFailing {
-			e.follow.subscribeFailing = failing
-			if failing {
-				e.log.Warn("subscribe to a followed instance's snapshots; retrying every second", "err", err)
-			} else {
-				e.log.Info("subscribing to followed instances again")
-			}
-		}
+		e.follow.subscribeFailing.note(e.log, err,
+			"subscribe to a followed instance's snapshots; retrying every second", "subscribing to followed instances again")
 		if len(followed) > 0 {
 			e.announceFollowed(followed)
 		}

@@ -41,7 +41,7 @@ type interestAnnouncer struct {
 	mu     sync.Mutex
 	probes map[string]time.Time // instance → end of its probe
 	// failing is owned by the follow loop.
-	failing bool
+	failing failureLog
 }
 
 func newInterestAnnouncer() interestAnnouncer {
@@ -82,19 +82,11 @@ func (t *scopeTable) pinnedInstances(dst []string) []string {
 }
 
 // announceFollowed announces interest in the followed instances (the
-// follow loop calls it every round). Logged once when announcing starts
-// failing and once when it works again: a NATS outage must not flood the
-// log.
+// follow loop calls it every round).
 func (e *Edge) announceFollowed(names []string) {
-	err := e.announce(names)
-	if failing := err != nil; failing != e.interest.failing {
-		e.interest.failing = failing
-		if failing {
-			e.log.Warn("announce instance interest; aggregators stop publishing followed instances until it works again", "err", err)
-		} else {
-			e.log.Info("announcing instance interest again")
-		}
-	}
+	e.interest.failing.note(e.log, e.announce(names),
+		"announce instance interest; aggregators stop publishing followed instances until it works again",
+		"announcing instance interest again")
 }
 
 // announce publishes names in messages of at most proto.MaxInterestInstances.
