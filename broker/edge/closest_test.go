@@ -100,7 +100,9 @@ func TestUnknownScopeErrorBounded(t *testing.T) {
 	for _, sc := range known[2:] {
 		rollups = append(rollups, scoped(snap(now, 1), sc))
 	}
-	storeRollups(t, js, rollups...)
+	for chunk := range slices.Chunk(rollups, 1000) { // within PublishAsync's outstanding limit
+		storeRollups(t, js, chunk...)
+	}
 	te := start(Config{})
 	te.publishWait(snap(time.Now(), 1000))
 	te.publishWait(scoped(snap(time.Now(), 400), regionEU))

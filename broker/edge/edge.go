@@ -671,7 +671,13 @@ func (e *Edge) intake(msgs <-chan *nats.Msg, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case m := <-msgs:
-			e.m.snapshotMsgs[subjectKind(m.Subject)].Inc()
+			kind := subjectKind(m.Subject)
+			e.m.snapshotMsgs[kind].Inc()
+			if kind == proto.ScopeInstance && !m.Sub.IsValid() {
+				// Queued before its instance was unfollowed (follow.go):
+				// it would bring back the state just forgotten.
+				continue
+			}
 			e.acceptSnapshot(m.Data)
 		}
 	}

@@ -29,9 +29,10 @@ import (
 // (interest.go) in exactly the instances it is subscribed to, so the
 // aggregators publish what the edge listens to and nothing else.
 //
-// When an instance has been unwanted for FollowGrace, the loop forgets its
-// scope state (unless it was pinned meanwhile) and its history ring before
-// it unsubscribes: a later follower looks it up afresh (history, then a
+// When an instance has been unwanted for FollowGrace, the loop unsubscribes
+// and forgets its scope state (unless it was pinned meanwhile: then it
+// subscribes again) and its history ring; intake skips the messages a
+// closed subscription left queued. So a later follower looks it up afresh (history, then a
 // probe) instead of being served a snapshot that stopped changing when the
 // subscription ended, and its ring is never left with a gap that looks
 // complete.
@@ -183,14 +184,23 @@ func (f *follower) sync(wanted []string, now int64, forget func(name string) boo
 		if fi.wanted == now || time.Duration(now-fi.wanted) < f.grace {
 			continue
 		}
-		if !forget(name) {
-			fi.wanted = now // pinned again: wanted from the next round on
-			continue
-		}
+		// Unsubscribed first: intake then skips what the subscription
+		// left queued, so nothing recreates the state forgotten next.
 		if err := f.unsubscribe(fi.sub); err != nil && firstErr == nil {
 			firstErr = err
 		}
 		delete(f.inst, name)
+		if !forget(name) {
+			// Pinned in between: follow it again at once.
+			sub, err := f.nc.ChanSubscribe(fi.sub.Subject, f.msgs)
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("subscribe to instance %s: %w", name, err)
+				}
+				continue
+			}
+			f.inst[name] = &followedInstance{sub: sub, wanted: now}
+		}
 	}
 	start := len(followed)
 	for name := range f.inst {

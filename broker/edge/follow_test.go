@@ -273,6 +273,7 @@ func (s *syncBuffer) count(substr string) int {
 func TestSnapshotDropsCountedAndLoggedOnce(t *testing.T) {
 	t.Parallel()
 	node, nc := natstest.StartCore(t)
+	nc.SetErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}) // not nats.go's line per episode
 	var logs syncBuffer
 	te := startEdge(t, Config{NATS: nc, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	pub, err := node.Connect()
