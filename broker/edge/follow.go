@@ -32,10 +32,12 @@ import (
 // When an instance has been unwanted for FollowGrace, the loop unsubscribes
 // and forgets its scope state (unless it was pinned meanwhile: then it
 // subscribes again) and its history ring; intake skips the messages a
-// closed subscription left queued. So a later follower looks it up afresh (history, then a
-// probe) instead of being served a snapshot that stopped changing when the
-// subscription ended, and its ring is never left with a gap that looks
-// complete.
+// closed subscription left queued. So a later follower looks it up afresh
+// (history, then a probe) instead of being served a snapshot that stopped
+// changing when the subscription ended, and its ring is never left with a
+// gap that looks complete.
+//
+// Lock order: follower.mu, then scopeTable.mu (sync calls forget).
 
 // Subjects the edge always follows.
 var (
@@ -156,8 +158,8 @@ func (f *follower) unsubscribe(sub *nats.Subscription) error {
 
 // sync makes the instance subscriptions match wanted (sorted, no
 // duplicates) at now: new ones subscribed, those unwanted for the grace
-// period unsubscribed once forget agrees (it refuses for a scope pinned
-// meanwhile). It appends to followed the instances subscribed afterwards,
+// period unsubscribed and forgotten (forget refuses for a scope pinned
+// meanwhile, which is then subscribed again). It appends to followed the instances subscribed afterwards,
 // sorted, and returns the first subscribe error.
 func (f *follower) sync(wanted []string, now int64, forget func(name string) bool, followed []string) ([]string, error) {
 	if f.all {
