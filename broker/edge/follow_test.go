@@ -222,6 +222,7 @@ func TestFollowGraceKeepsInstanceForReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pub.Close)
+	interest := watchInterest(t, pub)
 	publishCluster(t, pub, 20, 50*time.Millisecond)
 	c := dial(t, te.url+"?instance=gw-00007")
 	if ev := c.nextSnapshot(5 * time.Second); ev.Values["requests_total"] != 100007 {
@@ -232,10 +233,16 @@ func TestFollowGraceKeepsInstanceForReconnect(t *testing.T) {
 	wait.For(t, 10*time.Second, "the connection gone and its probe over", func() bool {
 		return te.reg.len() == 0 && len(te.interest.probing(nil, time.Now())) == 0
 	})
+	_, announced0 := interest.since(0)
 	te.afterClusterMessages(40) // two follow rounds
 	if !te.follow.following("gw-00007") {
 		t.Fatal("instance unfollowed within the grace")
-
+	}
+	// Still announced: the aggregators keep publishing what the edge
+	// still subscribes to.
+	anns, _ := interest.since(announced0)
+	if len(anns) == 0 || !slices.Equal(anns[len(anns)-1], []string{"gw-00007"}) {
+		t.Fatalf("announced %v within the grace, want [gw-00007]", anns)
 	}
 	before := te.received(proto.ScopeInstance)
 	te.afterClusterMessages(10)
