@@ -70,6 +70,23 @@ func publishCluster(t *testing.T, pub *nats.Conn, instances int, period time.Dur
 	return c
 }
 
+// startFollowing starts an edge on its own core NATS node, and a second
+// connection to publish on.
+func startFollowing(t *testing.T, cfg Config) (*testEdge, *nats.Conn) {
+	t.Helper()
+	node, nc := natstest.StartCore(t)
+	// Drops are counted by the edge; not nats.go's line per episode.
+	nc.SetErrorHandler(func(*nats.Conn, *nats.Subscription, error) {})
+	cfg.NATS = nc
+	te := startEdge(t, cfg)
+	pub, err := node.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pub.Close)
+	return te, pub
+}
+
 // received reads the edge's snapshot_messages_total by kind.
 func (te *testEdge) received(kind proto.ScopeKind) int {
 	return int(testutil.ToFloat64(te.m.snapshotMsgs[kind]))
@@ -126,13 +143,7 @@ func (l *interestLog) since(n int) ([][]string, int) {
 // gets its data.
 func TestFollowsOnlyFollowedInstances(t *testing.T) {
 	t.Parallel()
-	node, nc := natstest.StartCore(t)
-	te := startEdge(t, Config{NATS: nc, FollowGrace: 300 * time.Millisecond})
-	pub, err := node.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
+	te, pub := startFollowing(t, Config{FollowGrace: 300 * time.Millisecond})
 	interest := watchInterest(t, pub)
 	const instances = 300
 	publishCluster(t, pub, instances, 50*time.Millisecond)
@@ -215,13 +226,7 @@ func TestFollowsOnlyFollowedInstances(t *testing.T) {
 // followed and current: no unsubscription, no lookup.
 func TestFollowGraceKeepsInstanceForReconnect(t *testing.T) {
 	t.Parallel()
-	node, nc := natstest.StartCore(t)
-	te := startEdge(t, Config{NATS: nc, FollowGrace: time.Hour})
-	pub, err := node.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
+	te, pub := startFollowing(t, Config{FollowGrace: time.Hour})
 	interest := watchInterest(t, pub)
 	publishCluster(t, pub, 20, 50*time.Millisecond)
 	c := dial(t, te.url+"?instance=gw-00007")
@@ -279,15 +284,8 @@ func (s *syncBuffer) count(substr string) int {
 // logs one line, not one per episode or subscription.
 func TestSnapshotDropsCountedAndLoggedOnce(t *testing.T) {
 	t.Parallel()
-	node, nc := natstest.StartCore(t)
-	nc.SetErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}) // not nats.go's line per episode
 	var logs syncBuffer
-	te := startEdge(t, Config{NATS: nc, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
-	pub, err := node.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pub.Close)
+	te, pub := startFollowing(t, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	interest := watchInterest(t, pub)
 	publishCluster(t, pub, 2, 50*time.Millisecond)
 	// A followed instance makes the follow loop announce every round: the
