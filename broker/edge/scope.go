@@ -319,16 +319,21 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 		return c.scopes
 	}
 	var out []proto.Scope
+	complete := true
 	for _, src := range [...]struct{ stream, prefix string }{
 		{proto.HistoryStream, proto.SnapshotSubjectPrefix},
 		{proto.RollupStream, proto.RollupSubjectPrefix},
 	} {
 		stream, err := e.js.Stream(ctx, src.stream)
-		if err != nil {
+		if noHistory(err) {
 			continue
 		}
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(src.prefix+".>"))
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = stream.Info(ctx, jetstream.WithSubjectFilter(src.prefix+".>"))
+		}
 		if err != nil {
+			complete = false
 			continue
 		}
 		for subj := range info.State.Subjects {
@@ -336,6 +341,15 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 				out = append(out, s)
 			}
 		}
+	}
+	if !complete {
+		// A read that failed or ran out of time (a stream of 100 000
+		// subjects on a loaded server) is not cached: the next error
+		// tries again, and meanwhile the last complete list serves.
+		if len(c.scopes) > len(out) {
+			return c.scopes
+		}
+		return out
 	}
 	c.at, c.scopes = now, out
 	return out
