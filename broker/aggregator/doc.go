@@ -80,8 +80,13 @@
 //
 // Without JetStream quorum nobody can hold the lease; the aggregator that
 // led then publishes live snapshots on core NATS until the store recovers
-// (live-only, see liveonly.go), so subscribers keep a live view while the
-// history has a gap.
+// (live-only, see liveonly.go), so subscribers keep a live view. It keeps
+// what it published so (the newest RefillWindow of it) and writes it, and
+// the rollups of those minutes, into the history once the store recovers
+// (refill.go), with the same message ids, so the history has no gap for
+// them; refilled snapshots go to proto.RefillSubject, which the history
+// stream files under the snapshot subject, so live subscribers never see
+// an old second arrive late.
 //
 // # Exactness contract
 //
@@ -146,7 +151,7 @@
 // mutex held only while a report is applied or snapshots and state are copied
 // out, never while encoding or publishing, so publishing never stalls report
 // intake. All Aggregator methods are safe for concurrent use. Run starts
-// goroutines (the stream keeper and the election) that it joins before it
-// returns; the tick, the take-over and the state writes run on Run's own
-// goroutine.
+// goroutines (the stream keeper, the election, the state writer and the
+// refill) that it joins before it returns; the tick and the take-over run on
+// Run's own goroutine. The refill buffer has its own lock.
 package aggregator

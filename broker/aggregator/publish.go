@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +23,7 @@ func (a *Aggregator) mayPublish() bool {
 // rollups of the minutes that ended, and persists the merge state.
 func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	a.checkLiveOnly(now)
+	a.kickRefill()
 	leading := a.elected()
 	if a.elector != nil {
 		switch {
@@ -63,6 +63,8 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	if !leading && a.liveOnly.Load() {
 		a.publish(snaps, wanted)
 		a.book.close(now)
+		a.rolls = a.book.appendPending(a.rolls[:0])
+		a.keepRollups(a.rolls, now)
 		return
 	}
 	if !leading {
@@ -119,8 +121,7 @@ func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name s
 		if held {
 			a.metrics.heldBack.Inc()
 		}
-		id := s.Scope.String() + "@" + strconv.FormatInt(s.Time.Unix(), 10)
-		if a.send(proto.SnapshotSubject(s.Scope), id, s, &backedUp) {
+		if a.send(proto.SnapshotSubject(s.Scope), messageID(s), s, &backedUp) {
 			a.metrics.published.Inc()
 		}
 	}
@@ -135,8 +136,7 @@ func (a *Aggregator) publishRollups(rolls []proto.Snapshot) {
 		if !a.mayPublish() {
 			return
 		}
-		id := r.Scope.String() + "@" + strconv.FormatInt(r.Time.Unix(), 10)
-		if a.send(proto.RollupSubject(r.Scope), id, r, &backedUp) {
+		if a.send(proto.RollupSubject(r.Scope), messageID(r), r, &backedUp) {
 			a.metrics.rollups.Inc()
 			a.book.rolledUp(r)
 		}
@@ -156,9 +156,13 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 	msg.Header.Set(PublisherHeader, a.cfg.ID)
 	if a.liveOnly.Load() {
 		// No acks to wait for without JetStream; the stream stores it if it
-		// can, once.
+		// can, once, and the refill writes it once the store works again.
 		msg.Header.Set(jetstream.MsgIDHeader, id)
-		return a.cfg.NATS.PublishMsg(msg) == nil
+		if a.cfg.NATS.PublishMsg(msg) != nil {
+			return false
+		}
+		a.keepLiveOnly(s, id, data)
+		return true
 	}
 	if !*backedUp {
 		_, err = a.js.PublishMsgAsync(msg,
@@ -209,11 +213,15 @@ func (a *Aggregator) onRollup(msg *nats.Msg) {
 // the subject, and as ack timeouts once edges subscribe, so the error alone
 // cannot tell. Ensuring an existing stream is one cheap request, and the
 // loop spaces attempts.
+//
+// Live subscribers got the message anyway; the refill writes it to its
+// stream once the store works (refill.go).
 func (a *Aggregator) onWriteError(_ jetstream.JetStream, msg *nats.Msg, err error) {
 	select {
 	case a.recheck <- struct{}{}:
 	default:
 	}
+	a.keepUnwritten(msg)
 	a.writeFailed(fmt.Errorf("write %s to its stream: %w", msg.Subject, err))
 }
 
