@@ -290,7 +290,7 @@ func (w *runLat) tick(t int64, width int64, out *[proto.NumLatencyQuantiles]floa
 // over an unknown span and would distort the window.
 func (m *Merger) recordLatency(in *instState, h *proto.Histogram, seq uint64, reset bool) {
 	if h == nil {
-		in.hist, in.histKnown = proto.Histogram{Buckets: in.hist.Buckets[:0]}, false
+		in.hist, in.histKnown = proto.Histogram{Buckets: in.baselineBuf()}, false
 		return
 	}
 	// h may be a decoder's, reused for the next report: what is kept
@@ -315,7 +315,7 @@ func (m *Merger) recordLatency(in *instState, h *proto.Histogram, seq uint64, re
 	}
 	// The baseline's array is the merger's own and reused: a report's
 	// histogram is about the size of the last one.
-	in.hist = proto.Histogram{Buckets: append(in.hist.Buckets[:0], h.Buckets...), Over: h.Over}
+	in.hist = proto.Histogram{Buckets: append(in.baselineBuf(), h.Buckets...), Over: h.Over}
 	in.histKnown, in.histSeq = true, seq
 	if len(d.Buckets) == 0 {
 		return
@@ -343,4 +343,14 @@ func (m *Merger) keepLatency(old *Merger) {
 			in.hist, in.histKnown, in.histSeq, in.lat = o.hist, o.histKnown, o.histSeq, o.lat
 		}
 	}
+}
+
+// baselineBuf is the array the instance's next baseline histogram is
+// written to: its own, emptied, unless a status copy still holds it.
+func (in *instState) baselineBuf() []proto.HistBucket {
+	if in.histLent {
+		in.histLent = false
+		return nil
+	}
+	return in.hist.Buckets[:0]
 }

@@ -294,3 +294,30 @@ func restoredFromJSON(t testing.TB, src *Merger) *Merger {
 	}
 	return n
 }
+
+// TestInstanceStatusHistogramOutlivesLaterReports: a scrape's copy of an
+// instance's histogram shares the merger's array, which the merger then
+// must not overwrite with the next reports (it reuses it between scrapes).
+func TestInstanceStatusHistogramOutlivesLaterReports(t *testing.T) {
+	m := NewMerger(MergerConfig{})
+	g := &latGW{inst: "gw-1", region: "eu", boot: "a"}
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	g.serve(time.Millisecond, 2*time.Millisecond)
+	m.Apply(g.report(at(1)), at(1))
+	st := m.AppendInstanceStatus(nil, at(1))
+	if len(st) != 1 || st[0].LatencyHistogram == nil {
+		t.Fatalf("status %+v", st)
+	}
+	want := st[0].LatencyHistogram.Clone()
+	for s := 2; s < 5; s++ {
+		g.serve(time.Millisecond, 2*time.Millisecond) // same buckets: the array fits
+		m.Apply(g.report(at(s)), at(s))
+	}
+	if got := *st[0].LatencyHistogram; !slices.Equal(got.Buckets, want.Buckets) || got.Over != want.Over {
+		t.Fatalf("the scraped histogram changed under the scrape:\n got %v\nwant %v", got, want)
+	}
+	// The next status sees the newest baseline.
+	if st2 := m.AppendInstanceStatus(nil, at(4)); st2[0].LatencyHistogram.Count() == want.Count() {
+		t.Fatalf("second status still shows the first histogram (%d requests)", want.Count())
+	}
+}

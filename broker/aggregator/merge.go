@@ -224,10 +224,14 @@ type instState struct {
 	// (a build before it) or before the first one.
 	hist      proto.Histogram
 	histKnown bool
-	histSeq   uint64 // the seq of the report hist came from
-	lat       latWindow
-	up        bool     // scratch: live at the tick being computed
-	suspect   *suspect // a sequence jump being followed (plausible.go); not persisted
+	// histLent: AppendInstanceStatus handed out hist's array, so the next
+	// baseline takes a new one instead of overwriting it (copy on write:
+	// a scrape copies nothing, and reports reuse the array between scrapes).
+	histLent bool
+	histSeq  uint64 // the seq of the report hist came from
+	lat      latWindow
+	up       bool     // scratch: live at the tick being computed
+	suspect  *suspect // a sequence jump being followed (plausible.go); not persisted
 }
 
 // contribution is everything the instance has counted while tracked.
@@ -592,8 +596,8 @@ func (m *Merger) AppendInstanceStatus(dst []InstanceStatus, now time.Time) []Ins
 	for _, in := range m.instsBy {
 		var hist *proto.Histogram
 		if in.histKnown {
-			h := in.hist.Clone() // the merger reuses its array
-			hist = &h
+			h := in.hist // shared; histLent makes the merger leave it alone
+			hist, in.histLent = &h, true
 		}
 		dst = append(dst, InstanceStatus{
 			LatencyHistogram:  hist,
