@@ -59,9 +59,11 @@ type subscribers struct {
 	addr   string
 	phase  time.Duration
 	scopes []followed
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// attempts bounds the tries per subscriber (dialAttempts).
+	attempts int
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 
 	mu      sync.Mutex
 	clients []*wsclient.Client
@@ -86,7 +88,7 @@ type subTally struct {
 
 func newSubscribers(ctx context.Context, addr string, phase time.Duration, scopes []followed) *subscribers {
 	ctx, cancel := context.WithCancel(ctx)
-	return &subscribers{addr: addr, phase: phase, scopes: scopes, ctx: ctx, cancel: cancel}
+	return &subscribers{addr: addr, phase: phase, scopes: scopes, attempts: dialAttempts, ctx: ctx, cancel: cancel}
 }
 
 // connect opens k subscribers, subscriber i following scopes[i mod len],
@@ -121,7 +123,7 @@ func (s *subscribers) dial(i int) {
 		u += "?" + f.query
 	}
 	var lastErr error
-	for range dialAttempts {
+	for range s.attempts {
 		if err := sleepUntil(s.ctx, nextPhase(time.Now(), s.phase)); err != nil {
 			return
 		}
