@@ -53,6 +53,39 @@ func TestBenchScaleSmall(t *testing.T) {
 	}
 }
 
+// TestBenchScaleNATSCluster runs the harness against three NATS processes
+// routed on loopback, the streams at three replicas and the roles spread
+// over the nodes: every node carries load and is measured, and the figures
+// are sane. One aggregator, so that no failover adds to the CI budget (the
+// single-node test covers it).
+func TestBenchScaleNATSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts five processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := scale.Run(ctx, scale.Config{
+		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
+		Warmup: 2 * time.Second, Duration: 3 * time.Second, Aggregators: 1, NATSNodes: 3,
+		Subscribers: 6, FollowedInstances: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	if err := rep.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.NATSPerNode) != 3 || rep.HistoryReplicas != 3 || rep.Subscribers.FollowedInstances != 0 || rep.DuePerS != 1+3 {
+		t.Fatalf("nodes %d, replicas %d, followed instances %d, due %.0f/s: want 3 nodes, R3, none followed, 4 due",
+			len(rep.NATSPerNode), rep.HistoryReplicas, rep.Subscribers.FollowedInstances, rep.DuePerS)
+	}
+}
+
 func TestBenchScaleRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"--instances", "-5"},

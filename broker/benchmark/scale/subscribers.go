@@ -45,9 +45,16 @@ func followedScopes(n int, regions []string, m int) []followed {
 	for _, r := range regions {
 		out = append(out, followed{Scope: proto.RegionScope(r), query: "region=" + url.QueryEscape(r)})
 	}
+	r := len(regions)
 	for j := range max(m, 0) {
-		i := j * n / m
-		name := InstanceName(regions[i%len(regions)], i)
+		// Spread over the instances, and over the regions (instance i is
+		// in region i mod r), so that in sharded mode every shard
+		// publishes some.
+		i := j*n/m - (j*n/m)%r + j%r
+		if i >= n {
+			i -= r
+		}
+		name := InstanceName(regions[i%r], i)
 		out = append(out, followed{Scope: proto.InstanceScope(name), query: "instance=" + url.QueryEscape(name)})
 	}
 	return out

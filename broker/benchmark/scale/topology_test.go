@@ -105,6 +105,13 @@ func TestFollowedScopes(t *testing.T) {
 	want := []string{"cluster?", "region.a?region=a", "region.b?region=b",
 		"instance.sim-a-0?instance=sim-a-0", "instance.sim-b-25?instance=sim-b-25",
 		"instance.sim-a-50?instance=sim-a-50", "instance.sim-b-75?instance=sim-b-75"}
+	// Three regions: each instance in the next region, never past N.
+	got3 := followedScopes(7, []string{"a", "b", "c"}, 3)
+	for j, want := range []string{"instance.sim-a-0", "instance.sim-b-1", "instance.sim-c-5"} {
+		if s := got3[4+j].Scope.String(); s != want {
+			t.Errorf("instance %d of 3 among 7 in 3 regions: %s, want %s", j, s, want)
+		}
+	}
 	if !slices.Equal(names, want) {
 		t.Fatalf("scopes\n got %v\nwant %v", names, want)
 	}
