@@ -105,7 +105,9 @@ func (c Config) withDefaults() Config {
 	service.Default(&c.Publishers, DefaultPublishers)
 	// At least one publisher per NATS node, so that each node carries a
 	// share of the reports.
-	c.Publishers = max(c.Publishers, c.NATSNodes)
+	if c.Publishers > 0 {
+		c.Publishers = max(c.Publishers, c.NATSNodes)
+	}
 	service.Default(&c.FollowedInstances, DefaultFollowedInstances)
 	service.Default(&c.Phase, DefaultPhase)
 	service.Default(&c.Warmup, DefaultWarmup)

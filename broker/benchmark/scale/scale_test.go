@@ -36,6 +36,14 @@ func TestConfigValidate(t *testing.T) {
 		{"short window", Config{Command: cmd, Duration: time.Second}, "duration 1s"},
 		{"negative warmup", Config{Command: cmd, Warmup: -time.Second}, "negative"},
 		{"negative publishers", Config{Command: cmd, Publishers: -2}, "publishers -2"},
+		{"two nodes", Config{Command: cmd, NATSNodes: 2}, "NATS nodes 2"},
+		{"three nodes", Config{Command: cmd, NATSNodes: 3}, ""},
+		{"a shard per region", Config{Command: cmd, Regions: 4, Shards: 4}, ""},
+		{"more shards than regions", Config{Command: cmd, Regions: 4, Shards: 5}, "shards 5"},
+		{"negative subscribers", Config{Command: cmd, Subscribers: -1}, "subscribers -1"},
+		{"no followed instances", Config{Command: cmd, FollowedInstances: -1}, ""},
+		{"more followed than instances", Config{Command: cmd, Instances: 10, Regions: 1, FollowedInstances: 11}, "followed instances 11"},
+		{"phase too late", Config{Command: cmd, Phase: 950 * time.Millisecond}, "phase 950ms"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
