@@ -333,18 +333,31 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer, g *gr
 		scope = proto.RegionScope(g.Regions[0])
 		fo.Scope = scope.String()
 	}
+	// Between leases nobody leads for a moment (under overload, longer):
+	// kill the leader once there is one.
 	var leader *proc
-	for _, a := range g.aggs {
-		m, err := scrape(ctx, a.admin)
-		if err != nil {
-			return Failover{}, fmt.Errorf("%s: %w", a.name, err)
+	var scrapeErr error
+	err := waitFor(ctx, cfg.Settle, func() bool {
+		for _, a := range g.aggs {
+			m, err := scrape(ctx, a.admin)
+			if err != nil {
+				scrapeErr = fmt.Errorf("%s: %w", a.name, err)
+				return true
+			}
+			if m[metricLeader] == 1 {
+				leader = a
+				return true
+			}
 		}
-		if m[metricLeader] == 1 {
-			leader = a
-		}
-	}
-	if leader == nil {
-		fo.Error = "no aggregator said it leads"
+		return false
+	})
+	switch {
+	case ctx.Err() != nil:
+		return Failover{}, ctx.Err()
+	case scrapeErr != nil:
+		return Failover{}, scrapeErr
+	case err != nil:
+		fo.Error = fmt.Sprintf("no aggregator said it leads within %s", cfg.Settle)
 		return fo, nil
 	}
 	fo.Killed = leader.name
@@ -352,7 +365,7 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer, g *gr
 	killed := time.Now()
 	leader.kill()
 	var first arrival
-	err := waitFor(ctx, cfg.Settle, func() bool {
+	err = waitFor(ctx, cfg.Settle, func() bool {
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
 		for _, a := range obs.arrived[scope.String()] {

@@ -181,13 +181,18 @@ func (s *subscribers) open(u string) (*wsclient.Client, time.Time, error) {
 	return c, at, nil
 }
 
-// nextPhase is the next moment at phase past a second, from now on.
+// nextPhase is now when now lies in the first half of the accepted phases
+// (so that a dialer opens many connections per second), else the next
+// moment at phase past a second.
 func nextPhase(now time.Time, phase time.Duration) time.Time {
 	t := now.Truncate(time.Second).Add(phase)
-	if t.Before(now) {
-		t = t.Add(time.Second)
+	switch {
+	case now.Before(t):
+		return t
+	case now.Sub(t) < phaseSlack/2:
+		return now
 	}
-	return t
+	return t.Add(time.Second)
 }
 
 // read tallies c's events until the subscribers close.

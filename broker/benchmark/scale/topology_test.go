@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 )
@@ -151,4 +152,20 @@ func FuzzParseStateValue(f *testing.F) {
 			t.Fatalf("parseStateValue(%q) = %d bytes in %d chunks", b, size, chunks)
 		}
 	})
+}
+
+func TestNextPhase(t *testing.T) {
+	sec := time.Date(2026, 1, 1, 0, 0, 7, 0, time.UTC)
+	phase := 400 * time.Millisecond
+	for _, tc := range []struct{ now, want time.Duration }{
+		{0, 400 * time.Millisecond},
+		{400 * time.Millisecond, 400 * time.Millisecond},
+		{450 * time.Millisecond, 450 * time.Millisecond}, // in the window: at once
+		{400*time.Millisecond + phaseSlack/2, 1400 * time.Millisecond},
+		{900 * time.Millisecond, 1400 * time.Millisecond},
+	} {
+		if got := nextPhase(sec.Add(tc.now), phase); !got.Equal(sec.Add(tc.want)) {
+			t.Errorf("nextPhase(+%s) = +%s, want +%s", tc.now, got.Sub(sec), tc.want)
+		}
+	}
 }
