@@ -229,6 +229,7 @@ func TestCheckCatchesInsaneFigures(t *testing.T) {
 		{"node idle", good, func(r *Report) { r.NATSPerNode[0].CPU = 0 }, "CPU or RSS of nats"},
 		{"no follower", good, func(r *Report) { r.Groups[0].Follower = nil }, "no follower"},
 		{"leader heard other regions", good, func(r *Report) { r.Groups[0].ReportsPerS = 150 }, "published"},
+		{"leader heard few", good, func(r *Report) { r.Groups[0].ReportsPerS = 40 }, "received 40 reports/s"},
 		{"no region snapshots", good, func(r *Report) { r.SnapshotsPerS = 1 }, "snapshots/s"},
 		{"more than due", good, func(r *Report) { r.SnapshotsPerS = 10 }, "more than the"},
 		{"no history", good, func(r *Report) { r.HistoryBytesPerS = 0 }, "history grew"},
