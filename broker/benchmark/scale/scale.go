@@ -361,20 +361,16 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer, g *gr
 		return fo, nil
 	}
 	fo.Killed = leader.name
-	last, _ := obs.last(scope)
 	killed := time.Now()
 	leader.kill()
 	var first arrival
+	var prev int64
 	err = waitFor(ctx, cfg.Settle, func() bool {
 		obs.mu.Lock()
 		defer obs.mu.Unlock()
-		for _, a := range obs.arrived[scope.String()] {
-			if a.At.After(killed) && a.Second > last.Time.Unix() {
-				first = a
-				return true
-			}
-		}
-		return false
+		var ok bool
+		first, prev, ok = successor(obs.arrived[scope.String()], killed)
+		return ok
 	})
 	if ctx.Err() != nil {
 		return Failover{}, ctx.Err()
@@ -389,8 +385,24 @@ func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer, g *gr
 		return Failover{}, err
 	}
 	fo.GapMs = msOf(first.At.Sub(killed))
-	fo.SecondsSkipped = int(first.Second - last.Time.Unix() - 1)
+	fo.SecondsSkipped = int(first.Second - prev - 1)
 	return fo, nil
+}
+
+// successor finds, among a scope's arrivals in order of receipt, the first
+// snapshot the new leader published after the old one was killed at killed:
+// the first of a second after the kill's, which the old leader cannot have
+// published (a second's snapshot is made once it began). Snapshots of the
+// old leader still under way at the kill arrive after it too, so receipt
+// alone does not tell. prev is the newest second that arrived before it.
+func successor(arrivals []arrival, killed time.Time) (first arrival, prev int64, ok bool) {
+	for _, a := range arrivals {
+		if a.At.After(killed) && a.Second > killed.Unix() {
+			return a, prev, true
+		}
+		prev = max(prev, a.Second)
+	}
+	return arrival{}, prev, false
 }
 
 // settleExact waits until the cluster and every region snapshot show what

@@ -169,3 +169,24 @@ func TestNextPhase(t *testing.T) {
 		}
 	}
 }
+
+// TestSuccessor: a snapshot of the killed leader that arrives after the
+// kill is not the successor's, however soon it arrives.
+func TestSuccessor(t *testing.T) {
+	kill := time.Date(2026, 1, 1, 0, 0, 10, 300_000_000, time.UTC) // 10.3 s
+	at := func(ms int) time.Time { return kill.Add(time.Duration(ms) * time.Millisecond) }
+	arrivals := []arrival{
+		{Second: 1767225608, At: at(-1200)},
+		{Second: 1767225609, At: at(-250)},
+		{Second: 1767225610, At: at(1)}, // the old leader's, still on its way
+		{Second: 1767225612, At: at(1900)},
+		{Second: 1767225613, At: at(2700)},
+	}
+	first, prev, ok := successor(arrivals, kill)
+	if !ok || first.Second != 1767225612 || prev != 1767225610 {
+		t.Fatalf("successor = %+v, prev %d, %t; want second …612 after …610", first, prev, ok)
+	}
+	if _, _, ok := successor(arrivals[:3], kill); ok {
+		t.Fatal("the old leader's late snapshot taken for the successor's")
+	}
+}
