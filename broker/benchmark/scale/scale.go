@@ -221,7 +221,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		ws.close()
 		s := ws.report(cfg.Subscribers, int(to.Sub(from)/time.Second))
 		rep.Subscribers.Faults, rep.Subscribers.Lost = s.Faults, s.Lost
-		rep.Subscribers.ErrorEvents, rep.Subscribers.ErrorNotes = s.ErrorEvents, s.ErrorNotes
+		rep.Subscribers.ErrorEventsAfter = s.ErrorEventsAfter
 	}
 	return rep, nil
 }

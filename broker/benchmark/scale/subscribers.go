@@ -87,8 +87,9 @@ type subTally struct {
 	current      int // of those, carrying the second the receipt falls in
 	repeats      int // of those, of a second that subscriber already had
 	delays       []time.Duration
-	errorEvents  int
+	errorEvents  int // until the window's end
 	errorNotes   []string
+	laterErrors  int // after it
 	faults       []string
 	lost         int // connections that ended before close
 }
@@ -233,8 +234,15 @@ func (s *subscribers) read(c *wsclient.Client, scope proto.Scope) {
 			}
 			lastSec, lastTotal = max(lastSec, sec), max(lastTotal, total)
 		case proto.EventError:
-			s.st.errorEvents++
-			s.note(&s.st.errorNotes, "%s: %s", scope, ev.Message)
+			// Stale-data Errors are expected after the window: a failover
+			// stalls the scopes, and once the load stops the instances
+			// go silent.
+			if at.Before(s.window[1]) {
+				s.st.errorEvents++
+				s.note(&s.st.errorNotes, "%s: %s", scope, ev.Message)
+			} else {
+				s.st.laterErrors++
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -289,10 +297,13 @@ type Subscribers struct {
 	Repeats int `json:"repeats"`
 	// Phase is where in the second the connections' ticks fall; Delay is
 	// receipt minus the delivered snapshot's second.
-	Phase       Dist     `json:"phase"`
-	Delay       Dist     `json:"delay"`
-	ErrorEvents int      `json:"error_events"`
-	ErrorNotes  []string `json:"error_notes,omitempty"`
+	Phase Dist `json:"phase"`
+	Delay Dist `json:"delay"`
+	// ErrorEvents arrived until the window's end (ErrorNotes quotes a
+	// few), ErrorEventsAfter during the failovers and after the load.
+	ErrorEvents      int      `json:"error_events"`
+	ErrorNotes       []string `json:"error_notes,omitempty"`
+	ErrorEventsAfter int      `json:"error_events_after"`
 	// Faults are contract violations seen by a client (a second or a
 	// total going backwards) and connections lost before the end.
 	Faults []string `json:"faults,omitempty"`
@@ -316,6 +327,7 @@ func (s *subscribers) report(wanted, seconds int) Subscribers {
 		Scopes: len(scopes), FollowedInstances: instances,
 		Due: len(st.phases) * seconds, Delivered: st.delivered, Current: st.current, Repeats: st.repeats,
 		Phase: distOf(st.phases), Delay: distOf(st.delays),
-		ErrorEvents: st.errorEvents, ErrorNotes: st.errorNotes, Faults: st.faults, Lost: st.lost,
+		ErrorEvents: st.errorEvents, ErrorNotes: st.errorNotes, ErrorEventsAfter: st.laterErrors,
+		Faults: st.faults, Lost: st.lost,
 	}
 }

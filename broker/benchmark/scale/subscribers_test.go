@@ -71,7 +71,7 @@ func TestSubscribersTallyWhatTheyReceive(t *testing.T) {
 	if rep.Connected != 1 || rep.DialFailures != 1 || !strings.Contains(rep.FirstDialError, "404") {
 		t.Fatalf("connected %d, failed %d (%q); want the region.mars subscriber refused", rep.Connected, rep.DialFailures, rep.FirstDialError)
 	}
-	if rep.Due != 10 || rep.Delivered != 5 || rep.Repeats != 1 || rep.Delay.N != 5 || rep.ErrorEvents != 1 {
+	if rep.Due != 10 || rep.Delivered != 5 || rep.Repeats != 1 || rep.Delay.N != 5 || rep.ErrorEvents != 1 || rep.ErrorEventsAfter != 0 {
 		t.Fatalf("tally %+v; want 5 of 10 delivered, 1 repeat, 1 Error event", rep)
 	}
 	faults := strings.Join(rep.Faults, "\n")

@@ -58,7 +58,7 @@ func (r Report) WriteTable(w io.Writer) error {
 		p("  delivered", "%d of %d due, %d carrying the second they arrived in, %d repeats", s.Delivered, s.Due, s.Current, s.Repeats)
 		p("  phase in the second", "p50 %.1f ms, max %.1f ms", s.Phase.P50, s.Phase.Max)
 		p("  second to receipt", "p50 %.1f ms, p99 %.1f ms, max %.1f ms", s.Delay.P50, s.Delay.P99, s.Delay.Max)
-		p("  Error events", "%d %v", s.ErrorEvents, s.ErrorNotes)
+		p("  Error events", "%d in the window %v, %d during the failovers and after the load", s.ErrorEvents, s.ErrorNotes, s.ErrorEventsAfter)
 		p("  faults", "%d lost %v", s.Lost, s.Faults)
 	}
 	p("NATS in", "%.0f msgs/s, %.0f B/s", r.NATSInMsgsPerS, r.NATSInBytesPerS)
