@@ -80,7 +80,9 @@ type Role struct {
 	Name  string  `json:"name"`
 	CPU   float64 `json:"cpu_cores"`
 	RSSMB float64 `json:"rss_mb"`
-	// RSSPerInstance is (RSS at the window's end − RSS before the load) / N.
+	// RSSPerInstance is (RSS at the window's end − RSS before the load) / N;
+	// for an aggregator that tracks instances, over those it tracks (a
+	// region shard's).
 	RSSPerInstance float64 `json:"rss_bytes_per_instance"`
 }
 
@@ -242,8 +244,17 @@ func newGroup(g *group, role func(string) Role, idle, a, b sample, per func(x, y
 		gr.GatewayReportsPerS += per(float64(a.Sim.Regions[region].Reports), float64(b.Sim.Regions[region].Reports))
 	}
 	gr.TrackedInstances = bm[metricTracked]
-	if gr.TrackedInstances > 0 {
-		gr.HeapPerInstance = (bm[metricHeapInuse] - idle.Aggs[lead.name][metricHeapInuse]) / gr.TrackedInstances
+	if t := gr.TrackedInstances; t > 0 {
+		gr.HeapPerInstance = (bm[metricHeapInuse] - idle.Aggs[lead.name][metricHeapInuse]) / t
+		// A shard holds only its regions' instances: RSS per instance is
+		// per instance it tracks, not per instance of the run.
+		perTracked := func(ro *Role) {
+			ro.RSSPerInstance = (float64(b.Usage[ro.Name].RSS) - float64(idle.Usage[ro.Name].RSS)) / t
+		}
+		perTracked(&gr.Leader)
+		if gr.Follower != nil {
+			perTracked(gr.Follower)
+		}
 	}
 	gr.StateBytes = bm[metricStateSize]
 	gr.StateWriteErrors = bm[metricStateErrs] - am[metricStateErrs]
