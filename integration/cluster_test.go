@@ -71,6 +71,9 @@ type clusterOptions struct {
 	// exact duration it recorded.
 	onRequest func(instance string, status int, d time.Duration)
 	avgWindow time.Duration // the aggregators' --avg-window; default theirs
+	// shards, when set, replaces the aggregators: one per entry, with its
+	// ID, Tier and Regions (see shard_test.go).
+	shards []aggregator.Config
 }
 
 // runningAggregator is one aggregator with its own NATS connection, so a
@@ -94,8 +97,11 @@ func startCluster(t *testing.T, opts clusterOptions) *cluster {
 	t.Cleanup(up.Close)
 	c.upstream, _ = url.Parse(up.URL)
 
-	for i := 0; i < max(opts.aggregators, 1); i++ {
+	for i := 0; i < max(opts.aggregators, 1) && len(opts.shards) == 0; i++ {
 		c.startAggregator()
+	}
+	for _, sc := range opts.shards {
+		c.startAggregatorWith(sc)
 	}
 	c.agg = c.aggs[0].agg
 
@@ -146,13 +152,20 @@ func (c *cluster) restartEdge() {
 // startAggregator starts one more aggregator; all are stopped at cleanup.
 func (c *cluster) startAggregator() *runningAggregator {
 	c.t.Helper()
+	return c.startAggregatorWith(aggregator.Config{ID: fmt.Sprintf("agg-%d", len(c.aggs)+1)})
+}
+
+// startAggregatorWith starts one more aggregator with cfg's ID, Tier and
+// Regions.
+func (c *cluster) startAggregatorWith(cfg aggregator.Config) *runningAggregator {
+	c.t.Helper()
 	nc, err := nats.Connect(c.node.ClientURL())
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	agg, err := aggregator.New(aggregator.Config{
-		NATS: nc, Logger: quietLogger(), ID: fmt.Sprintf("agg-%d", len(c.aggs)+1), Merge: aggregator.MergerConfig{AvgWindow: c.opts.avgWindow},
-		Leader: leader.Config{TTL: c.opts.leaderTTL},
+		NATS: nc, Logger: quietLogger(), ID: cfg.ID, Merge: aggregator.MergerConfig{AvgWindow: c.opts.avgWindow},
+		Leader: leader.Config{TTL: c.opts.leaderTTL}, Tier: cfg.Tier, Regions: cfg.Regions,
 	})
 	if err != nil {
 		c.t.Fatal(err)

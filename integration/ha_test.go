@@ -52,6 +52,39 @@ func watchSnapshots(t *testing.T, nc *nats.Conn) *snapshotLog {
 	return l
 }
 
+// exactLoad runs loads through every gateway and waits for the snapshots
+// to show exactly what the gateways answered.
+type exactLoad struct {
+	t    *testing.T
+	ctx  context.Context
+	c    *cluster
+	rps  float64
+	mu   sync.Mutex
+	sent loadgen.Result
+}
+
+// run sends n requests at rps, 10 % of them answered with errors.
+func (l *exactLoad) run(n int) {
+	l.t.Helper()
+	res := runLoad(l.t, l.ctx, loadgen.Config{Targets: l.c.gatewayURLs(), RPS: l.rps, Requests: n, ErrorRatio: 0.1})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sent.Sent += res.Sent
+	l.sent.Succeeded += res.Succeeded
+	l.sent.Failed += res.Failed
+}
+
+// waitFor waits until latest's counters are what was sent.
+func (l *exactLoad) waitFor(what string, latest func() proto.Snapshot) {
+	l.t.Helper()
+	wait.For(l.t, 15*time.Second, what, func() bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		s := latest()
+		return s.RequestsTotal == l.sent.Sent && s.RequestsSuccess == l.sent.Succeeded && s.RequestsError == l.sent.Failed
+	})
+}
+
 func (l *snapshotLog) latest() proto.Snapshot {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -78,24 +111,9 @@ func TestFailoverKeepsTotalsExact(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 
-	var mu sync.Mutex
-	var sent loadgen.Result
-	load := func(n int) {
-		t.Helper()
-		res := runLoad(t, ctx, loadgen.Config{Targets: c.gatewayURLs(), RPS: 300, Requests: n, ErrorRatio: 0.1})
-		mu.Lock()
-		sent.Sent += res.Sent
-		sent.Succeeded += res.Succeeded
-		sent.Failed += res.Failed
-		mu.Unlock()
-	}
-	waitExact := func(what string) {
-		t.Helper()
-		wait.For(t, 15*time.Second, what, func() bool {
-			s := log.latest()
-			return s.RequestsTotal == sent.Sent && s.RequestsSuccess == sent.Succeeded && s.RequestsError == sent.Failed
-		})
-	}
+	el := &exactLoad{t: t, ctx: ctx, c: c, rps: 300}
+	load := el.run
+	waitExact := func(what string) { t.Helper(); el.waitFor(what, log.latest) }
 
 	wait.For(t, 10*time.Second, "a leader", func() bool { return c.leader() != nil })
 	load(300)

@@ -105,6 +105,16 @@ type Config struct {
 	// second: by default (InstanceSnapshotsOnDemand) only those an edge
 	// follows; see interest.go.
 	InstanceSnapshots InstanceSnapshots
+
+	// Tier, Regions and ClusterDeadline shard the merge (see tier.go): the
+	// zero Tier is TierAll, one aggregator tier merging every report.
+	// TierRegion merges only the reports of Regions (required there,
+	// refused elsewhere); TierCluster merges the region snapshots into the
+	// cluster's, publishing second T once every recently seen region
+	// published T, or ClusterDeadline (DefaultClusterDeadline) after T.
+	Tier            Tier
+	Regions         []string
+	ClusterDeadline time.Duration
 }
 
 // Validate reports the first value in cfg that no default repairs. (New
@@ -117,6 +127,7 @@ func (c Config) Validate() error {
 		service.NonNegative("StateReplicas", c.StateReplicas),
 		service.In("Rollups", c.Rollups.Validate()),
 		c.InstanceSnapshots.validate(),
+		c.validateTier(),
 	)
 }
 
@@ -144,7 +155,7 @@ func (c Config) withDefaults() Config {
 	if c.Rollups.MaxAge == 0 {
 		c.Rollups.MaxAge = history.DefaultRollupMaxAge
 	}
-	return c
+	return c.tierDefaults()
 }
 
 // Aggregator merges gateway reports from NATS and publishes one snapshot per
@@ -205,6 +216,12 @@ type Aggregator struct {
 	life service.Lifecycle
 
 	snaps []proto.Snapshot // the tick goroutine's reused buffer
+
+	// TierCluster only (clustertier.go): the merge of the region snapshots,
+	// guarded by mu, and the signal that every region published the second.
+	cluster     *ClusterMerger
+	regionsIn   chan struct{}
+	regionSnaps *prometheus.CounterVec
 }
 
 // New validates cfg and builds an Aggregator; Run starts it. With the
@@ -233,6 +250,10 @@ func New(cfg Config) (*Aggregator, error) {
 		publishLog: logLimiter{every: logEvery},
 		stateLog:   logLimiter{every: logEvery},
 	}
+	if cfg.Tier == TierCluster {
+		a.cluster = NewClusterMerger(cfg.Merge)
+		a.regionsIn = make(chan struct{}, 1)
+	}
 	a.log = a.log.With("id", cfg.ID)
 	a.leader.Store(true)
 	a.book.maxRate = a.merger.cfg.MaxRequestRate
@@ -246,7 +267,7 @@ func New(cfg Config) (*Aggregator, error) {
 	a.js = js
 	if !cfg.LeaderDisabled {
 		lc := cfg.Leader
-		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, LeaseKey, cfg.StateReplicas, cfg.ID
+		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, cfg.leaseKey(), cfg.StateReplicas, cfg.ID
 		lc.Now, lc.Logger, lc.OnChange = cfg.Now, cfg.Logger, a.onLeadership
 		a.elector, err = leader.New(lc)
 		if err != nil {
@@ -308,14 +329,14 @@ func (a *Aggregator) ID() string { return a.cfg.ID }
 func (a *Aggregator) State() State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.merger.State()
+	return a.mergeState()
 }
 
 // Restore replaces the merge state (see Merger.Restore).
 func (a *Aggregator) Restore(s State) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.merger.Restore(s)
+	return a.restoreState(s)
 }
 
 // Run subscribes to reports and to what is published, keeps the history and
@@ -350,17 +371,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	for _, s := range []struct {
-		subject string
-		cb      nats.MsgHandler
-	}{
-		// Published snapshots and rollups first, so that the book knows what
-		// others published before this aggregator can lead.
-		{proto.SnapshotSubjectAll, a.onSnapshot},
-		{proto.RollupSubjectAll, a.onRollup},
-		{proto.InterestSubject, a.onInterest},
-		{proto.ReportSubjectAll, a.onReport},
-	} {
+	for _, s := range a.subscriptions() {
 		sub, err := a.cfg.NATS.Subscribe(s.subject, s.cb)
 		if err != nil {
 			return fmt.Errorf("subscribe to %s: %w", s.subject, err)
@@ -470,13 +481,14 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 	}
 }
 
-// tickLoop ticks on every wall-clock second boundary. The timer is re-armed
-// for the next boundary after each tick, so ticks never drift; a tick that
-// overruns its second skips the boundaries it missed instead of bunching.
-// A change of leadership ticks at once, so that a new leader publishes the
-// current second without waiting for the next.
+// tickLoop ticks on every wall-clock second boundary (TierCluster: see
+// clustertier.go). The timer is re-armed for the next boundary after each
+// tick, so ticks never drift; a tick that overruns its second skips the
+// boundaries it missed instead of bunching. A change of leadership ticks at
+// once, so that a new leader publishes the current second without waiting
+// for the next.
 func (a *Aggregator) tickLoop(ctx context.Context) {
-	timer := time.NewTimer(a.untilNextSecond())
+	timer := time.NewTimer(a.untilTick())
 	defer timer.Stop()
 	last := int64(-1 << 63)
 	for {
@@ -484,8 +496,14 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.nudge:
-			a.tick(ctx, a.cfg.Now())
+			if now := a.cfg.Now(); a.nudgeTicks(now, last) {
+				a.tick(ctx, now)
+			}
 			continue
+		case <-a.regionsIn: // nil but for TierCluster
+			if a.cfg.Now().Unix() == last {
+				continue // a late region of a second already ticked
+			}
 		case <-timer.C:
 		}
 		now := a.cfg.Now()
@@ -493,7 +511,7 @@ func (a *Aggregator) tickLoop(ctx context.Context) {
 			last = sec
 			a.tick(ctx, now)
 		}
-		timer.Reset(a.untilNextSecond())
+		timer.Reset(a.untilTick())
 	}
 }
 

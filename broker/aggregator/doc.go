@@ -27,6 +27,12 @@
 //     and never from the future, and never holds implausible counters.
 //   - Rollup (rollup.go) is the pure per-minute rollup computation;
 //     rollupstream.go keeps the stream that holds the rollups.
+//   - Sharding (tier.go, clustermerge.go, clustertier.go): Config.Tier
+//     TierRegion makes the aggregator one region shard, merging only the
+//     reports of Config.Regions and publishing their region and instance
+//     scopes; TierCluster merges the published region snapshots into the
+//     cluster snapshot with a ClusterMerger, exactly as the single tier
+//     (TierAll, the default) would. See "Sharding" below.
 //   - The gateway collector (exporter.go, exporter_native.go) relays each
 //     instance's raw counters to Prometheus at scrape time, its latency
 //     histogram as classic and native buckets.
@@ -93,6 +99,25 @@
 //     on the time of day, but a new leader whose clock is behind the old one's
 //     skips the seconds the old one already published.
 //
+// # Sharding
+//
+// Each tier elects its own leader and persists its own state: the single
+// tier under LeaseKey and StateKey, a region shard under keys derived from
+// its sorted region set, the cluster tier under "aggregator.cluster" and
+// "merge.cluster" (see Config.leaseKey). Every tier follows only the
+// snapshots and rollups of the scopes it publishes, so that its book,
+// adoption and live-only yielding see no other tier's publisher.
+//
+// The cluster tier's exactness rests on the single tier's merge adding
+// every report's delta to the cluster and to one region alike: its
+// cumulative counters are the sum of the regions', its window samples the
+// summed (duration sum, count), its tick histogram the sum of the regions'
+// tick histograms (see ClusterMerger). It publishes second T once every
+// region seen within StaleAfter has published T, or at T +
+// Config.ClusterDeadline; a region missing then counts with its latest
+// snapshot, so cluster totals never decrease across a shard failover, and
+// the book keeps them from decreasing across a cluster-tier failover.
+//
 // # Rollups
 //
 // Every aggregator builds each scope's 1-minute rollup (see Rollup) from the
@@ -103,7 +128,8 @@
 //
 // # Concurrency
 //
-// A Merger is not safe for concurrent use; its owner serialises calls. The
+// A Merger (and a ClusterMerger) is not safe for concurrent use; its owner
+// serialises calls. The
 // Aggregator owns one Merger and guards it, and the replay buffer, with a
 // mutex held only while a report is applied or snapshots and state are copied
 // out, never while encoding or publishing, so publishing never stalls report

@@ -57,7 +57,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 		st      *State
 		corrupt error
 	)
-	data, rev, gen, err := getState(ctx, a.stateKV)
+	data, rev, gen, err := getState(ctx, a.stateKV, a.cfg.stateKey())
 	switch {
 	case errors.Is(err, errNoState):
 	case errors.Is(err, ErrInvalidState):
@@ -75,7 +75,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 
 	a.mu.Lock()
 	if st != nil {
-		if err := a.merger.Restore(*st); err != nil {
+		if err := a.restoreState(*st); err != nil {
 			corrupt = err
 		}
 	}
@@ -103,7 +103,7 @@ func (a *Aggregator) takeOver(ctx context.Context) error {
 	return nil
 }
 
-// writeState persists the merge state under StateKey, compare-and-set on the
+// writeState persists the merge state under its key (StateKey by default), compare-and-set on the
 // revision this leader last read or wrote: if another aggregator wrote in
 // between, this one is no longer the only leader it thinks it is, so it
 // stops publishing and, if it still holds the lease, takes over again from
@@ -119,7 +119,7 @@ func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, stateWriteTimeout)
 	defer cancel()
-	rev, gen, err := putState(ctx, a.stateKV, data, a.stateRev, chunkSizeFor(a.cfg.NATS.MaxPayload()), stateWriter(a.cfg.ID), a.stateGen)
+	rev, gen, err := putState(ctx, a.stateKV, a.cfg.stateKey(), data, a.stateRev, chunkSizeFor(a.cfg.NATS.MaxPayload()), stateWriter(a.cfg.ID), a.stateGen)
 	switch {
 	case err == nil:
 		a.stateRev, a.stateGen = rev, gen
@@ -152,7 +152,7 @@ func (a *Aggregator) handOver() {
 	defer cancel()
 	if a.active.Load() && a.elector.Leading() {
 		a.mu.Lock()
-		st := a.merger.State()
+		st := a.mergeState()
 		a.mu.Unlock()
 		a.stateMu.Lock()
 		a.writeState(ctx, &st)

@@ -44,7 +44,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		decodeErrors: counter("report_decode_errors_total", "Gateway report messages that could not be decoded or failed validation."),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "reports_rejected_total",
-			Help: "Decoded reports refused, by reason: subject_mismatch (payload names another instance or region than its subject), counter_jump, seq_gap, future_start, overflow, invalid, max_instances, max_regions. Nothing of a refused report is merged.",
+			Help: "Decoded reports refused, by reason: subject_mismatch (payload names another instance or region than its subject), counter_jump, seq_gap, future_start, overflow, invalid, max_instances, max_regions, region_not_in_shard (a region shard's report of another region). Nothing of a refused report is merged.",
 		}, []string{"reason"}),
 		duplicates:    counter("report_duplicates_total", "Reports ignored as duplicate, reordered, or late from an instance's previous boot."),
 		resetBoot:     resets.WithLabelValues("boot"),
@@ -73,6 +73,9 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 	}
 	for r := RejectInvalid; r <= RejectSubject; r++ {
 		m.rejected.WithLabelValues(r.String()) // every reason exported from 0
+	}
+	if a.cfg.Tier == TierRegion {
+		m.rejected.WithLabelValues(RejectShard.String())
 	}
 	m.funcs = []prometheus.Collector{
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -130,6 +133,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		}, func() float64 { return boolFloat(a.streamReady.Load()) }),
 	}
 	m.funcs = append(m.funcs, a.interestCollectors(ns)...)
+	m.funcs = append(m.funcs, a.tierCollectors(ns)...)
 	return m
 }
 

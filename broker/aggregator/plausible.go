@@ -69,9 +69,12 @@ const (
 	// the subject it was published on (checked by the Aggregator, which
 	// sees subjects; NATS permissions bind subjects to credentials).
 	RejectSubject
+	// RejectShard: a region shard (TierRegion) received a report of a
+	// region outside its Config.Regions.
+	RejectShard
 )
 
-var rejectNames = [...]string{"", "invalid", "overflow", "counter_jump", "seq_gap", "future_start", "max_instances", "max_regions", "subject_mismatch"}
+var rejectNames = [...]string{"", "invalid", "overflow", "counter_jump", "seq_gap", "future_start", "max_instances", "max_regions", "subject_mismatch", "region_not_in_shard"}
 
 // String is the reason's metric label.
 func (r Reject) String() string {

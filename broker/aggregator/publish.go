@@ -45,18 +45,18 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	var st State
 	persist := false
 	a.mu.Lock()
-	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
+	snaps := a.snapshotsAt(now)
 	if a.elector != nil {
 		a.replay.prune(now, a.merger.cfg.ForgetAfter)
 		if leading && a.queueState() {
-			st = a.merger.State() // the state these snapshots show
+			st = a.mergeState() // the state these snapshots show
 			persist = true
 		}
 	}
 	a.mu.Unlock()
 	a.metrics.ticks.Inc()
 	if !leading && a.liveOnly.Load() {
-		a.publish(a.snaps, a.instanceFilter(now))
+		a.publish(snaps, a.instanceFilter(now))
 		a.book.close(now)
 		return
 	}
@@ -65,7 +65,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		return
 	}
 	start := time.Now()
-	a.publish(a.snaps, a.instanceFilter(now))
+	a.publish(snaps, a.instanceFilter(now))
 	if persist {
 		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
@@ -176,14 +176,23 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 // aggregator or another. They run on the subscriptions' delivery goroutines.
 // Only what adoptable accepts is adopted (adopt.go).
 func (a *Aggregator) onSnapshot(msg *nats.Msg) {
-	a.noteSnapshotPublisher(msg)
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
+	if a.cfg.Tier == TierAll {
+		a.noteSnapshotPublisher(msg)
+	}
+	s, err := proto.DecodeSnapshot(msg.Data)
+	if err != nil || !a.ownsScope(s.Scope) {
+		return
+	}
+	if a.cfg.Tier != TierAll {
+		a.noteSnapshotPublisher(msg)
+	}
+	if a.adoptable(msg, &s) {
 		a.book.claim(&s)
 	}
 }
 
 func (a *Aggregator) onRollup(msg *nats.Msg) {
-	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.adoptable(msg, &s) {
+	if s, err := proto.DecodeSnapshot(msg.Data); err == nil && a.ownsScope(s.Scope) && a.adoptable(msg, &s) {
 		a.book.rolledUp(&s)
 	}
 }

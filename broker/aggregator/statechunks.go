@@ -52,7 +52,7 @@ type stateManifest struct {
 	SHA256 string `json:"sha256"`
 }
 
-func chunkKey(gen string, i int) string { return StateKey + ".chunk." + gen + "." + strconv.Itoa(i) }
+func chunkKey(key, gen string, i int) string { return key + ".chunk." + gen + "." + strconv.Itoa(i) }
 
 // stateWriter names an aggregator in chunk keys: a digest of its ID, which
 // may hold characters keys do not allow.
@@ -81,7 +81,7 @@ func chunkSizeFor(maxPayload int64) int {
 // this aggregator's stateWriter, prevGen the chunk set StateKey named when
 // it last read or wrote it. It returns StateKey's new revision and the
 // chunk set it now names ("" when unchunked).
-func putState(ctx context.Context, kv jetstream.KeyValue, data []byte, rev uint64, chunkSize int, writer, prevGen string) (uint64, string, error) {
+func putState(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, rev uint64, chunkSize int, writer, prevGen string) (uint64, string, error) {
 	value, gen := data, ""
 	if len(data) > chunkSize {
 		n := (len(data) + chunkSize - 1) / chunkSize
@@ -91,7 +91,7 @@ func putState(ctx context.Context, kv jetstream.KeyValue, data []byte, rev uint6
 		gen = nextGen(writer, prevGen)
 		for i := range n {
 			chunk := data[i*chunkSize : min((i+1)*chunkSize, len(data))]
-			if _, err := kv.Put(ctx, chunkKey(gen, i), chunk); err != nil {
+			if _, err := kv.Put(ctx, chunkKey(key, gen, i), chunk); err != nil {
 				return 0, "", fmt.Errorf("write merge state chunk %d of %d: %w", i+1, n, err)
 			}
 		}
@@ -102,26 +102,26 @@ func putState(ctx context.Context, kv jetstream.KeyValue, data []byte, rev uint6
 		}
 		value = append(append([]byte(nil), chunkMagic...), m...)
 	}
-	newRev, err := kv.Update(ctx, StateKey, value, rev)
+	newRev, err := kv.Update(ctx, key, value, rev)
 	if err != nil {
 		return 0, "", err
 	}
 	if prevGen != "" && !strings.HasPrefix(prevGen, writer+".") {
 		// The first write after taking over from another writer: its
 		// chunks are nobody's now.
-		deleteChunks(ctx, kv, prevGen)
+		deleteChunks(ctx, kv, key, prevGen)
 	}
 	return newRev, gen, nil
 }
 
 // deleteChunks removes another writer's chunk set, best effort: a leftover
 // is garbage nobody reads.
-func deleteChunks(ctx context.Context, kv jetstream.KeyValue, gen string) {
+func deleteChunks(ctx context.Context, kv jetstream.KeyValue, key, gen string) {
 	for i := 0; i < maxChunks; i++ {
-		if err := kv.Purge(ctx, chunkKey(gen, i)); err != nil {
+		if err := kv.Purge(ctx, chunkKey(key, gen, i)); err != nil {
 			return
 		}
-		if _, err := kv.Get(ctx, chunkKey(gen, i+1)); err != nil {
+		if _, err := kv.Get(ctx, chunkKey(key, gen, i+1)); err != nil {
 			return
 		}
 	}
@@ -135,8 +135,8 @@ var errNoState = errors.New("no merge state stored")
 // its chunks. A manifest whose chunks are missing or do not match its size
 // or digest is ErrInvalidState (with the revision, so that the caller may
 // overwrite it).
-func getState(ctx context.Context, kv jetstream.KeyValue) (data []byte, rev uint64, gen string, err error) {
-	entry, err := kv.Get(ctx, StateKey)
+func getState(ctx context.Context, kv jetstream.KeyValue, key string) (data []byte, rev uint64, gen string, err error) {
+	entry, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, "", errNoState
 	}
@@ -153,7 +153,7 @@ func getState(ctx context.Context, kv jetstream.KeyValue) (data []byte, rev uint
 	}
 	data = make([]byte, 0, m.Size)
 	for i := range m.Chunks {
-		e, err := kv.Get(ctx, chunkKey(m.Gen, i))
+		e, err := kv.Get(ctx, chunkKey(key, m.Gen, i))
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil, rev, m.Gen, fmt.Errorf("merge state chunk %d of %d is missing: %w", i+1, m.Chunks, ErrInvalidState)
 		}

@@ -175,7 +175,7 @@ func TestLargeStateIsChunked(t *testing.T) {
 		t.Fatalf("state of %d bytes did not need chunks: test too small", a.stateSize.Load())
 	}
 	read := func() (State, string, error) {
-		data, _, gen, err := getState(ctx, a.stateKV)
+		data, _, gen, err := getState(ctx, a.stateKV, StateKey)
 		if err != nil {
 			return State{}, gen, err
 		}
@@ -196,14 +196,14 @@ func TestLargeStateIsChunked(t *testing.T) {
 	}
 
 	// Another leader's first write removes agg-1's chunks.
-	data, rev, prev, err := getState(ctx, a.stateKV)
+	data, rev, prev, err := getState(ctx, a.stateKV, StateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := putState(ctx, a.stateKV, data, rev, chunkSizeFor(nc.MaxPayload()), stateWriter("agg-2"), prev); err != nil {
+	if _, _, err := putState(ctx, a.stateKV, StateKey, data, rev, chunkSizeFor(nc.MaxPayload()), stateWriter("agg-2"), prev); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.stateKV.Get(ctx, chunkKey(prev, 0)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+	if _, err := a.stateKV.Get(ctx, chunkKey(StateKey, prev, 0)); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("the previous writer's chunk is still there: %v", err)
 	}
 	if got, _, err := read(); err != nil || !reflect.DeepEqual(got, want) {
@@ -211,14 +211,14 @@ func TestLargeStateIsChunked(t *testing.T) {
 	}
 
 	// An altered chunk, then a missing one: invalid, not restored.
-	_, _, gen, _ := getState(ctx, a.stateKV)
-	if _, err := a.stateKV.Put(ctx, chunkKey(gen, 1), []byte("altered")); err != nil {
+	_, _, gen, _ := getState(ctx, a.stateKV, StateKey)
+	if _, err := a.stateKV.Put(ctx, chunkKey(StateKey, gen, 1), []byte("altered")); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := read(); !errors.Is(err, ErrInvalidState) {
 		t.Fatalf("altered chunk: %v, want ErrInvalidState", err)
 	}
-	if err := a.stateKV.Purge(ctx, chunkKey(gen, 0)); err != nil {
+	if err := a.stateKV.Purge(ctx, chunkKey(StateKey, gen, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := read(); !errors.Is(err, ErrInvalidState) || !strings.Contains(err.Error(), "missing") {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"strings"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/meridian-metrics/meridian/broker/aggregator"
 	"github.com/meridian-metrics/meridian/broker/history"
 	"github.com/meridian-metrics/meridian/broker/leader"
 	"github.com/meridian-metrics/meridian/broker/natsauth"
+	"github.com/meridian-metrics/meridian/proto"
 )
 
 func aggregatorCommand() *cli.Command {
@@ -14,6 +17,8 @@ func aggregatorCommand() *cli.Command {
 		cfg              aggregator.Config
 		natsC            natsClientConfig
 		admin, instSnaps string
+		tier             string
+		regions          cli.StringSlice
 	)
 	return &cli.Command{
 		Name:  "aggregator",
@@ -24,6 +29,8 @@ func aggregatorCommand() *cli.Command {
 			"MERIDIAN_LEADER), the others follow hot and take over with the persisted merge state\n" +
 			"(MERIDIAN_STATE). Serves /metrics (its own), /metrics/gateways (every gateway instance with\n" +
 			"instance and region labels; the leader only), /healthz and /readyz.\n" +
+			"Sharded (see README, Sharding): --tier region --regions eu,us merges only those regions' reports\n" +
+			"(one HA shard per region set); --tier cluster merges the region snapshots into the cluster's.\n" +
 			portsNote("--listen (default "+defaultAggregatorAdminListen+")"),
 		Flags: bindEnv(append([]cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: defaultAggregatorAdminListen, Usage: "address for /metrics, /metrics/gateways, /healthz, /readyz", Destination: &admin},
@@ -41,12 +48,18 @@ func aggregatorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 			&cli.IntFlag{Name: "max-instances", Value: aggregator.DefaultMaxInstances, Usage: "cap on tracked gateway instances; reports of new ones beyond it are rejected (metric reason max_instances)", Destination: &cfg.Merge.MaxInstances},
 			&cli.IntFlag{Name: "max-regions", Value: aggregator.DefaultMaxRegions, Usage: "cap on tracked regions; reports naming new ones beyond it are rejected (reason max_regions)", Destination: &cfg.Merge.MaxRegions},
+			&cli.StringFlag{Name: "tier", Value: string(aggregator.TierAll), Usage: "all (every report, every scope), region (only --regions: their region and instance scopes) or cluster (the cluster scope, from the region snapshots)", Destination: &tier},
+			&cli.StringSliceFlag{Name: "regions", Usage: "with --tier region: the regions of this shard, e.g. eu,us (every aggregator of the shard lists the same)", Destination: &regions},
+			&cli.DurationFlag{Name: "cluster-deadline", Value: aggregator.DefaultClusterDeadline, Usage: "with --tier cluster: how long after a second to wait for region snapshots before publishing the cluster's with what arrived", Destination: &cfg.ClusterDeadline},
 			&cli.Int64Flag{Name: "max-request-rate", Value: aggregator.DefaultMaxRequestRate, Usage: "most requests per second one instance may plausibly count; faster-growing reports are rejected (reason counter_jump)", Destination: &cfg.Merge.MaxRequestRate},
 		}, natsClientFlags(&natsC)...)),
 		Action: func(c *cli.Context) error {
 			var err error
 			if cfg.InstanceSnapshots, err = aggregator.ParseInstanceSnapshots(instSnaps); err != nil {
 				return usageError("--instance-snapshots: %v", err)
+			}
+			if err := tierFlags(&cfg, tier, regions.Value()); err != nil {
+				return err
 			}
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
@@ -78,8 +91,30 @@ func aggregatorCommand() *cli.Command {
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
 			g.Go(func() error { return serveListener(ctx, adminLn, mux, log) })
-			log.Info("aggregator running", "id", agg.ID(), "nats", natsC.URL, "listen", admin)
+			log.Info("aggregator running", "id", agg.ID(), "nats", natsC.URL, "listen", admin, "tier", cfg.Tier, "regions", cfg.Regions)
 			return g.Wait()
 		},
 	}
+}
+
+// tierFlags sets the tier and its regions, refusing a combination that
+// does not shard with a usage error naming the flags.
+func tierFlags(cfg *aggregator.Config, tier string, regions []string) error {
+	t, err := aggregator.ParseTier(tier)
+	if err != nil {
+		return usageError("--tier: %v", err)
+	}
+	switch {
+	case t == aggregator.TierRegion && len(regions) == 0:
+		return usageError("--tier region needs --regions (the regions of this shard, e.g. --regions eu,us)")
+	case t != aggregator.TierRegion && len(regions) > 0:
+		return usageError("--regions %s: only with --tier region", strings.Join(regions, ","))
+	}
+	for _, r := range regions {
+		if err := proto.ValidateToken("region", r); err != nil {
+			return usageError("--regions: %v", err)
+		}
+	}
+	cfg.Tier, cfg.Regions = t, regions
+	return nil
 }

@@ -131,6 +131,11 @@ func TestExitCodes(t *testing.T) {
 			"--listen", "127.0.0.1:0", "--admin-listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "--admin-listen"},
 		{"gateway proxy port taken", []string{"meridian", "gateway", "--upstream", "http://x", "--region", "eu", "--instance", "a",
 			"--listen", taken.Addr().String(), "--admin-listen", "127.0.0.1:0", "--nats-url", noNATS}, 1, "address already in use"},
+		{"aggregator regions without region tier", []string{"meridian", "aggregator", "--regions", "eu", "--nats-url", noNATS}, 2, "--regions eu: only with --tier region"},
+		{"aggregator region tier without regions", []string{"meridian", "aggregator", "--tier", "region", "--nats-url", noNATS}, 2, "--tier region needs --regions"},
+		{"aggregator bad region", []string{"meridian", "aggregator", "--tier", "region", "--regions", "eu,us.west", "--nats-url", noNATS}, 2, `--regions: region "us.west" has character '.'`},
+		{"aggregator bad tier", []string{"meridian", "aggregator", "--tier", "edge", "--nats-url", noNATS}, 2, `--tier: tier "edge": want all, region or cluster`},
+		{"aggregator cluster deadline", []string{"meridian", "aggregator", "--tier", "cluster", "--cluster-deadline", "2s", "--nats-url", noNATS}, 2, "ClusterDeadline 2s"},
 		{"aggregator admin port taken", []string{"meridian", "aggregator", "--listen", taken.Addr().String(), "--nats-url", noNATS}, 1, "address already in use"},
 		{"nats metrics port taken", []string{"meridian", "nats", "--listen", "127.0.0.1:0", "--metrics-listen", taken.Addr().String(),
 			"--data-dir", t.TempDir()}, 1, "--metrics-listen"},
@@ -159,4 +164,15 @@ func lastLines(s string) string {
 		return s[i:]
 	}
 	return s
+}
+
+// The tier flags read MERIDIAN_TIER and MERIDIAN_REGIONS like every flag.
+func TestAggregatorTierEnv(t *testing.T) {
+	t.Setenv("MERIDIAN_TIER", "cluster")
+	t.Setenv("MERIDIAN_REGIONS", "eu,us")
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"meridian", "aggregator", "--nats-url", "nats://127.0.0.1:1"}, &out, &errOut)
+	if want := "--regions eu,us: only with --tier region"; code != 2 || !strings.Contains(errOut.String(), want) {
+		t.Fatalf("exit %d, stderr %q; want 2 and %q", code, errOut.String(), want)
+	}
 }
