@@ -53,20 +53,22 @@ func TestBenchScaleSmall(t *testing.T) {
 	}
 }
 
-// TestBenchScaleNATSCluster runs the harness against three NATS processes
+// TestBenchScaleShardedOnNATSCluster runs the sharded design (two region
+// shards and a cluster tier, two aggregators each) on three NATS processes
 // routed on loopback, the streams at three replicas and the roles spread
-// over the nodes: every node carries load and is measured, and the figures
-// are sane. One aggregator, so that no failover adds to the CI budget (the
-// single-node test covers it).
-func TestBenchScaleNATSCluster(t *testing.T) {
+// over the nodes: every node and group is measured, each shard received
+// only its regions' reports and the cluster tier none, a region shard's and
+// then the cluster tier's leader were replaced, and the cluster and region
+// totals ended exact.
+func TestBenchScaleShardedOnNATSCluster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts five processes")
+		t.Skip("starts ten processes")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rep, err := scale.Run(ctx, scale.Config{
 		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
-		Warmup: 2 * time.Second, Duration: 3 * time.Second, Aggregators: 1, NATSNodes: 3,
+		Warmup: 2 * time.Second, Duration: 3 * time.Second, Aggregators: 2, NATSNodes: 3, Shards: 2,
 		Subscribers: 6, FollowedInstances: -1,
 	})
 	if err != nil {
@@ -83,6 +85,15 @@ func TestBenchScaleNATSCluster(t *testing.T) {
 	if len(rep.NATSPerNode) != 3 || rep.HistoryReplicas != 3 || rep.Subscribers.FollowedInstances != 0 || rep.DuePerS != 1+3 {
 		t.Fatalf("nodes %d, replicas %d, followed instances %d, due %.0f/s: want 3 nodes, R3, none followed, 4 due",
 			len(rep.NATSPerNode), rep.HistoryReplicas, rep.Subscribers.FollowedInstances, rep.DuePerS)
+	}
+	var keys []string
+	for _, s := range rep.State {
+		keys = append(keys, s.Key)
+	}
+	if len(rep.Groups) != 3 || len(rep.Failovers) != 2 || rep.Failovers[0].Group != "shard-1" || rep.Failovers[1].Group != "cluster-tier" ||
+		strings.Join(keys, " ") != "merge.cluster merge.region.r0.r2 merge.region.r1" {
+		t.Fatalf("groups %d, failovers %+v, state keys %v: want two shards and the cluster tier, each failed over once, each with its state",
+			len(rep.Groups), rep.Failovers, keys)
 	}
 }
 

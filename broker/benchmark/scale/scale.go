@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,8 +103,9 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	// ready: until then the aggregators publish live only and retry
 	// creating the streams. Measure from when history is kept and every
 	// group has a leader.
-	if err := waitFor(ctx, cfg.ReadyWait, func() bool { return cl.settled(ctx, js) }); err != nil {
-		return Report{}, fmt.Errorf("wait for the history stream and a leader of every group: %w", err)
+	var missing string
+	if err := waitFor(ctx, cfg.ReadyWait, func() bool { missing = cl.settled(ctx, js); return missing == "" }); err != nil {
+		return Report{}, fmt.Errorf("wait for the history stream and a leader of every group (%s): %w", missing, err)
 	}
 	idle := sample{}
 	if idle.Usage, err = cl.usage(); err != nil {
@@ -226,25 +228,31 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	return rep, nil
 }
 
-// settled reports whether the history stream exists and every group has
-// a leader with its streams ready.
-func (c *cluster) settled(ctx context.Context, js jetstream.JetStream) bool {
+// settled returns "" once the history stream exists and every group has a
+// leader with its streams ready, else what is still missing.
+func (c *cluster) settled(ctx context.Context, js jetstream.JetStream) string {
 	if _, _, err := streamBytes(ctx, js); err != nil {
-		return false
+		return err.Error()
 	}
 	for _, g := range c.groups {
 		led := false
+		var states []string
 		for _, a := range g.aggs {
 			m, err := scrape(ctx, a.admin)
-			if err == nil && m[metricLeader] == 1 && m[metricStreamReady] == 1 {
+			if err != nil {
+				states = append(states, err.Error())
+				continue
+			}
+			if m[metricLeader] == 1 && m[metricStreamReady] == 1 {
 				led = true
 			}
+			states = append(states, fmt.Sprintf("%s leader %.0f, streams ready %.0f", a.name, m[metricLeader], m[metricStreamReady]))
 		}
 		if !led {
-			return false
+			return g.Name + ": " + strings.Join(states, "; ")
 		}
 	}
-	return true
+	return ""
 }
 
 // failoverGroups are the groups whose leader is killed: the single tier,
