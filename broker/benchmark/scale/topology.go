@@ -164,6 +164,27 @@ func (c *cluster) startNATS(ctx context.Context, cfg Config, dir string) error {
 			return err
 		}
 	}
+	if len(c.nodes) == 1 {
+		return nil
+	}
+	// A node is ready once its routes are up; JetStream elects its meta
+	// leader after that. Streams and buckets asked for in between are
+	// retried by the aggregators, but the run starts from a settled
+	// cluster, as a deployment's steady state does.
+	var missing string
+	err := waitFor(ctx, cfg.ReadyWait, func() bool {
+		for _, n := range c.nodes {
+			leader, err := readMetaLeader(ctx, n.mon)
+			if err != nil || leader == "" {
+				missing = fmt.Sprintf("%s: meta leader %q, %v", n.name, leader, err)
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the JetStream meta leader (%s): %w", missing, err)
+	}
 	return nil
 }
 
