@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/bits"
+	"slices"
 	"strconv"
+	"sync"
 )
 
 // HistogramVersion is the version of the histogram encoding this build
@@ -35,6 +37,8 @@ type histWire struct {
 	Spans   [][2]int64 `json:"spans"`
 	Counts  []uint64   `json:"counts"`
 }
+
+var histWirePool = sync.Pool{New: func() any { return new(histWire) }}
 
 // MarshalJSON writes the wire form.
 func (h Histogram) MarshalJSON() ([]byte, error) {
@@ -91,11 +95,20 @@ func (h *Histogram) AppendJSON(dst []byte) []byte {
 // UnmarshalJSON reads the wire form, validating it: keys inside the tracked
 // range and increasing, as many counts as the spans cover, a total count
 // that fits 64 bits, and over not above the top bucket's count.
-func (h *Histogram) UnmarshalJSON(data []byte) error {
-	var w histWire
-	if !parseHistFast(data, &w) {
-		w = histWire{}
-		if err := json.Unmarshal(data, &w); err != nil {
+func (h *Histogram) UnmarshalJSON(data []byte) error { return h.unmarshal(data, nil) }
+
+// unmarshal is UnmarshalJSON appending the buckets to buf[:0] (allocating
+// when buf is nil).
+func (h *Histogram) unmarshal(data []byte, buf []HistBucket) error {
+	// Every report carries a histogram of hundreds of buckets: its spans
+	// and counts are read into pooled buffers, and only the buckets are
+	// allocated, if at all.
+	w := histWirePool.Get().(*histWire)
+	defer histWirePool.Put(w)
+	*w = histWire{Spans: w.Spans[:0], Counts: w.Counts[:0]}
+	if !parseHistFast(data, w) {
+		*w = histWire{}
+		if err := json.Unmarshal(data, w); err != nil {
 			return fmt.Errorf("decode histogram: %v: %w", err, ErrMalformed)
 		}
 	}
@@ -110,21 +123,15 @@ func (h *Histogram) UnmarshalJSON(data []byte) error {
 	if len(w.Counts) > HistSlots-1 || len(w.Spans) > HistSlots-1 {
 		return bad("more than %d buckets", HistSlots-1)
 	}
-	h.Buckets = make([]HistBucket, 0, len(w.Counts)+1)
-	var total uint64
-	add := func(slot int, c uint64) error {
-		if c == 0 {
-			return nil
-		}
-		var carry uint64
-		if total, carry = bits.Add64(total, c, 0); carry != 0 {
-			return bad("total count overflows 64 bits")
-		}
-		h.Buckets = append(h.Buckets, HistBucket{Slot: int32(slot), Count: c})
-		return nil
+	if buf == nil {
+		h.Buckets = make([]HistBucket, 0, len(w.Counts)+1)
+	} else {
+		h.Buckets = slices.Grow(buf[:0], len(w.Counts)+1)
 	}
-	if err := add(0, w.Zero); err != nil {
-		return err
+	var total, carry uint64
+	if w.Zero > 0 {
+		total = w.Zero
+		h.Buckets = append(h.Buckets, HistBucket{Slot: 0, Count: w.Zero})
 	}
 	next, ci := int64(0), 0
 	for i, sp := range w.Spans {
@@ -142,12 +149,17 @@ func (h *Histogram) UnmarshalJSON(data []byte) error {
 		if n > 0 && (start < HistMinKey || start+n-1 > HistMaxKey) {
 			return bad("span %d keys %d..%d outside %d..%d", i, start, start+n-1, HistMinKey, HistMaxKey)
 		}
-		for k := range n {
-			if err := add(KeySlot(int(start+k)), w.Counts[ci]); err != nil {
-				return err
+		slot := int32(KeySlot(int(start)))
+		for _, c := range w.Counts[ci : ci+int(n)] {
+			if c > 0 {
+				if total, carry = bits.Add64(total, c, carry); carry != 0 {
+					return bad("total count overflows 64 bits")
+				}
+				h.Buckets = append(h.Buckets, HistBucket{Slot: slot, Count: c})
 			}
-			ci++
+			slot++
 		}
+		ci += int(n)
 		next = start + n
 	}
 	if ci != len(w.Counts) {

@@ -144,8 +144,28 @@ func (p *fastJSON) int() (int64, bool) {
 	if !ok {
 		return 0, false
 	}
+	if len(d) <= 18 { // cannot overflow
+		neg := d[0] == '-'
+		if neg {
+			d = d[1:]
+		}
+		n := int64(decimal(d))
+		if neg {
+			n = -n
+		}
+		return n, true
+	}
 	n, err := strconv.ParseInt(string(d), 10, 64)
 	return n, err == nil
+}
+
+// decimal is the value of at most 19 decimal digits.
+func decimal(d []byte) uint64 {
+	var n uint64
+	for _, c := range d {
+		n = n*10 + uint64(c-'0')
+	}
+	return n
 }
 
 func (p *fastJSON) intInto(dst *int64) bool {
@@ -158,6 +178,9 @@ func (p *fastJSON) uint() (uint64, bool) {
 	d, ok := p.digits()
 	if !ok || len(d) > 0 && d[0] == '-' {
 		return 0, false
+	}
+	if len(d) <= 19 { // cannot overflow
+		return decimal(d), true
 	}
 	n, err := strconv.ParseUint(string(d), 10, 64)
 	return n, err == nil

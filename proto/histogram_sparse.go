@@ -1,6 +1,9 @@
 package proto
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // HistBucket is one non-empty bucket of a sparse Histogram.
 type HistBucket struct {
@@ -40,6 +43,11 @@ func (h *Histogram) Delta(prev *Histogram, dst []HistBucket) (d Histogram, ok bo
 	if h.Over < prev.Over {
 		return Histogram{}, false
 	}
+	if dst == nil {
+		// Sized exactly: a report's delta is a few dozen of its hundreds
+		// of buckets, and growing by appends would copy it several times.
+		dst = make([]HistBucket, 0, h.deltaLen(prev))
+	}
 	out := dst[:0]
 	i := 0
 	for _, p := range prev.Buckets {
@@ -57,6 +65,28 @@ func (h *Histogram) Delta(prev *Histogram, dst []HistBucket) (d Histogram, ok bo
 	}
 	out = append(out, h.Buckets[i:]...)
 	return Histogram{Buckets: out, Over: h.Over - prev.Over}, true
+}
+
+// deltaLen is how many buckets h − prev has (a bound when prev is not
+// below h).
+func (h *Histogram) deltaLen(prev *Histogram) int {
+	n, i := 0, 0
+	for _, p := range prev.Buckets {
+		for i < len(h.Buckets) && h.Buckets[i].Slot < p.Slot {
+			n++
+			i++
+		}
+		if i == len(h.Buckets) {
+			break
+		}
+		if h.Buckets[i].Slot == p.Slot {
+			if h.Buckets[i].Count != p.Count {
+				n++
+			}
+			i++
+		}
+	}
+	return n + len(h.Buckets) - i
 }
 
 // Clone returns a deep copy.
@@ -106,6 +136,17 @@ func (d *DenseHist) Add(h *Histogram) {
 		d.n += b.Count
 	}
 	d.over += h.Over
+}
+
+// Sub subtracts h's counts, which an earlier Add added: d then holds what
+// it would hold had h never been added. Scans and Reset still cover the
+// slots h touched, which read as empty.
+func (d *DenseHist) Sub(h *Histogram) {
+	for _, b := range h.Buckets {
+		d.counts[b.Slot] -= b.Count
+		d.n -= b.Count
+	}
+	d.over -= h.Over
 }
 
 // Observe adds one duration, as a gateway's Recorder records it.
@@ -194,4 +235,60 @@ func (h *Histogram) Merged(o *Histogram) Histogram {
 	}
 	out = append(append(out, a...), b...)
 	return Histogram{Buckets: out, Over: h.Over + o.Over}
+}
+
+// AddInPlace adds o's counts to h, modifying h's buckets in place: h must
+// own them (not share them with another histogram). Merging into spare
+// capacity from the back, it allocates only when o brings more new slots
+// than h has room for, and then leaves a quarter of headroom, so a
+// histogram that keeps taking similar ones soon stops allocating.
+func (h *Histogram) AddInPlace(o *Histogram) {
+	h.Over += o.Over
+	// Mostly every slot of o is in h already: add in place until one is not.
+	i := 0
+	for k, b := range o.Buckets {
+		for i < len(h.Buckets) && h.Buckets[i].Slot < b.Slot {
+			i++
+		}
+		if i == len(h.Buckets) || h.Buckets[i].Slot != b.Slot {
+			h.mergeFrom(o.Buckets[k:], i)
+			return
+		}
+		h.Buckets[i].Count += b.Count
+	}
+}
+
+// mergeFrom merges ob, whose slots are all above h's first i, into h.
+func (h *Histogram) mergeFrom(ob []HistBucket, i int) {
+	fresh := 0
+	for _, b := range ob {
+		for i < len(h.Buckets) && h.Buckets[i].Slot < b.Slot {
+			i++
+		}
+		if i == len(h.Buckets) || h.Buckets[i].Slot != b.Slot {
+			fresh++
+		}
+	}
+	n := len(h.Buckets) + fresh
+	if n > cap(h.Buckets) {
+		h.Buckets = slices.Grow(h.Buckets, n+n/4-len(h.Buckets))
+	}
+	a := h.Buckets[:len(h.Buckets)]
+	out := h.Buckets[:n]
+	j, k := len(a)-1, len(ob)-1
+	for w := n - 1; k >= 0; w-- {
+		switch {
+		case j >= 0 && a[j].Slot > ob[k].Slot:
+			out[w] = a[j]
+			j--
+		case j >= 0 && a[j].Slot == ob[k].Slot:
+			out[w] = HistBucket{Slot: a[j].Slot, Count: a[j].Count + ob[k].Count}
+			j--
+			k--
+		default:
+			out[w] = ob[k]
+			k--
+		}
+	}
+	h.Buckets = out
 }

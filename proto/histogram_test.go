@@ -252,3 +252,32 @@ func FuzzDecodeHistogram(f *testing.F) {
 		h.Quantiles(LatencyQuantiles[:], q)
 	})
 }
+
+// AddInPlace gives what Merged gives, whatever room the receiver has, and
+// leaves the added histogram alone.
+func TestHistogramAddInPlaceEqualsMerged(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	random := func() Histogram {
+		var d DenseHist
+		for range r.IntN(30) {
+			d.AddSlot(r.IntN(HistSlots), uint64(1+r.IntN(9)), 0)
+		}
+		return d.AppendSparse(nil)
+	}
+	var acc Histogram
+	for i := range 2000 {
+		o := random()
+		oCopy := o.Clone()
+		want := acc.Merged(&o)
+		acc.AddInPlace(&o)
+		if !slices.Equal(acc.Buckets, want.Buckets) || acc.Over != want.Over {
+			t.Fatalf("step %d: %v, want %v", i, acc, want)
+		}
+		if !slices.Equal(o.Buckets, oCopy.Buckets) {
+			t.Fatalf("step %d: the added histogram changed", i)
+		}
+		if r.IntN(50) == 0 {
+			acc = Histogram{}
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package proto
 
 import (
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -145,4 +147,73 @@ func TestLatencyBucket(t *testing.T) {
 			t.Errorf("LatencyBucket(%v) = %d, want %d", tc.d, got, tc.want)
 		}
 	}
+}
+
+// decodeReportJSON is DecodeReport by encoding/json alone, as before the
+// fast path.
+func decodeReportJSON(data []byte) (Report, error) {
+	r, err := decodeVersioned[Report]("report", data, maxReportSize, ReportVersion)
+	if err == nil && r.LatencyHistogram != nil && !r.LatencyHistogram.Supported() {
+		r.LatencyHistogram = nil
+	}
+	return r, err
+}
+
+// FuzzDecodeReportFast is differential: whenever the fast parser accepts
+// an input, encoding/json must accept it too and read exactly the same
+// report; and DecodeReport must give the same report or the same error as
+// encoding/json alone.
+func FuzzDecodeReportFast(f *testing.F) {
+	r := validReport()
+	data, _ := r.Encode()
+	f.Add(data)
+	h := histOf([]time.Duration{time.Millisecond, time.Second, 2 * time.Minute})
+	r.LatencyHistogram = &h
+	r.Final = true
+	data, _ = r.Encode()
+	f.Add(data)
+	f.Add([]byte(`{"v":1}`))
+	f.Add([]byte(` { "v" : 2 , "seq" : 1 } `))
+	f.Add([]byte(`{"v":1,"instance":"a\u0062","latency_hist":{"v":2}}`))
+	f.Add([]byte(`{"v":1,"latency_buckets":[],"time":"2024-01-01T00:00:00+01:00","final":false,"latency_hist":{}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var fast Report
+		if parseReportFast(data, &fast) {
+			var slow Report
+			if err := json.Unmarshal(data, &slow); err != nil {
+				t.Fatalf("fast parser accepted what encoding/json rejects (%v): %q", err, data)
+			}
+			if !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast %+v\nslow %+v\nof %q", fast, slow, data)
+			}
+		}
+		got, gotErr := DecodeReport(data)
+		want, wantErr := decodeReportJSON(data)
+		if (gotErr == nil) != (wantErr == nil) || gotErr != nil && gotErr.Error() != wantErr.Error() {
+			t.Fatalf("error %v, want %v, of %q", gotErr, wantErr, data)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("report %+v\nwant %+v\nof %q", got, want, data)
+		}
+		// A decoder reusing its histogram across inputs reads the same.
+		reused, reusedErr := fuzzDecoder.Decode(data)
+		if (reusedErr == nil) != (gotErr == nil) || !reflect.DeepEqual(normalHist(reused), normalHist(got)) {
+			t.Fatalf("decoder %+v, %v\nwant %+v, %v\nof %q", reused, reusedErr, got, gotErr, data)
+		}
+	})
+}
+
+var fuzzDecoder ReportDecoder
+
+// normalHist drops the spare capacity a reused histogram has, which
+// DeepEqual does not see anyway, and its identity.
+func normalHist(r Report) Report {
+	if r.LatencyHistogram != nil {
+		h := r.LatencyHistogram.Clone()
+		if len(h.Buckets) == 0 {
+			h.Buckets = nil
+		}
+		r.LatencyHistogram = &h
+	}
+	return r
 }

@@ -25,7 +25,22 @@ const (
 	RollupSubjectPrefix = "meridian.rollup"
 	RollupSubjectAll    = RollupSubjectPrefix + ".>"
 	RollupStream        = "MERIDIAN_ROLLUPS"
+
+	// Refill: snapshots published live while JetStream had no quorum are
+	// written to the history afterwards on meridian.refill.snapshot.<scope>.
+	// HistoryStream stores them under their snapshot subject (a stream
+	// subject transform), so history readers find them where they belong,
+	// while live subscribers of the snapshot subjects never see an old
+	// second arrive late.
+	RefillSubjectPrefix = "meridian.refill.snapshot"
+	RefillSubjectAll    = RefillSubjectPrefix + ".>"
 )
+
+// RefillSubject is the subject a snapshot of scope s is refilled into the
+// history on (see RefillSubjectPrefix).
+func RefillSubject(s Scope) string {
+	return RefillSubjectPrefix + "." + s.String()
+}
 
 // RollupSubject is the subject the one-minute rollups of scope s go to.
 func RollupSubject(s Scope) string {

@@ -105,6 +105,15 @@ type Config struct {
 	// second: by default (InstanceSnapshotsOnDemand) only those an edge
 	// follows; see interest.go.
 	InstanceSnapshots InstanceSnapshots
+	// RefillWindow is how much of what an aggregator publishes live-only
+	// during a JetStream outage it keeps to write into the history when the
+	// store recovers (refill.go): the newest RefillWindow; older seconds are
+	// dropped and counted, and the history keeps their gap. Default
+	// DefaultRefillWindow, at most MaxRefillWindow.
+	RefillWindow time.Duration
+	// RefillBytes bounds the memory of that buffer (encoded snapshots and
+	// rollups). Default DefaultRefillBytes.
+	RefillBytes int
 
 	// Tier, Regions and ClusterDeadline shard the merge (see tier.go): the
 	// zero Tier is TierAll, one aggregator tier merging every report.
@@ -127,6 +136,9 @@ func (c Config) Validate() error {
 		service.NonNegative("StateReplicas", c.StateReplicas),
 		service.In("Rollups", c.Rollups.Validate()),
 		c.InstanceSnapshots.validate(),
+		service.NonNegative("RefillWindow", c.RefillWindow),
+		refillWindowCap(c.RefillWindow),
+		service.NonNegative("RefillBytes", c.RefillBytes),
 		c.validateTier(),
 	)
 }
@@ -155,6 +167,8 @@ func (c Config) withDefaults() Config {
 	if c.Rollups.MaxAge == 0 {
 		c.Rollups.MaxAge = history.DefaultRollupMaxAge
 	}
+	service.Default(&c.RefillWindow, DefaultRefillWindow)
+	service.Default(&c.RefillBytes, DefaultRefillBytes)
 	return c.tierDefaults()
 }
 
@@ -184,9 +198,12 @@ type Aggregator struct {
 	replay  *replayBuffer
 	book    *book // what was published, by anyone; has its own lock
 
-	// liveOnly and yieldUntil (Unix ns): see liveonly.go.
+	// liveOnly and yieldUntil (Unix ns): see liveonly.go. gap holds what
+	// was published live-only for the refill (refill.go).
 	liveOnly   atomic.Bool
 	yieldUntil atomic.Int64
+	gap        *gapBuffer
+	refillKick chan struct{} // capacity 1: the store works and gap holds something
 
 	interest    *interestTable // instances the edges follow; has its own lock
 	interestBad prometheus.Counter
@@ -212,6 +229,9 @@ type Aggregator struct {
 	rejectLog  logLimiter
 	publishLog logLimiter
 	stateLog   logLimiter
+	refillLog  logLimiter
+	// refilledLog spaces the "history refilled" lines (refill.go).
+	refilledLog logLimiter
 
 	life service.Lifecycle
 
@@ -236,19 +256,23 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	cfg = cfg.withDefaults()
 	a := &Aggregator{
-		cfg:        cfg,
-		log:        cfg.Logger.With("component", "aggregator"),
-		merger:     NewMerger(cfg.Merge),
-		recheck:    make(chan struct{}, 1),
-		nudge:      make(chan struct{}, 1),
-		replay:     newReplayBuffer(),
-		book:       newBook(),
-		interest:   newInterestTable(),
-		stateQ:     make(chan State, 1),
-		decodeLog:  logLimiter{every: logEvery},
-		rejectLog:  logLimiter{every: logEvery},
-		publishLog: logLimiter{every: logEvery},
-		stateLog:   logLimiter{every: logEvery},
+		cfg:         cfg,
+		log:         cfg.Logger.With("component", "aggregator"),
+		merger:      NewMerger(cfg.Merge),
+		recheck:     make(chan struct{}, 1),
+		nudge:       make(chan struct{}, 1),
+		replay:      newReplayBuffer(),
+		book:        newBook(),
+		interest:    newInterestTable(),
+		stateQ:      make(chan State, 1),
+		decodeLog:   logLimiter{every: logEvery},
+		rejectLog:   logLimiter{every: logEvery},
+		publishLog:  logLimiter{every: logEvery},
+		stateLog:    logLimiter{every: logEvery},
+		refillLog:   logLimiter{every: time.Minute},
+		refilledLog: logLimiter{every: time.Minute},
+		gap:         newGapBuffer(cfg.RefillWindow, cfg.RefillBytes),
+		refillKick:  make(chan struct{}, 1),
 	}
 	if cfg.Tier == TierCluster {
 		a.cluster = NewClusterMerger(cfg.Merge)
@@ -396,9 +420,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	var writer sync.WaitGroup
 	if a.elector != nil {
 		writer.Go(func() { a.stateLoop(ctx) })
+		writer.Go(func() { a.refillLoop(ctx) })
 	}
 	a.tickLoop(ctx)
-	writer.Wait() // tickLoop returned: ctx ended, so has stateLoop
+	writer.Wait() // tickLoop returned: ctx ended, so have stateLoop and refillLoop
 
 	// Stop intake, so that the last state holds every report applied.
 	for _, sub := range subs {
@@ -445,7 +470,11 @@ func (a *Aggregator) Shutdown(ctx context.Context) error {
 // report of each instance carries its cumulative counters.
 func (a *Aggregator) onReport(msg *nats.Msg) {
 	a.metrics.received.Inc()
-	r, err := proto.DecodeReport(msg.Data)
+	// A decoder per delivery goroutine (reused histogram buckets): the
+	// merger and the replay buffer copy out what they keep.
+	dec := reportDecoders.Get().(*proto.ReportDecoder)
+	defer reportDecoders.Put(dec)
+	r, err := dec.Decode(msg.Data)
 	if err != nil {
 		a.metrics.decodeErrors.Inc()
 		if ok, suppressed := a.decodeLog.allow(a.cfg.Now()); ok {
@@ -480,6 +509,8 @@ func (a *Aggregator) onReport(msg *nats.Msg) {
 		a.log.Debug("new gateway instance", "instance", r.Instance, "region", r.Region)
 	}
 }
+
+var reportDecoders = sync.Pool{New: func() any { return new(proto.ReportDecoder) }}
 
 // tickLoop ticks on every wall-clock second boundary (TierCluster: see
 // clustertier.go). The timer is re-armed for the next boundary after each
@@ -531,16 +562,32 @@ type logLimiter struct {
 	suppressed int
 }
 
+// allowQuiet reports whether to log now, without counting a line withheld:
+// for a caller that says what it withheld in its next line.
+func (l *logLimiter) allowQuiet(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.passLocked(now)
+}
+
 // allow reports whether to log now, and how many lines were suppressed
 // since the last one.
 func (l *logLimiter) allow(now time.Time) (bool, int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < l.every && now.Sub(l.last) >= 0 {
+	if !l.passLocked(now) {
 		l.suppressed++
 		return false, 0
 	}
 	n := l.suppressed
-	l.last, l.suppressed = now, 0
+	l.suppressed = 0
 	return true, n
+}
+
+func (l *logLimiter) passLocked(now time.Time) bool {
+	if !l.last.IsZero() && now.Sub(l.last) < l.every && now.Sub(l.last) >= 0 {
+		return false
+	}
+	l.last = now
+	return true
 }

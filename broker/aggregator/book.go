@@ -35,6 +35,20 @@ type book struct {
 	// maxRate bounds the counters held (see plausibleHold); 0: no bound.
 	maxRate int64
 	refused uint64 // holds refused as implausible
+	key     []byte // claim's scratch
+}
+
+// appendScopeKey appends scope.String().
+func appendScopeKey(dst []byte, scope proto.Scope) []byte {
+	switch scope.Kind {
+	case proto.ScopeRegion:
+		dst = append(dst, "region."...)
+	case proto.ScopeInstance:
+		dst = append(dst, "instance."...)
+	default:
+		return append(dst, "cluster"...)
+	}
+	return append(dst, scope.Name...)
 }
 
 type scopeBook struct {
@@ -84,7 +98,13 @@ func (b *book) claim(s *proto.Snapshot) (claimed, held bool) {
 	if sec <= b.floor {
 		return false, false
 	}
-	sb := b.scope(s.Scope.String())
+	// Looked up without building the key (Scope.String) every second for
+	// every scope; built only for a new one.
+	b.key = appendScopeKey(b.key[:0], s.Scope)
+	sb := b.scopes[string(b.key)]
+	if sb == nil {
+		sb = b.scope(string(b.key))
+	}
 	if sec <= sb.last {
 		return false, false
 	}
@@ -112,7 +132,14 @@ func (b *book) claim(s *proto.Snapshot) (claimed, held bool) {
 		}
 	}
 	// Seconds only grow, so a new minute is the newest: open stays sorted.
-	sb.open = append(sb.open, newRollupBuilder(m, s))
+	// Its histogram will likely span the last one's buckets: sized for them
+	// at once, it does not grow bucket by bucket in its first seconds.
+	rb := &rollupBuilder{minute: m}
+	if n := len(sb.open); n > 0 {
+		rb.latency.Buckets = make([]proto.HistBucket, 0, len(sb.open[n-1].latency.Buckets)*5/4)
+	}
+	rb.start(s)
+	sb.open = append(sb.open, rb)
 	return true, held
 }
 

@@ -140,3 +140,11 @@ func takeAll(b *book) []proto.Snapshot {
 	}
 	return rs
 }
+
+func TestAppendScopeKeyIsScopeString(t *testing.T) {
+	for _, sc := range []proto.Scope{proto.ClusterScope(), proto.RegionScope("eu"), proto.InstanceScope("gw-1")} {
+		if got := string(appendScopeKey([]byte("x"), sc)[1:]); got != sc.String() {
+			t.Errorf("%q, want %q", got, sc.String())
+		}
+	}
+}

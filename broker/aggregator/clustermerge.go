@@ -55,12 +55,11 @@ type ClusterMerger struct {
 	regions   map[string]*regionPart
 	regionsBy []*regionPart // sorted by name, for State
 	win       window
-	lat       latWindow
+	lat       runLat
 	tick      int64 // newest tick, unix seconds; 0 before the first
 	invalid   uint64
 	held      uint64 // region snapshots whose counters went down, held
 	retired   Totals // what earlier lives of regions counted
-	scratch   proto.DenseHist
 }
 
 // regionPart is a region's latest snapshot as the cluster tier holds it.
@@ -116,12 +115,11 @@ func NewClusterMerger(cfg MergerConfig) *ClusterMerger {
 		staleAfter: cmp.Or(cfg.StaleAfter, MinStaleAfter),
 		regions:    make(map[string]*regionPart),
 		win:        newWindow(width, 0, 0),
-		lat:        newLatWindow(width),
 	}
 }
 
 // Add takes region snapshot s, received at now (the merger's clock). Its
-// histogram is queued for the next tick; the merger keeps a reference to it.
+// histogram counts in the next tick (added at once; no reference is kept).
 func (m *ClusterMerger) Add(s *proto.Snapshot, now time.Time) RegionOutcome {
 	if s.Scope.Kind != proto.ScopeRegion || proto.ValidateToken("region", s.Scope.Name) != nil || s.Validate() != nil {
 		return RegionRejected
@@ -155,7 +153,7 @@ func (m *ClusterMerger) Add(s *proto.Snapshot, now time.Time) RegionOutcome {
 	}
 	p.sec, p.active, p.instances, p.seen = s.Time.Unix(), s.ActiveConnections, s.Instances, now
 	if s.LatencyHistogram != nil && len(s.LatencyHistogram.Buckets) > 0 {
-		m.lat.add(s.LatencyHistogram)
+		m.lat.add(s.LatencyHistogram, m.width)
 	}
 	return out
 }
@@ -216,7 +214,7 @@ func (m *ClusterMerger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []p
 	}
 	avg := m.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
 	s := snapshotOf(proto.ClusterScope(), t, &sc, avg)
-	s.LatencyHistogram = m.lat.tick(sec, m.width, &m.scratch, &s.LatencyMs)
+	s.LatencyHistogram = m.lat.tick(sec, m.width, &s.LatencyMs)
 	if s.Validate() != nil {
 		m.invalid++
 		return dst

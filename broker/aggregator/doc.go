@@ -14,6 +14,18 @@
 //     I/O and no locking. latency.go adds the latency percentiles: per-tick
 //     merges of the instances' high-resolution histograms over the same
 //     window (kept out of State for size; a restore keeps the merger's own).
+//     The cluster and each region keep a running sum of their window, so a
+//     tick costs them a scan of the touched buckets whatever the number of
+//     instances; an instance keeps its window's tick histograms packed and
+//     its quantiles are computed only when its snapshot is published
+//     (AppendSnapshotsFor). Heap per tracked instance, the same at 10 000
+//     and 100 000 (BenchmarkInstanceMemory): 0.7 KB in the merger without
+//     histograms; with a histogram of ~500 buckets (100 requests a second)
+//     13.3 KB, most of it the baseline each report's delta is taken from
+//     (16 B a bucket), plus 10.3 KB in the book for the instance's
+//     minute rollup. The replay buffer adds the last report, its
+//     histogram packed (~2.5 B a bucket). MaxInstances bounds the total;
+//     a forgotten instance frees all of it.
 //   - Aggregator (aggregator.go, publish.go) is the node: it feeds a Merger
 //     from NATS, ticks on every wall-clock second, and, leading, publishes.
 //   - High availability (ha.go, replay.go, statekv.go, book.go): the lease
@@ -68,8 +80,13 @@
 //
 // Without JetStream quorum nobody can hold the lease; the aggregator that
 // led then publishes live snapshots on core NATS until the store recovers
-// (live-only, see liveonly.go), so subscribers keep a live view while the
-// history has a gap.
+// (live-only, see liveonly.go), so subscribers keep a live view. It keeps
+// what it published so (the newest RefillWindow of it) and writes it, and
+// the rollups of those minutes, into the history once the store recovers
+// (refill.go), with the same message ids, so the history has no gap for
+// them; refilled snapshots go to proto.RefillSubject, which the history
+// stream files under the snapshot subject, so live subscribers never see
+// an old second arrive late.
 //
 // # Exactness contract
 //
@@ -134,7 +151,7 @@
 // mutex held only while a report is applied or snapshots and state are copied
 // out, never while encoding or publishing, so publishing never stalls report
 // intake. All Aggregator methods are safe for concurrent use. Run starts
-// goroutines (the stream keeper and the election) that it joins before it
-// returns; the tick, the take-over and the state writes run on Run's own
-// goroutine.
+// goroutines (the stream keeper, the election, the state writer and the
+// refill) that it joins before it returns; the tick and the take-over run on
+// Run's own goroutine. The refill buffer has its own lock.
 package aggregator

@@ -134,10 +134,11 @@ func (a *Aggregator) onInterest(msg *nats.Msg) {
 }
 
 // instanceFilter returns which instance snapshots the tick at now
-// publishes: all, or the wanted ones.
+// publishes: nil for all, or the wanted ones. The merger computes the
+// latency quantiles of those only.
 func (a *Aggregator) instanceFilter(now time.Time) func(name string) bool {
 	if a.cfg.InstanceSnapshots == InstanceSnapshotsAll {
-		return func(string) bool { return true }
+		return nil
 	}
 	wanted := a.interest.wanted(now)
 	return func(name string) bool {

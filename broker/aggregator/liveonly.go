@@ -11,7 +11,9 @@ import (
 // report. The aggregator that led when the lease store failed then keeps
 // publishing the cluster, region and followed instance snapshots on core
 // NATS ("live-only": no acknowledged history writes, no merge-state writes,
-// no rollups), so subscribers keep a live view; the history keeps the gap.
+// no rollups), so subscribers keep a live view. What it publishes so, and
+// the rollups of the minutes meanwhile, it writes into the history once the
+// store works again (refill.go).
 // It stops as soon as the lease store works again (the next elected leader
 // takes over as usual) or it sees another aggregator with a smaller ID
 // publish, so that two aggregators that both led around the failure settle
@@ -51,7 +53,10 @@ func (a *Aggregator) checkLiveOnly(now time.Time) {
 		return
 	}
 	if want {
-		a.log.Warn("lease store unavailable: publishing live snapshots without the lease until it recovers (no history, state or rollup writes)")
+		// Not worded like the elector's "lease store unavailable" line, which
+		// says it once per outage; this one says what the aggregator does.
+		a.log.Warn("publishing live-only: live snapshots without the lease until the store works again (no state writes; history and rollups refilled then)",
+			"refill_window", a.cfg.RefillWindow)
 	} else {
 		a.log.Info("stopped publishing live-only")
 	}

@@ -191,7 +191,7 @@ func (t Totals) consistent() bool {
 type scopeState struct {
 	totals Totals
 	win    window
-	lat    latWindow
+	lat    runLat
 	// Gauges of the tick being computed; scratch, rebuilt every tick.
 	live   int
 	active int64
@@ -258,7 +258,8 @@ type Merger struct {
 	tick    int64  // unix second of the newest tick; 0 before the first
 	reject  Reject // why the last rejected report was rejected
 
-	scratch proto.DenseHist // merges latency histograms at each tick
+	scratch proto.DenseHist    // merges latency histograms at each tick
+	unpack  []proto.HistBucket // unpacks instances' tick histograms
 }
 
 // NewMerger returns an empty Merger.
@@ -268,7 +269,7 @@ func NewMerger(cfg MergerConfig) *Merger {
 	return &Merger{
 		cfg:     cfg,
 		width:   width,
-		cluster: scopeState{win: newWindow(width, 0, 0), lat: newLatWindow(width)},
+		cluster: scopeState{win: newWindow(width, 0, 0)},
 		regions: make(map[string]*regionState),
 		insts:   make(map[string]*instState),
 	}
@@ -304,7 +305,7 @@ func (m *Merger) Apply(r proto.Report, now time.Time) Outcome {
 			m.reject = RejectOverflow
 			return OutcomeRejected
 		}
-		in = &instState{name: r.Instance, win: newWindow(m.width, 0, 0), lat: newLatWindow(m.width)}
+		in = &instState{name: r.Instance, win: newWindow(m.width, 0, 0)}
 		m.insts[in.name] = in
 		i, _ := slices.BinarySearchFunc(m.instsBy, in.name, func(e *instState, name string) int { return cmp.Compare(e.name, name) })
 		m.instsBy = slices.Insert(m.instsBy, i, in)
@@ -406,7 +407,7 @@ func (m *Merger) region(name string) *regionState {
 	if rg, ok := m.regions[name]; ok {
 		return rg
 	}
-	rg := &regionState{name: name, scopeState: scopeState{win: newWindow(m.width, 0, 0), lat: newLatWindow(m.width)}}
+	rg := &regionState{name: name, scopeState: scopeState{win: newWindow(m.width, 0, 0)}}
 	m.regions[name] = rg
 	i, _ := slices.BinarySearchFunc(m.regionsBy, name, func(e *regionState, name string) int { return cmp.Compare(e.name, name) })
 	m.regionsBy = slices.Insert(m.regionsBy, i, rg)
@@ -467,8 +468,19 @@ func (m *Merger) Snapshots(now time.Time) []proto.Snapshot {
 }
 
 // AppendSnapshots is Snapshots appending to dst, so that a caller ticking
-// every second reuses one buffer; it does not allocate when dst has room.
+// every second reuses one buffer.
 func (m *Merger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []proto.Snapshot {
+	return m.AppendSnapshotsFor(dst, now, nil)
+}
+
+// AppendSnapshotsFor is AppendSnapshots computing the latency quantiles of
+// an instance's window only where wanted(name) says so (every instance when
+// wanted is nil): the snapshots of the other instances carry zero quantiles
+// and must not be published, but everything else in them — counters,
+// gauges, avg_response_time and the tick's histogram — is exact, which is
+// all a rollup reads. Their windows are kept up all the same, so the
+// quantiles are right from the first tick an instance is wanted.
+func (m *Merger) AppendSnapshotsFor(dst []proto.Snapshot, now time.Time, wanted func(name string) bool) []proto.Snapshot {
 	m.forget(now)
 	t := now.UTC().Truncate(time.Second)
 	sec := t.Unix()
@@ -499,7 +511,10 @@ func (m *Merger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []proto.Sn
 		}
 		avg := in.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
 		s := snapshotOf(proto.InstanceScope(in.name), t, &sc, avg)
-		s.LatencyHistogram = in.lat.tick(sec, m.width, &m.scratch, &s.LatencyMs)
+		s.LatencyHistogram = in.lat.tick(sec, &m.scratch, &m.unpack)
+		if in.lat.n > 0 && (wanted == nil || wanted(in.name)) {
+			in.lat.quantiles(sec, m.width, &m.scratch, &m.unpack, &s.LatencyMs)
+		}
 		dst = m.appendValid(dst, s)
 	}
 	return dst
@@ -508,7 +523,7 @@ func (m *Merger) AppendSnapshots(dst []proto.Snapshot, now time.Time) []proto.Sn
 func (m *Merger) appendSnapshot(dst []proto.Snapshot, scope proto.Scope, t time.Time, sec int64, sc *scopeState) []proto.Snapshot {
 	avg := sc.win.observe(sec, sc.totals.DurationSumNanos, sc.totals.DurationCount, m.width)
 	s := snapshotOf(scope, t, sc, avg)
-	s.LatencyHistogram = sc.lat.tick(sec, m.width, &m.scratch, &s.LatencyMs)
+	s.LatencyHistogram = sc.lat.tick(sec, m.width, &s.LatencyMs)
 	return m.appendValid(dst, s)
 }
 
@@ -559,8 +574,7 @@ type InstanceStatus struct {
 	// proto.LatencyBounds, the last one being +Inf.
 	LatencyBuckets [proto.NumLatencyBuckets]uint64
 	// LatencyHistogram is the current boot's high-resolution histogram, nil
-	// when the instance's reports carry none. Its buckets are shared with
-	// the merger, which never modifies them: it replaces the whole slice.
+	// when the instance's reports carry none; a copy.
 	LatencyHistogram  *proto.Histogram
 	ActiveConnections int64
 	// Up is whether the instance is live: reported within its staleness
@@ -578,7 +592,7 @@ func (m *Merger) AppendInstanceStatus(dst []InstanceStatus, now time.Time) []Ins
 	for _, in := range m.instsBy {
 		var hist *proto.Histogram
 		if in.histKnown {
-			h := in.hist
+			h := in.hist.Clone() // the merger reuses its array
 			hist = &h
 		}
 		dst = append(dst, InstanceStatus{

@@ -25,6 +25,8 @@ type metrics struct {
 	restoreErrors prometheus.Counter
 	heldBack      prometheus.Counter
 	ignored       *prometheus.CounterVec
+	refilled      prometheus.Counter
+	refillErrors  prometheus.Counter
 
 	// Computed at scrape time from the aggregator's state.
 	funcs []prometheus.Collector
@@ -56,6 +58,8 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		leaderChanges: counter("leadership_changes_total", "Times this aggregator gained or lost the leader lease."),
 		stateErrors:   counter("state_write_errors_total", "Failed writes of the merge state to the state bucket, including states too large for one NATS message."),
 		heldBack:      counter("snapshots_held_back_total", "Snapshots whose counters would have gone below the scope's last published ones and were published at those instead; anything but 0 means this aggregator missed reports another leader applied."),
+		refilled:      counter("history_refilled_total", "Snapshots and rollups published live-only during a JetStream outage and written to their stream once it recovered (including those it had stored already)."),
+		refillErrors:  counter("history_refill_errors_total", "Refills of the history interrupted by a failed write (the store failed again); the rest is written once it recovers."),
 		restoreErrors: counter("state_restore_errors_total", "Take-overs that could not read the persisted merge state (retried), or found it unusable (overwritten)."),
 		publishTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "snapshot_publish_duration_seconds",
@@ -132,6 +136,16 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Help: "1 when the history and rollup streams were last created or updated successfully.",
 		}, func() float64 { return boolFloat(a.streamReady.Load()) }),
 	}
+	m.funcs = append(m.funcs,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "history_refill_pending",
+			Help: "Snapshots and rollups published live-only and not yet written to their stream.",
+		}, func() float64 { return float64(a.gap.len()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "history_refill_dropped_total",
+			Help: "Snapshots and rollups published live-only that were dropped unwritten: older than --refill-window or beyond --refill-bytes; the history keeps their gap.",
+		}, func() float64 { return float64(a.gap.droppedTotal()) }),
+	)
 	m.funcs = append(m.funcs, a.interestCollectors(ns)...)
 	m.funcs = append(m.funcs, a.tierCollectors(ns)...)
 	return m
@@ -140,7 +154,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := append([]prometheus.Collector{
 		m.received, m.decodeErrors, m.rejected, m.duplicates, m.ticks, m.published, m.historyErrors, m.publishTime,
-		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack, m.ignored,
+		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack, m.ignored, m.refilled, m.refillErrors,
 	}, m.funcs...)
 	for _, c := range cs {
 		if err := r.Register(c); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,6 +23,7 @@ func (a *Aggregator) mayPublish() bool {
 // rollups of the minutes that ended, and persists the merge state.
 func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	a.checkLiveOnly(now)
+	a.kickRefill()
 	leading := a.elected()
 	if a.elector != nil {
 		switch {
@@ -44,8 +44,13 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	}
 	var st State
 	persist := false
+	// A follower publishes nothing: no instance needs its quantiles.
+	wanted := func(string) bool { return false }
+	if leading || a.liveOnly.Load() {
+		wanted = a.instanceFilter(now)
+	}
 	a.mu.Lock()
-	snaps := a.snapshotsAt(now)
+	snaps := a.snapshotsAt(now, wanted)
 	if a.elector != nil {
 		a.replay.prune(now, a.merger.cfg.ForgetAfter)
 		if leading && a.queueState() {
@@ -56,8 +61,10 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	a.mu.Unlock()
 	a.metrics.ticks.Inc()
 	if !leading && a.liveOnly.Load() {
-		a.publish(snaps, a.instanceFilter(now))
+		a.publish(snaps, wanted)
 		a.book.close(now)
+		a.rolls = a.book.appendPending(a.rolls[:0])
+		a.keepRollups(a.rolls, now)
 		return
 	}
 	if !leading {
@@ -65,7 +72,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		return
 	}
 	start := time.Now()
-	a.publish(snaps, a.instanceFilter(now))
+	a.publish(snaps, wanted)
 	if persist {
 		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
@@ -94,7 +101,8 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 // the rest of the tick goes out as plain NATS messages (the stream still
 // captures and dedupes them, but unacknowledged) so live data never waits
 // for history. Instance snapshots go out only where publishInstance says
-// so; the others still count towards their scope's rollup.
+// so (all when it is nil); the others, whose latency quantiles were not
+// computed, still count towards their scope's rollup.
 func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name string) bool) {
 	backedUp := false
 	for i := range snaps {
@@ -102,7 +110,7 @@ func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name s
 		if !a.mayPublish() {
 			return
 		}
-		if s.Scope.Kind == proto.ScopeInstance && !publishInstance(s.Scope.Name) {
+		if s.Scope.Kind == proto.ScopeInstance && publishInstance != nil && !publishInstance(s.Scope.Name) {
 			a.book.claim(s)
 			continue
 		}
@@ -113,8 +121,7 @@ func (a *Aggregator) publish(snaps []proto.Snapshot, publishInstance func(name s
 		if held {
 			a.metrics.heldBack.Inc()
 		}
-		id := s.Scope.String() + "@" + strconv.FormatInt(s.Time.Unix(), 10)
-		if a.send(proto.SnapshotSubject(s.Scope), id, s, &backedUp) {
+		if a.send(proto.SnapshotSubject(s.Scope), messageID(s), s, &backedUp) {
 			a.metrics.published.Inc()
 		}
 	}
@@ -129,8 +136,7 @@ func (a *Aggregator) publishRollups(rolls []proto.Snapshot) {
 		if !a.mayPublish() {
 			return
 		}
-		id := r.Scope.String() + "@" + strconv.FormatInt(r.Time.Unix(), 10)
-		if a.send(proto.RollupSubject(r.Scope), id, r, &backedUp) {
+		if a.send(proto.RollupSubject(r.Scope), messageID(r), r, &backedUp) {
 			a.metrics.rollups.Inc()
 			a.book.rolledUp(r)
 		}
@@ -150,9 +156,13 @@ func (a *Aggregator) send(subject, id string, s *proto.Snapshot, backedUp *bool)
 	msg.Header.Set(PublisherHeader, a.cfg.ID)
 	if a.liveOnly.Load() {
 		// No acks to wait for without JetStream; the stream stores it if it
-		// can, once.
+		// can, once, and the refill writes it once the store works again.
 		msg.Header.Set(jetstream.MsgIDHeader, id)
-		return a.cfg.NATS.PublishMsg(msg) == nil
+		if a.cfg.NATS.PublishMsg(msg) != nil {
+			return false
+		}
+		a.keepLiveOnly(s, id, data)
+		return true
 	}
 	if !*backedUp {
 		_, err = a.js.PublishMsgAsync(msg,
@@ -203,11 +213,15 @@ func (a *Aggregator) onRollup(msg *nats.Msg) {
 // the subject, and as ack timeouts once edges subscribe, so the error alone
 // cannot tell. Ensuring an existing stream is one cheap request, and the
 // loop spaces attempts.
+//
+// Live subscribers got the message anyway; the refill writes it to its
+// stream once the store works (refill.go).
 func (a *Aggregator) onWriteError(_ jetstream.JetStream, msg *nats.Msg, err error) {
 	select {
 	case a.recheck <- struct{}{}:
 	default:
 	}
+	a.keepUnwritten(msg)
 	a.writeFailed(fmt.Errorf("write %s to its stream: %w", msg.Subject, err))
 }
 

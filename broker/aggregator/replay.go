@@ -29,15 +29,42 @@ type replayEntry struct {
 }
 
 type bufferedReport struct {
-	r  proto.Report
-	at time.Time // when it was received, on the aggregator's clock
+	r  proto.Report // without its histogram, which is packed in hist
+	at time.Time    // when it was received, on the aggregator's clock
+	// hist is r's histogram in packHist form, nil when it had none: a
+	// quarter of its size, and r's own may be a decoder's, reused.
+	hist []byte
+}
+
+// set stores r, reusing br's arrays.
+func (br *bufferedReport) set(r *proto.Report, at time.Time) {
+	hist := br.hist[:0]
+	if r.LatencyHistogram != nil {
+		hist = packHist(hist, r.LatencyHistogram)
+	} else {
+		hist = nil
+	}
+	buckets := append(br.r.LatencyBuckets[:0], r.LatencyBuckets...)
+	br.r, br.at, br.hist = *r, at, hist
+	br.r.LatencyBuckets, br.r.LatencyHistogram = buckets, nil
+}
+
+// report is the stored report with its histogram.
+func (br *bufferedReport) report() proto.Report {
+	r := br.r
+	if br.hist != nil {
+		h := unpackHist(br.hist)
+		r.LatencyHistogram = &h
+	}
+	return r
 }
 
 func newReplayBuffer() *replayBuffer {
 	return &replayBuffer{insts: make(map[string]*replayEntry)}
 }
 
-// add records a decoded, valid report received at at.
+// add records a decoded, valid report received at at. It keeps nothing of
+// r's arrays.
 func (b *replayBuffer) add(r proto.Report, at time.Time) {
 	e := b.insts[r.Instance]
 	if e == nil {
@@ -47,17 +74,22 @@ func (b *replayBuffer) add(r proto.Report, at time.Time) {
 	switch {
 	case e.cur != nil && r.BootID == e.cur.r.BootID:
 		if r.Seq > e.cur.r.Seq {
-			e.cur = &bufferedReport{r: r, at: at}
+			e.cur.set(&r, at)
 		}
 	case e.prev != nil && r.BootID == e.prev.r.BootID:
 		// A late report of the previous boot: keep the newest of it.
 		if r.Seq > e.prev.r.Seq {
-			e.prev = &bufferedReport{r: r, at: at}
+			e.prev.set(&r, at)
 		}
 	case e.cur != nil && r.StartTime.Before(e.cur.r.StartTime):
 		// A boot older than both kept: replaying it would count it again.
 	default:
-		e.prev, e.cur = e.cur, &bufferedReport{r: r, at: at}
+		next := e.prev // its arrays are reused; it is dropped
+		if next == nil {
+			next = &bufferedReport{}
+		}
+		next.set(&r, at)
+		e.prev, e.cur = e.cur, next
 	}
 }
 
@@ -109,7 +141,7 @@ func (b *replayBuffer) replay(m *Merger) replayStats {
 				st.stale++
 				continue
 			}
-			switch m.Apply(br.r, br.at) {
+			switch m.Apply(br.report(), br.at) {
 			case OutcomeApplied, OutcomeNewInstance, OutcomeResetBoot, OutcomeResetDecrease:
 				st.applied++
 			}

@@ -1,8 +1,12 @@
 package aggregator
 
 import (
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/meridian-metrics/meridian/proto"
 )
 
 // TestTakeOverReplay plays a failover on Mergers: the old leader applies
@@ -160,5 +164,33 @@ func TestReplayBufferKeepsTwoBoots(t *testing.T) {
 	buf.prune(t0.Add(DefaultForgetAfter+time.Second), DefaultForgetAfter)
 	if buf.len() != 0 {
 		t.Fatalf("kept %d reports past ForgetAfter", buf.len())
+	}
+}
+
+// The buffer keeps a report's histogram (packed) and none of the report's
+// arrays: replayed into a merger without latency state, the last report
+// sets the instance's baseline to exactly its histogram, even though the
+// report's own histogram was a decoder's and was overwritten since.
+func TestReplayKeepsHistograms(t *testing.T) {
+	g := &latGW{inst: "gw-1", region: "eu", boot: "a"}
+	g.serve(logNormal(rand.New(rand.NewPCG(3, 3)), 40, 1, 500)...)
+	r := g.report(t0)
+	want := r.LatencyHistogram.Clone()
+	buf := newReplayBuffer()
+	buf.add(r, t0)
+	for i := range r.LatencyHistogram.Buckets { // the decoder reuses its array
+		r.LatencyHistogram.Buckets[i] = proto.HistBucket{}
+	}
+	r.LatencyBuckets[0]++
+	m := NewMerger(MergerConfig{})
+	if st := buf.replay(m); st.applied != 1 {
+		t.Fatalf("replay %+v", st)
+	}
+	in := m.insts["gw-1"]
+	if !in.histKnown || !slices.Equal(in.hist.Buckets, want.Buckets) || in.hist.Over != want.Over {
+		t.Fatalf("baseline %v, want %v", in.hist, want)
+	}
+	if in.buckets[0] == r.LatencyBuckets[0] {
+		t.Fatal("the buffer shares the report's latency buckets")
 	}
 }

@@ -76,23 +76,33 @@ type rollupBuilder struct {
 	first, last  proto.Snapshot
 	activeSum    float64 // float: 60 int64 gauges could overflow an int64 sum
 	instancesSum float64
-	latency      proto.Histogram // merged tick histograms, sparse
+	latency      proto.Histogram // merged tick histograms, sparse; owns its buckets
 }
 
 func newRollupBuilder(minute int64, s *proto.Snapshot) *rollupBuilder {
-	b := &rollupBuilder{minute: minute, first: *s}
-	b.add(s)
+	b := &rollupBuilder{minute: minute}
+	b.start(s)
 	return b
+}
+
+// start takes the minute's first snapshot.
+func (b *rollupBuilder) start(s *proto.Snapshot) {
+	b.first = *s
+	b.first.LatencyHistogram = nil // merged into latency; kept, it would hold the tick's buckets for a minute
+	b.add(s)
 }
 
 // add takes the next snapshot of the minute; callers pass them in time order.
 func (b *rollupBuilder) add(s *proto.Snapshot) {
 	b.n++
 	b.last = *s
+	b.last.LatencyHistogram = nil
 	b.activeSum += float64(s.ActiveConnections)
 	b.instancesSum += float64(s.Instances)
 	if s.LatencyHistogram != nil {
-		b.latency = b.latency.Merged(s.LatencyHistogram)
+		// In place: a tick per second and scope, at every instance, would
+		// otherwise allocate the minute's whole histogram each time.
+		b.latency.AddInPlace(s.LatencyHistogram)
 	}
 }
 

@@ -130,7 +130,6 @@ func (m *Merger) Restore(s State) error {
 	n := NewMerger(m.cfg)
 	n.cluster.totals = s.Totals
 	n.cluster.win = restoreWindow(n.width, s.Window, s.Totals.DurationSumNanos, s.Totals.DurationCount)
-	n.cluster.lat = newLatWindow(n.width)
 	for _, r := range s.Regions {
 		rg := &regionState{
 			name:     r.Region,
@@ -138,7 +137,6 @@ func (m *Merger) Restore(s State) error {
 			scopeState: scopeState{
 				totals: r.Totals,
 				win:    restoreWindow(n.width, r.Window, r.Totals.DurationSumNanos, r.Totals.DurationCount),
-				lat:    newLatWindow(n.width),
 			},
 		}
 		n.regions[rg.name] = rg
@@ -158,7 +156,6 @@ func (m *Merger) Restore(s State) error {
 			raw:      is.Raw,
 			active:   is.ActiveConnections,
 			offsets:  is.Offsets,
-			lat:      newLatWindow(n.width),
 		}
 		copy(in.buckets[:], is.LatencyBuckets)
 		c := in.contribution()

@@ -215,12 +215,12 @@ func (a *Aggregator) ownsScope(s proto.Scope) bool {
 
 // snapshotsAt computes the tick's snapshots of the scopes this tier
 // publishes, in a.snaps. The caller holds a.mu.
-func (a *Aggregator) snapshotsAt(now time.Time) []proto.Snapshot {
+func (a *Aggregator) snapshotsAt(now time.Time, wanted func(instance string) bool) []proto.Snapshot {
 	if a.cfg.Tier == TierCluster {
 		a.snaps = a.cluster.AppendSnapshots(a.snaps[:0], now)
 		return a.snaps
 	}
-	a.snaps = a.merger.AppendSnapshots(a.snaps[:0], now)
+	a.snaps = a.merger.AppendSnapshotsFor(a.snaps[:0], now, wanted)
 	if a.cfg.Tier == TierRegion && len(a.snaps) > 0 && a.snaps[0].Scope.Kind == proto.ScopeCluster {
 		// The shard's cluster sums only its regions: never published.
 		return a.snaps[1:]

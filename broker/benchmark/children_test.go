@@ -34,11 +34,12 @@ func TestChildErrorsReachTheHarness(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.stop()
-			event := evReady
+			var m message
 			if tt.spec.Role == roleClient {
-				event = evConnected
+				m, err = c.call(context.Background(), command{Cmd: cmdConnect, Subscribers: 2}, evConnected, 30*time.Second)
+			} else {
+				m, err = c.recv(context.Background(), evReady, 30*time.Second)
 			}
-			m, err := c.recv(context.Background(), event, 30*time.Second)
 			if tt.spec.Role == roleClient && err == nil {
 				// The client reports its failures in the summary.
 				if m.Connected.Failed != 2 || !strings.Contains(m.Connected.FirstError, tt.want) {

@@ -68,18 +68,32 @@ func runClient(ctx context.Context, spec clientSpec, lines *bufio.Scanner, enc *
 		return err
 	}
 	defer cl.close()
-	sum := cl.connectAll(ctx)
-	if err := enc.Encode(message{Event: evConnected, Connected: &sum}); err != nil {
-		return fmt.Errorf("report connected: %w", err)
-	}
 	var cpu0 time.Duration
 	marked := false
+	var all connectTally
 	for {
 		cmd, ok, err := nextCommand(lines)
 		if err != nil || !ok {
 			return err
 		}
 		switch cmd.Cmd {
+		case cmdWarmup:
+			if cmd.Subscribers < 1 || cmd.Subscribers > spec.Subscribers || all.connected() > 0 || marked {
+				return fmt.Errorf("warm up %d subscribers after %d connected: %w", cmd.Subscribers, all.connected(), errBadSpec)
+			}
+			var sum connectSummary
+			if sum, err = cl.warmup(ctx, cmd.Subscribers); err != nil {
+				return err
+			}
+			err = enc.Encode(message{Event: evWarmedUp, Connected: &sum})
+		case cmdConnect:
+			from := all.connected() + all.failed
+			if cmd.Subscribers <= from || cmd.Subscribers > spec.Subscribers || marked {
+				return fmt.Errorf("connect up to %d subscribers with %d tried: %w", cmd.Subscribers, from, errBadSpec)
+			}
+			all.add(cl.connect(ctx, from, cmd.Subscribers, cl.keep))
+			sum := all.summary()
+			err = enc.Encode(message{Event: evConnected, Connected: &sum})
 		case cmdMark:
 			marked, cpu0 = true, processCPU()
 			cl.w0.Store(cl.mono() + int64(markLead))
@@ -165,18 +179,81 @@ func (cl *client) close() {
 	}
 }
 
-// connectAll dials every subscriber, paced at ConnectRate.
-func (cl *client) connectAll(ctx context.Context) connectSummary {
-	n := cl.spec.Subscribers
+// connectTally accumulates connect results.
+type connectTally struct {
+	failed   int
+	firstErr error
+	t0Errors []int64
+	seconds  float64
+}
+
+func (t *connectTally) connected() int { return len(t.t0Errors) }
+
+func (t *connectTally) add(o connectTally) {
+	t.failed += o.failed
+	if t.firstErr == nil {
+		t.firstErr = o.firstErr
+	}
+	t.t0Errors = append(t.t0Errors, o.t0Errors...)
+	t.seconds += o.seconds
+}
+
+func (t *connectTally) summary() connectSummary {
+	sum := connectSummary{Connected: t.connected(), Failed: t.failed, Seconds: t.seconds, T0Error: distOf(t.t0Errors)}
+	if t.firstErr != nil {
+		sum.FirstError = t.firstErr.Error()
+	}
+	return sum
+}
+
+// warmupHold is how long the warm-up's subscribers stay connected once all
+// are: long enough for each to get a tick after its first Snapshot.
+const warmupHold = 1500 * time.Millisecond
+
+// warmup connects n subscribers (the first n of the spec's, paced as
+// usual), holds them for warmupHold without reading, and resets them all,
+// so that the server runs every path an idle subscriber takes before its
+// memory is measured.
+func (cl *client) warmup(ctx context.Context, n int) (connectSummary, error) {
+	var mu sync.Mutex
+	var fds []int
+	t := cl.connect(ctx, 0, n, func(i int, c *subConn) {
+		mu.Lock()
+		fds = append(fds, c.fd)
+		mu.Unlock()
+	})
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd) // SO_LINGER 0: a reset, no TIME_WAIT
+		}
+	}()
+	if t.failed > 0 {
+		return connectSummary{}, fmt.Errorf("warm up: %d of %d subscribers failed to connect; first error: %v", t.failed, n, t.firstErr)
+	}
+	return t.summary(), sleep(ctx, warmupHold)
+}
+
+// keep hands subscriber i to its reader (or the staller).
+func (cl *client) keep(i int, c *subConn) {
+	if cl.spec.isSlow(i) {
+		if !cl.staller.hand(c, cl.stop) {
+			unix.Close(c.fd)
+		}
+		return
+	}
+	if !cl.readers[i%len(cl.readers)].hand(c, cl.stop) {
+		unix.Close(c.fd)
+	}
+}
+
+// connect dials subscribers from to to-1, paced at ConnectRate, and hands
+// each connected one to take.
+func (cl *client) connect(ctx context.Context, from, to int, take func(int, *subConn)) connectTally {
+	n := to - from
 	dialers := min(maxDialers, n)
 	start := time.Now()
 	gap := time.Second / time.Duration(cl.spec.ConnectRate)
-	type result struct {
-		failed   int
-		firstErr error
-		t0Errors []int64
-	}
-	results := make([]result, dialers)
+	results := make([]connectTally, dialers)
 	var wg sync.WaitGroup
 	for d := range dialers {
 		wg.Add(1)
@@ -186,17 +263,18 @@ func (cl *client) connectAll(ctx context.Context) connectSummary {
 			timer := time.NewTimer(0)
 			defer timer.Stop()
 			<-timer.C
-			for i := d; i < n; i += dialers {
-				timer.Reset(time.Until(start.Add(time.Duration(i) * gap)))
+			for k := d; k < n; k += dialers {
+				timer.Reset(time.Until(start.Add(time.Duration(k) * gap)))
 				select {
 				case <-ctx.Done():
-					res.failed += (n - i + dialers - 1) / dialers // this one and the rest
+					res.failed += (n - k + dialers - 1) / dialers // this one and the rest
 					if res.firstErr == nil {
 						res.firstErr = ctx.Err()
 					}
 					return
 				case <-timer.C:
 				}
+				i := from + k
 				c, err := cl.dialRetry(ctx, i)
 				if err != nil {
 					res.failed++
@@ -206,31 +284,17 @@ func (cl *client) connectAll(ctx context.Context) connectSummary {
 					continue
 				}
 				res.t0Errors = append(res.t0Errors, c.t0Error)
-				if cl.spec.isSlow(i) {
-					if !cl.staller.hand(c, cl.stop) {
-						unix.Close(c.fd)
-					}
-					continue
-				}
-				if !cl.readers[i%len(cl.readers)].hand(c, cl.stop) {
-					unix.Close(c.fd)
-				}
+				take(i, c)
 			}
 		}()
 	}
 	wg.Wait()
-	sum := connectSummary{Seconds: time.Since(start).Seconds()}
-	var t0Errors []int64
+	var t connectTally
 	for _, r := range results {
-		sum.Failed += r.failed
-		if r.firstErr != nil && sum.FirstError == "" {
-			sum.FirstError = r.firstErr.Error()
-		}
-		t0Errors = append(t0Errors, r.t0Errors...)
+		t.add(r)
 	}
-	sum.Connected = len(t0Errors)
-	sum.T0Error = distOf(t0Errors)
-	return sum
+	t.seconds = time.Since(start).Seconds()
+	return t
 }
 
 func (cl *client) dialRetry(ctx context.Context, i int) (*subConn, error) {

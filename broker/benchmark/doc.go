@@ -18,10 +18,12 @@
 //     json.Marshal per delivery), or the raw loop (mode raw: one goroutine
 //     writing the same pre-encoded frame bytes to the same kind of sockets
 //     on the same 10 ms slot schedule — the machine's ceiling);
-//   - the client child opens N WebSocket subscribers from source addresses
+//   - the client child opens WebSocket subscribers from source addresses
 //     127.0.0.1…127.0.0.S (so ephemeral ports never run out), paced at
-//     Config.ConnectRate, sends each a subscription, and reads them all
-//     through a few epoll loops (one per core), time-stamping every frame.
+//     Config.ConnectRate, as many as the harness asks at each step (the
+//     warm-up's, then up to each point of the sweep), sends each a
+//     subscription, and reads them all through a few epoll loops (one per
+//     core), time-stamping every frame.
 //
 // The harness talks to its children over stdin/stdout, one JSON object per
 // line; a child exits when its stdin closes, so it cannot outlive the
@@ -32,8 +34,17 @@
 //
 //   - Memory per idle subscriber: the server's VmRSS and Go heap after
 //     runtime.GC and debug.FreeOSMemory, with N connected and idle, minus
-//     the same before any connection, divided by N. Kernel socket memory is
-//     not included (it is not user space).
+//     the same after a warm-up (Config.Warmup subscribers connected, got
+//     their ticks and left), divided by N: the marginal cost of one more
+//     idle subscriber. Beside it: the same over the RSS before any
+//     connection (the one-off cost of the first connections spread over
+//     N, which shrinks as N grows), the one-off cost itself, the slope
+//     between the points of a sweep (Config.MemoryPoints: counts measured
+//     on the way up in the same server), the RSS held before the forced
+//     collection, and where the growth is (anonymous and file RSS, heap
+//     objects, fragmentation, stacks, metadata and threads, from
+//     runtime/metrics and /proc). memory.go says why. Kernel socket memory
+//     is not included (it is not user space).
 //   - CPU per delivery: the server process's CPU time (getrusage, user +
 //     system, all threads, the kernel's loopback work on its writes
 //     included) over the steady window, divided by the Snapshot frames it

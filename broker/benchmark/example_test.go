@@ -24,7 +24,7 @@ func ExampleReport_WriteTable() {
 	rep := &benchmark.Report{
 		Subscribers: 100, Intervals: benchmark.IntervalsOne, DurationSeconds: 5, Cores: 2,
 		Edge: &benchmark.ModeResult{
-			Mode: benchmark.ModeEdge, BytesPerIdleSubscriber: 1300, CPUMicrosPerDelivery: 20,
+			Mode: benchmark.ModeEdge, BytesPerIdleSubscriber: 1300, ColdBytesPerIdleSubscriber: 1500, CPUMicrosPerDelivery: 20,
 			DeliveriesPerCore: 50000, TickToWireP50Ms: 1, TickToWireP99Ms: 6, DeliveriesDue: 400, DeliveriesMade: 400,
 		},
 	}
@@ -35,6 +35,7 @@ func ExampleReport_WriteTable() {
 	//                                                 edge  baseline  raw loop  baseline/edge  edge/raw
 	// RSS per idle subscriber                     1.27 KiB         –         –
 	//   of which the binary's pages                    0 B         –         –
+	//   over the RSS before any (cold)            1.46 KiB         –         –
 	// Go heap per idle subscriber                      0 B         –         –
 	//   heap spans / runtime / stacks      0 B / 0 B / 0 B         –         –
 	// goroutines per subscriber                       0.00         –         –

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"runtime"
+	"slices"
 	"time"
 )
 
@@ -20,6 +21,11 @@ const (
 	DefaultSettle      = 3 * time.Second
 	DefaultIdleWindow  = 2 * time.Second
 	DefaultSlowStall   = 12 * time.Second
+	// DefaultWarmup is how many subscribers connect and leave before the
+	// idle memory baseline (memory.go), at most half the first point.
+	DefaultWarmup = 1000
+	// NoWarmup as Config.Warmup takes the baseline before any connection.
+	NoWarmup = -1
 	// slowSendBuffer is SO_SNDBUF on the servers' sockets in a run with
 	// slow subscribers: the kernel's minimum (about 4.5 KiB once clamped),
 	// with TCP_NOTSENT_LOWAT at one byte (sendBufferListener), so that a
@@ -42,8 +48,18 @@ var ErrUnsupported = errors.New("the benchmark needs Linux (epoll, /proc)")
 type Config struct {
 	// Subscribers per mode. Default 10 000; at most the hard RLIMIT_NOFILE
 	// minus 64, since server and client each hold one socket per
-	// subscriber.
+	// subscriber (as root, Run raises the hard limit where it must).
 	Subscribers int
+	// MemoryPoints are subscriber counts below Subscribers, ascending, at
+	// which the idle memory is also measured on the way up (the sweep;
+	// Subscribers is always its last point). Default none.
+	MemoryPoints []int
+	// Warmup subscribers connect, get their ticks and leave before the
+	// idle memory baseline is taken, so that the one-off cost of the first
+	// connections is not spread over the subscribers (memory.go). Default
+	// DefaultWarmup, at most half the sweep's first point; NoWarmup for
+	// none. Must be below the first point.
+	Warmup int
 	// Duration is the steady measurement window of each mode. Default
 	// 30s, at least 3s.
 	Duration time.Duration
@@ -141,6 +157,9 @@ func (c Config) withDefaults() Config {
 	if c.Rounds == 0 {
 		c.Rounds = 1
 	}
+	if c.Warmup == 0 {
+		c.Warmup = min(DefaultWarmup, c.points()[0]/2)
+	}
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
@@ -150,6 +169,11 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// points is the sweep: MemoryPoints, then Subscribers.
+func (c Config) points() []int {
+	return append(slices.Clone(c.MemoryPoints), c.Subscribers)
+}
+
 // MaxSubscribers is the most subscribers this process's file limit allows.
 func MaxSubscribers() (int, error) {
 	hard, err := hardFileLimit()
@@ -157,6 +181,15 @@ func MaxSubscribers() (int, error) {
 		return 0, err
 	}
 	return int(min(hard, 1<<30)) - fileReserve, nil
+}
+
+// allowSubscribers raises the hard file limit, which the children inherit,
+// to what n subscribers need, where this process may (root); elsewhere
+// validate reports the limit.
+func allowSubscribers(n int) {
+	if limit, err := MaxSubscribers(); err == nil && n > limit {
+		_ = raiseHardFileLimit(uint64(n + fileReserve))
+	}
 }
 
 func (c Config) validate() error {
@@ -188,6 +221,20 @@ func (c Config) validate() error {
 		return bad("rounds %d: want 1 to 9", c.Rounds)
 	case c.SlowStall < 0:
 		return bad("slow stall %s: want a positive duration", c.SlowStall)
+	case c.Warmup < NoWarmup:
+		return bad("warm-up %d: want 0 or more subscribers, or %d for none", c.Warmup, NoWarmup)
+	}
+	pts := c.points()
+	for i, p := range pts {
+		if i > 0 && p <= pts[i-1] {
+			return bad("memory points %v: want ascending counts below subscribers %d", c.MemoryPoints, c.Subscribers)
+		}
+		if p < 1 {
+			return bad("memory point %d: want at least 1", p)
+		}
+	}
+	if c.Warmup >= pts[0] {
+		return bad("warm-up %d: want fewer than the first point, %d subscribers", c.Warmup, pts[0])
 	}
 	if _, err := ParseIntervals(string(c.Intervals)); err != nil {
 		return bad("%v", err)
@@ -212,6 +259,7 @@ func (c Config) validate() error {
 // process it starts is stopped before it returns, on every path.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	cfg = cfg.withDefaults()
+	allowSubscribers(cfg.Subscribers)
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -342,42 +390,78 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	// The client goes first: its sockets reset, the server has none left
 	// to close gracefully.
 	defer cl.stop()
-	connectTimeout := time.Duration(cfg.Subscribers/cfg.ConnectRate)*time.Second + 60*time.Second
-	m, err := cl.recv(ctx, evConnected, connectTimeout)
-	if err != nil {
-		return nil, err
-	}
-	conn := m.Connected
-	if conn == nil || conn.Failed > 0 || conn.Connected != cfg.Subscribers {
-		if conn == nil {
-			return nil, cl.failed("connected reply without figures")
+	// settled waits until the server holds n connections, then Settle.
+	settled := func(n int) error {
+		deadline := time.Now().Add(settleTimeout)
+		for {
+			s, err := sample(false)
+			if err != nil {
+				return err
+			}
+			if s.Connections == int64(n) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return srv.failed(fmt.Sprintf("holds %d connections %s after the client connected %d", s.Connections, settleTimeout, n))
+			}
+			if err := sleep(ctx, 100*time.Millisecond); err != nil {
+				return err
+			}
 		}
-		return nil, cl.failed(fmt.Sprintf("%d of %d subscribers failed to connect; first error: %s", conn.Failed, cfg.Subscribers, conn.FirstError))
+		return sleep(ctx, cfg.Settle)
 	}
-	log.Info("subscribers connected", "n", conn.Connected, "seconds", conn.Seconds)
-	deadline := time.Now().Add(settleTimeout)
-	for {
-		s, err := sample(false)
+	connectTimeout := func(n int) time.Duration {
+		return time.Duration(n/cfg.ConnectRate)*time.Second + 60*time.Second
+	}
+	warm, warmups := before, 0
+	if cfg.Warmup > 0 {
+		m, err := cl.call(ctx, command{Cmd: cmdWarmup, Subscribers: cfg.Warmup}, evWarmedUp, connectTimeout(cfg.Warmup))
 		if err != nil {
 			return nil, err
 		}
-		if s.Connections == int64(conn.Connected) {
-			break
+		if m.Connected == nil || m.Connected.Connected != cfg.Warmup {
+			return nil, cl.failed(fmt.Sprintf("warm-up reply %+v, want %d connected", m.Connected, cfg.Warmup))
 		}
-		if time.Now().After(deadline) {
-			return nil, srv.failed(fmt.Sprintf("holds %d connections %s after the client connected %d", s.Connections, settleTimeout, conn.Connected))
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+		if err := settled(0); err != nil {
 			return nil, err
 		}
+		if warm, err = sample(true); err != nil {
+			return nil, err
+		}
+		warmups = cfg.Warmup
+		log.Info("warmed up", "subscribers", warmups, "fixed_rss_bytes", int64(warm.RSSBytes)-int64(before.RSSBytes))
 	}
-	if err := sleep(ctx, cfg.Settle); err != nil {
-		return nil, err
+	var conn *connectSummary
+	var points []serverSample
+	for _, n := range cfg.points() {
+		m, err := cl.call(ctx, command{Cmd: cmdConnect, Subscribers: n}, evConnected, connectTimeout(n))
+		if err != nil {
+			return nil, err
+		}
+		conn = m.Connected
+		if conn == nil {
+			return nil, cl.failed("connected reply without figures")
+		}
+		if conn.Failed > 0 || conn.Connected != n {
+			return nil, cl.failed(fmt.Sprintf("%d of %d subscribers failed to connect; first error: %s", conn.Failed, n, conn.FirstError))
+		}
+		log.Info("subscribers connected", "n", conn.Connected, "seconds", conn.Seconds)
+		if err := settled(n); err != nil {
+			return nil, err
+		}
+		// As it runs first, then after a forced collection and scavenge.
+		held, err := sample(false)
+		if err != nil {
+			return nil, err
+		}
+		s, err := sample(true)
+		if err != nil {
+			return nil, err
+		}
+		s.HeldRSSBytes = held.RSSBytes
+		points = append(points, s)
 	}
-	after, err := sample(true)
-	if err != nil {
-		return nil, err
-	}
+	after := points[len(points)-1]
 	// Let deliveries recover from the collection's pause before measuring.
 	if err := sleep(ctx, min(cfg.Settle, time.Second)); err != nil {
 		return nil, err
@@ -407,7 +491,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	if err != nil {
 		return nil, err
 	}
-	m, err = cl.call(ctx, command{Cmd: cmdReport}, evReport, reportTimeout)
+	m, err := cl.call(ctx, command{Cmd: cmdReport}, evReport, reportTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -416,6 +500,7 @@ func runMode(ctx context.Context, cfg Config, mode Mode) (res *ModeResult, err e
 	}
 	res = compute(mode, measurements{
 		before: before, idle0: idle0, idle1: idle1, after: after, s0: s0, s1: s1,
+		warm: warm, points: points, warmups: warmups,
 		conn: *conn, client: *m.Report, machine: busy1.sub(busy0),
 	})
 	log.Info("measured", "cpu_us_per_delivery", res.CPUMicrosPerDelivery,

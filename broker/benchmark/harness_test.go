@@ -27,7 +27,7 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	rep, err := Run(ctx, Config{
-		Subscribers: n, Duration: 3 * time.Second, Settle: time.Second, IdleWindow: 500 * time.Millisecond,
+		Subscribers: n, MemoryPoints: []int{n / 2}, Duration: 3 * time.Second, Settle: time.Second, IdleWindow: 500 * time.Millisecond,
 		Sources: 4, Child: testChild,
 	})
 	assertNoChildren(t)
@@ -65,6 +65,14 @@ func TestRunEndToEnd(t *testing.T) {
 		if m.Connected != n || m.CPUMicrosPerDelivery <= 0 || m.Deliveries == 0 {
 			t.Errorf("%s: connected %d, %v µs per delivery over %d deliveries", m.Mode, m.Connected, m.CPUMicrosPerDelivery, m.Deliveries)
 		}
+		// The sweep: 100 then 200 in the same server, after a warm-up of
+		// 50 (half the first point) that left again.
+		if m.WarmupSubscribers != n/4 || len(m.Memory) != 2 || m.Memory[0].Subscribers != n/2 || m.Memory[1].Subscribers != n {
+			t.Errorf("%s: warm-up %d, memory points %+v; want a warm-up of %d and points at %d and %d", m.Mode, m.WarmupSubscribers, m.Memory, n/4, n/2, n)
+		}
+		if m.FixedBytes <= 0 || m.ColdThreads < 1 || m.WarmThreads < 1 {
+			t.Errorf("%s: one-off cost %d bytes, threads %d cold, %d warm", m.Mode, m.FixedBytes, m.ColdThreads, m.WarmThreads)
+		}
 		if m.TickToWireP99Ms < m.TickToWireP50Ms || m.TickToWireMaxMs < m.TickToWireP99Ms || m.TickToWireP99Ms > 1000 {
 			t.Errorf("%s: tick-to-wire p50 %v p99 %v max %v ms", m.Mode, m.TickToWireP50Ms, m.TickToWireP99Ms, m.TickToWireMaxMs)
 		}
@@ -84,7 +92,7 @@ func TestRunEndToEnd(t *testing.T) {
 	if err := rep.WriteTable(&table); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"CPU per delivery", "tick-to-wire p50 / p99", "targets:"} {
+	for _, want := range []string{"CPU per delivery", "tick-to-wire p50 / p99", "targets:", "RSS over warm", "one-off cost of the first connections"} {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -176,7 +184,7 @@ func TestConfigValidation(t *testing.T) {
 		want string
 	}{
 		{"no child", Config{}, "Child is required"},
-		{"too many subscribers", Config{Subscribers: limit + 1, Child: testChild}, "subscribers"},
+		{"too many subscribers", Config{Subscribers: max(limit+1, 1<<29), Child: testChild}, "subscribers"}, // above fs.nr_open: not even root may raise the limit that far
 		{"negative subscribers", Config{Subscribers: -1, Child: testChild}, "subscribers"},
 		{"short duration", Config{Duration: time.Second, Child: testChild}, "duration"},
 		{"sources", Config{Sources: 255, Child: testChild}, "sources"},
@@ -187,6 +195,11 @@ func TestConfigValidation(t *testing.T) {
 		{"network", Config{Network: "bridge", Child: testChild}, "unknown network"},
 		{"slow", Config{Subscribers: 10, Slow: 10, Child: testChild}, "slow subscribers 10"},
 		{"rounds", Config{Rounds: 10, Child: testChild}, "rounds 10"},
+		{"points not ascending", Config{Subscribers: 100, MemoryPoints: []int{50, 50}, Child: testChild}, "ascending"},
+		{"point above subscribers", Config{Subscribers: 100, MemoryPoints: []int{200}, Child: testChild}, "ascending"},
+		{"point below 1", Config{Subscribers: 100, MemoryPoints: []int{0}, Child: testChild}, "at least 1"},
+		{"warm-up as large as the first point", Config{Subscribers: 100, MemoryPoints: []int{10}, Warmup: 10, Child: testChild}, "warm-up 10"},
+		{"warm-up below none", Config{Warmup: -2, Child: testChild}, "warm-up -2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

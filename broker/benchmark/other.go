@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"time"
 )
 
 // Elsewhere than Linux the harness compiles but cannot run: the client and
@@ -22,6 +21,8 @@ func runClient(context.Context, clientSpec, *bufio.Scanner, *json.Encoder) error
 }
 
 func hardFileLimit() (uint64, error) { return 0, ErrUnsupported }
+
+func raiseHardFileLimit(uint64) error { return ErrUnsupported }
 
 func readMachineCPU() (machineCPU, error) { return machineCPU{}, ErrUnsupported }
 

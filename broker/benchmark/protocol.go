@@ -12,8 +12,8 @@ import (
 
 // The harness and its children speak JSON lines: the child reads a
 // childSpec as its first stdin line and then commands; it writes messages
-// to stdout, one per line — first "ready" (server) or "connected" (client),
-// then one reply per command. Logs go to stderr.
+// to stdout, one per line — first "ready" (server), then one reply per
+// command. Logs go to stderr.
 
 // Mode is what serves the subscribers in a run.
 type Mode string
@@ -105,8 +105,8 @@ type serverSpec struct {
 }
 
 type clientSpec struct {
-	Addr        string    `json:"addr"` // host:port of the server
-	Subscribers int       `json:"subscribers"`
+	Addr        string    `json:"addr"`        // host:port of the server
+	Subscribers int       `json:"subscribers"` // the most cmdConnect asks for
 	Intervals   Intervals `json:"intervals"`
 	Sources     int       `json:"sources"`
 	ConnectRate int       `json:"connect_rate"` // connections per second
@@ -135,14 +135,19 @@ func (s *clientSpec) isSlow(i int) bool {
 
 // command is a later stdin line.
 type command struct {
-	Cmd string `json:"cmd"`          // cmdSample (server), cmdMark or cmdReport (client)
+	Cmd string `json:"cmd"`          // cmdSample (server); cmdWarmup, cmdConnect, cmdMark or cmdReport (client)
 	GC  bool   `json:"gc,omitempty"` // sample: collect and return memory to the OS first
+	// Subscribers: for cmdWarmup how many connect and leave, for
+	// cmdConnect how many are to be connected in all.
+	Subscribers int `json:"subscribers,omitempty"`
 }
 
 const (
-	cmdSample = "sample"
-	cmdMark   = "mark"
-	cmdReport = "report"
+	cmdSample  = "sample"
+	cmdWarmup  = "warmup"
+	cmdConnect = "connect"
+	cmdMark    = "mark"
+	cmdReport  = "report"
 )
 
 // message is a stdout line.
@@ -159,6 +164,7 @@ const (
 	evReady     = "ready"
 	evSample    = "sample"
 	evConnected = "connected"
+	evWarmedUp  = "warmed_up"
 	evMarked    = "marked"
 	evReport    = "report"
 	evError     = "error"
@@ -246,9 +252,16 @@ type serverSample struct {
 	// RSSFileBytes is the part of RSSBytes backed by the binary's file
 	// (code pages first run while subscribers connect): a one-off cost.
 	RSSFileBytes uint64 `json:"rss_file_bytes"`
-	HeapBytes    uint64 `json:"heap_bytes"`  // HeapAlloc: live objects
-	HeapInuse    uint64 `json:"heap_inuse"`  // HeapInuse: spans holding them (fragmentation included)
-	StackBytes   uint64 `json:"stack_bytes"` // StackInuse
+	// RSSAnonBytes is the anonymous part: the Go runtime's memory.
+	RSSAnonBytes uint64 `json:"rss_anon_bytes"`
+	// HeldRSSBytes is set by the harness on a sweep point: VmRSS just
+	// before the collection, as the server held it running on its own.
+	HeldRSSBytes uint64 `json:"held_rss_bytes,omitempty"`
+	// Mem is the runtime's own account of that memory, by class.
+	Mem        memClasses `json:"mem"`
+	HeapBytes  uint64     `json:"heap_bytes"`  // HeapAlloc: live objects
+	HeapInuse  uint64     `json:"heap_inuse"`  // HeapInuse: spans holding them (fragmentation included)
+	StackBytes uint64     `json:"stack_bytes"` // StackInuse
 	// RuntimeBytes is the runtime's own memory in use: span and cache
 	// structures, GC metadata, profiling buckets and the rest (OtherSys,
 	// which holds netpoll descriptors among others).

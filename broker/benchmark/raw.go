@@ -159,7 +159,9 @@ func (r *rawServer) run(ctx context.Context) error {
 	close(writerStop)
 	wg.Wait()
 	for _, c := range r.conns {
-		_ = c.nc.Close()
+		if c.nc != nil { // nil once dead
+			_ = c.nc.Close()
+		}
 	}
 	r.inboxMu.Lock()
 	for _, c := range r.inbox {
@@ -369,8 +371,13 @@ func (r *rawServer) write(c *rawConn, b []byte) {
 			continue
 		}
 		if err != nil || n != len(b) {
-			// A short write would corrupt the stream: give up on it.
+			// A short write would corrupt the stream: give up on it. Its
+			// slot in conns stays (the wheel links by index), its socket
+			// goes, like a subscriber that left (the warm-up's).
 			c.dead = true
+			_ = c.nc.Close()
+			c.nc = nil
+			r.connections.Add(-1)
 			r.failed.Add(1)
 			return
 		}

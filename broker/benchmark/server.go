@@ -133,7 +133,7 @@ func takeSample(sut subject, gc bool) (serverSample, error) {
 	}
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	rss, rssFile, err := rssBytes()
+	pm, err := readProcMemory()
 	if err != nil {
 		return serverSample{}, err
 	}
@@ -146,8 +146,10 @@ func takeSample(sut subject, gc bool) (serverSample, error) {
 		WallNanos:    time.Now().UnixNano(),
 		CPUNanos:     int64(user + sys),
 		SysNanos:     int64(sys),
-		RSSBytes:     rss,
-		RSSFileBytes: rssFile,
+		RSSBytes:     pm.rss,
+		RSSFileBytes: pm.file,
+		RSSAnonBytes: pm.anon,
+		Mem:          readMemClasses(pm.threads),
 		HeapBytes:    ms.HeapAlloc,
 		HeapInuse:    ms.HeapInuse,
 		RuntimeBytes: ms.MSpanInuse + ms.MCacheInuse + ms.GCSys + ms.BuckHashSys + ms.OtherSys,

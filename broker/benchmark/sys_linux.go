@@ -29,6 +29,16 @@ func raiseFileLimit() (uint64, error) {
 	return lim.Cur, nil
 }
 
+// raiseHardFileLimit raises the hard (and soft) file limit to n; only a
+// privileged process may.
+func raiseHardFileLimit(n uint64) error {
+	lim := unix.Rlimit{Cur: n, Max: n}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raise the file limit to %d: %w", n, err)
+	}
+	return nil
+}
+
 // hardFileLimit is the most descriptors a process may raise itself to.
 func hardFileLimit() (uint64, error) {
 	var lim unix.Rlimit
@@ -54,42 +64,77 @@ func processCPUSplit() (user, sys time.Duration) {
 	return time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())
 }
 
-// rssBytes is this process's resident set size (VmRSS) and the part of it
-// backed by files (RssFile: the binary's code and data pages touched so far).
-func rssBytes() (rss, file uint64, err error) {
+// procMemory is this process's resident set size (VmRSS), the parts of it
+// backed by files (RssFile: the binary's code and data pages touched so
+// far) and anonymous (RssAnon), and its thread count.
+type procMemory struct {
+	rss, file, anon uint64
+	threads         int
+}
+
+func readProcMemory() (procMemory, error) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0, 0, fmt.Errorf("read VmRSS: %w", err)
+		return procMemory{}, fmt.Errorf("read VmRSS: %w", err)
 	}
-	if rss, err = parseStatusKB(b, "VmRSS"); err != nil {
-		return 0, 0, err
+	var m procMemory
+	for _, f := range []struct {
+		key string
+		v   *uint64
+	}{{"VmRSS", &m.rss}, {"RssFile", &m.file}, {"RssAnon", &m.anon}} {
+		if *f.v, err = parseStatusKB(b, f.key); err != nil {
+			return procMemory{}, err
+		}
 	}
-	if file, err = parseStatusKB(b, "RssFile"); err != nil {
-		return 0, 0, err
+	threads, err := parseStatusValue(b, "Threads")
+	if err != nil {
+		return procMemory{}, err
 	}
-	return rss, file, nil
+	m.threads = int(threads)
+	return m, nil
 }
 
 // parseStatusKB finds "<key>:   1234 kB" in /proc/<pid>/status.
 func parseStatusKB(status []byte, key string) (uint64, error) {
+	fields, err := statusFields(status, key)
+	if err != nil {
+		return 0, err
+	}
+	if len(fields) != 2 || string(fields[1]) != "kB" {
+		return 0, fmt.Errorf("parse %s line: %q is not a size in kB", key, bytes.Join(fields, []byte(" ")))
+	}
+	kb, err := strconv.ParseUint(string(fields[0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s line: %w", key, err)
+	}
+	return kb << 10, nil
+}
+
+// parseStatusValue finds "<key>:   1234" in /proc/<pid>/status.
+func parseStatusValue(status []byte, key string) (uint64, error) {
+	fields, err := statusFields(status, key)
+	if err != nil {
+		return 0, err
+	}
+	if len(fields) != 1 {
+		return 0, fmt.Errorf("parse %s line: %q is not a number", key, bytes.Join(fields, []byte(" ")))
+	}
+	v, err := strconv.ParseUint(string(fields[0]), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %s line: %w", key, err)
+	}
+	return v, nil
+}
+
+// statusFields is the fields after "<key>:" in /proc/<pid>/status.
+func statusFields(status []byte, key string) ([][]byte, error) {
 	sc := bufio.NewScanner(bytes.NewReader(status))
 	for sc.Scan() {
-		line := sc.Bytes()
-		rest, ok := bytes.CutPrefix(line, []byte(key+":"))
-		if !ok {
-			continue
+		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte(key+":")); ok {
+			return bytes.Fields(rest), nil
 		}
-		fields := bytes.Fields(rest)
-		if len(fields) != 2 || string(fields[1]) != "kB" {
-			return 0, fmt.Errorf("parse %s line %q", key, line)
-		}
-		kb, err := strconv.ParseUint(string(fields[0]), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("parse %s line %q: %w", key, line, err)
-		}
-		return kb << 10, nil
 	}
-	return 0, fmt.Errorf("no %s line in /proc/self/status", key)
+	return nil, fmt.Errorf("no %s line in /proc/self/status", key)
 }
 
 // userHZ is the unit of /proc/stat (sysconf(_SC_CLK_TCK), 100 on every

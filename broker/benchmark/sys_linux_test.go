@@ -27,8 +27,15 @@ func TestParseStatusKB(t *testing.T) {
 			t.Errorf("parseStatusKB(%q, %s) = %d, %v; want %d, %q", tt.status, tt.key, got, err, tt.want, tt.wantErr)
 		}
 	}
-	if rss, file, err := rssBytes(); err != nil || rss < 1<<20 || file == 0 || file > rss {
-		t.Errorf("rssBytes() = %d, %d, %v", rss, file, err)
+	if n, err := parseStatusValue([]byte(status), "Threads"); n != 3 || err != nil {
+		t.Errorf("parseStatusValue(Threads) = %d, %v; want 3", n, err)
+	}
+	if _, err := parseStatusValue([]byte("Threads:\t3 kB\n"), "Threads"); err == nil {
+		t.Error("parseStatusValue took a value with a unit")
+	}
+	m, err := readProcMemory()
+	if err != nil || m.rss < 1<<20 || m.file == 0 || m.anon == 0 || m.file+m.anon > m.rss || m.threads < 1 {
+		t.Errorf("readProcMemory() = %+v, %v", m, err)
 	}
 }
 

@@ -25,6 +25,7 @@ func TestNewRejectsNegativeSettings(t *testing.T) {
 		{"history workers", func(c *Config) { c.HistoryWorkers = -2 }, "HistoryWorkers -2 must not be negative"},
 		{"pending bytes", func(c *Config) { c.MaxPendingBytes = -1 }, "MaxPendingBytes -1 must not be negative"},
 		{"write timeout", func(c *Config) { c.WriteTimeout = -1 }, "WriteTimeout -1ns must not be negative"},
+		{"follow grace", func(c *Config) { c.FollowGrace = -time.Second }, "FollowGrace -1s must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +47,7 @@ func TestConfigDefaults(t *testing.T) {
 	t.Parallel()
 	c := Config{}.withDefaults()
 	if c.Listen != DefaultListen || c.IdleTimeout != DefaultIdleTimeout || c.HistoryPoints != DefaultHistoryPoints ||
-		c.MaxPendingBytes != DefaultMaxPendingBytes || c.Namespace != DefaultNamespace {
+		c.MaxPendingBytes != DefaultMaxPendingBytes || c.Namespace != DefaultNamespace || c.FollowGrace != DefaultFollowGrace {
 		t.Fatalf("zero Config did not take the documented defaults: %+v", c)
 	}
 	if c := (Config{IdleTimeout: 100 * 365 * 24 * time.Hour * 2}).withDefaults(); c.IdleTimeout != maxInterval {

@@ -2,10 +2,12 @@
 // very many subscribers at a small, fixed cost per connection.
 //
 // An Edge subscribes to the live snapshots the aggregator publishes on NATS
-// for every scope (the cluster, each region, each instance), keeps the
+// for the cluster and every region, and for the instances its clients
+// follow (follow.go: only while followed, and FollowGrace after), keeps the
 // newest of each scope and an in-memory window of history for the scopes it
 // serves, and pushes each WebSocket client its scope's snapshots on the
-// client's own cadence. History beyond memory comes from JetStream: the 1 s
+// client's own cadence. Its NATS fan-in thus follows its clients, not the
+// number of instances. History beyond memory comes from JetStream: the 1 s
 // history stream (proto.HistoryStream) and the one-minute rollups
 // (proto.RollupStream). Plain HTTP requests on the same port are served by
 // an internal http.Server (/healthz, /readyz and Config.HTTP).
@@ -24,7 +26,10 @@
 // Whatever may wait on JetStream — history, replays, looking up a scope not
 // seen live — runs on a small pool of history workers (HistoryWorkers),
 // never on the poller or a shard; the workers then queue the frames on the
-// connection.
+// connection. Since idle subscribers allocate nothing, the collector would
+// not run after a burst of upgrades and the burst's garbage would stay
+// resident: one goroutine returns it to the OS once handshakes go quiet
+// (release.go, MemoryReleaseUpgrades).
 //
 // # Admission
 //
@@ -62,8 +67,21 @@
 //     MaxHistoryPendingBytes); live snapshots conflate but never overtake
 //     queued history.
 //   - Instance scopes are published by the aggregators on demand: one
-//     announce goroutine tells them every second, on proto.InterestSubject,
-//     which instances this edge's connections follow (interest.go).
+//     follow goroutine subscribes to the instances this edge's connections
+//     follow and tells the aggregators every second, on
+//     proto.InterestSubject, which ones (interest.go, follow.go): the same
+//     set, so they publish what the edge listens to. Subscription changes
+//     happen only there, never on the poller, a shard or a worker.
+//   - Which scopes exist is answered by the JetStream streams, not by the
+//     live subscriptions (which no longer see every instance): a scope not
+//     held is looked up in the history stream, then the rollups (every
+//     instance has a one-minute rollup), then probed live; the list in the
+//     unknown-scope error merges the scopes held with the streams'
+//     subjects, like GET /api/metrics/list, and names at most the 20
+//     closest to the one asked for (closest.go).
+//   - Snapshots NATS drops because intake fell behind (a slow consumer)
+//     are counted (snapshot_messages_dropped_total) and logged at most
+//     once a minute by the follow loop.
 //   - The stale notice is sent by the shard delivering the snapshot, at
 //     most once per stall and connection (StaleAfter, stale.go).
 //

@@ -51,6 +51,7 @@ const (
 	DefaultLookupBurst           = 5
 	DefaultMaxHandshakes         = 1024
 	DefaultMaxHandshakesPerAddr  = 64
+	DefaultMemoryReleaseUpgrades = 1000
 
 	DefaultHistoryWorkers         = 4
 	DefaultHistoryTimeout         = 10 * time.Second
@@ -59,6 +60,10 @@ const (
 	DefaultMaxReplaySnapshots     = 3600
 	DefaultMaxHistoryScopes       = 16
 	DefaultMaxHistoryPendingBytes = 16 << 20
+	// DefaultFollowGrace keeps an instance followed half a minute after its
+	// last client left: long enough for a client's reconnect, short enough
+	// that a departed dashboard costs the cluster little.
+	DefaultFollowGrace = 30 * time.Second
 
 	// maxInterval caps the timing settings: larger values mean "never".
 	maxInterval = 100 * 365 * 24 * time.Hour
@@ -128,6 +133,11 @@ type Config struct {
 	// replayed snapshots) per connection, which MaxPendingBytes does not
 	// count; beyond it the connection is closed with 1008. Default 16 MiB.
 	MaxHistoryPendingBytes int
+	// FollowGrace is how long the edge stays subscribed to an instance's
+	// snapshots (and announces interest in it) after the last connection
+	// following it left, so that a reconnecting client finds it current
+	// (see follow.go). Default DefaultFollowGrace.
+	FollowGrace time.Duration
 	// MaxMessageBytes bounds a client message (all fragments); larger ones
 	// close the connection with 1009. Default 4096.
 	MaxMessageBytes int
@@ -209,6 +219,11 @@ type Config struct {
 	// MaxHandshakesPerAddr caps one client address's connections in their
 	// handshake (slowloris); beyond it new ones get 429. Default 64.
 	MaxHandshakesPerAddr int
+	// MemoryReleaseUpgrades: after this many WebSocket upgrades, once no
+	// handshake has been in flight for a second, the edge collects and
+	// returns free memory to the OS (release.go). Default 1000; negative:
+	// never.
+	MemoryReleaseUpgrades int
 	// Registerer receives the edge's metrics; nil means don't register.
 	Registerer prometheus.Registerer
 	// Namespace prefixes metric names. Default "meridian".
@@ -235,6 +250,7 @@ func (c Config) Validate() error {
 		service.NonNegative("MaxReplaySnapshots", c.MaxReplaySnapshots),
 		service.NonNegative("MaxHistoryScopes", c.MaxHistoryScopes),
 		service.NonNegative("MaxHistoryPendingBytes", c.MaxHistoryPendingBytes),
+		service.NonNegative("FollowGrace", c.FollowGrace),
 		service.NonNegative("MaxMessageBytes", c.MaxMessageBytes),
 		service.NonNegative("HeartbeatInterval", c.HeartbeatInterval),
 		service.NonNegative("StaleAfter", c.StaleAfter),
@@ -339,6 +355,7 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = DefaultWriteTimeout
 	}
+	service.Default(&c.FollowGrace, DefaultFollowGrace)
 	service.Default(&c.MaxConns, DefaultMaxConns)
 	service.Default(&c.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
 	service.Default(&c.UpgradesPerSecond, DefaultUpgradesPerSecond)
@@ -349,6 +366,7 @@ func (c Config) withDefaults() Config {
 	service.Default(&c.LookupBurst, DefaultLookupBurst)
 	service.Default(&c.MaxHandshakes, DefaultMaxHandshakes)
 	service.Default(&c.MaxHandshakesPerAddr, DefaultMaxHandshakesPerAddr)
+	service.Default(&c.MemoryReleaseUpgrades, DefaultMemoryReleaseUpgrades)
 	// Far beyond any useful setting ("never"), and safe from overflow in
 	// the scheduler's nanosecond arithmetic.
 	for _, d := range []*time.Duration{&c.HeartbeatInterval, &c.PingInterval, &c.IdleTimeout, &c.WriteTimeout, &c.HistoryRequestInterval, &c.StaleAfter} {
@@ -388,6 +406,7 @@ type Edge struct {
 	limits     *limits
 	origins    originPolicy
 	interest   interestAnnouncer
+	follow     *follower
 
 	lastSnapWall atomic.Int64 // Config.Now() in Unix ns when the last cluster snapshot arrived
 
@@ -408,6 +427,7 @@ type Edge struct {
 	hsConns   map[net.Conn]struct{} // handshakes in flight, closed on shutdown
 	running   atomic.Bool           // serving and not shutting down
 	draining  atomic.Bool           // shutdown started: no new connections
+	rel       releaseState          // upgrades since memory was last returned
 
 	life        service.Lifecycle
 	mu          sync.Mutex      // guards graceCtx
@@ -439,6 +459,7 @@ func New(cfg Config) (*Edge, error) {
 		js:       js,
 		scopes:   newScopeTable(),
 		interest: newInterestAnnouncer(),
+		follow:   newFollower(cfg.NATS, cfg.FollowGrace),
 		lookups:  make(chan struct{}, cfg.HistoryWorkers),
 		hsSem:    make(chan struct{}, cfg.MaxHandshakes),
 		origins:  origins,
@@ -520,12 +541,10 @@ func (e *Edge) Run(ctx context.Context) error {
 		return fmt.Errorf("start edge: %w", err)
 	}
 	e.poller = p
-	msgs := make(chan *nats.Msg, snapshotQueue)
-	sub, err := e.cfg.NATS.ChanSubscribe(proto.SnapshotSubjectAll, msgs)
-	if err != nil {
+	if err := e.follow.start(); err != nil {
 		p.close()
 		e.closeListener()
-		return fmt.Errorf("start edge: subscribe to %s: %w", proto.SnapshotSubjectAll, err)
+		return fmt.Errorf("start edge: %w", err)
 	}
 
 	var wg sync.WaitGroup
@@ -540,9 +559,10 @@ func (e *Edge) Run(ctx context.Context) error {
 	}
 	// Live first, then history: a snapshot published while the history
 	// loads is caught by the subscription and deduplicated by the Ring.
-	goJoin(func() { e.intake(msgs, workersStop) })
+	goJoin(func() { e.intake(e.follow.msgs, workersStop) })
 	goJoin(func() { e.hist.loadLoop(histCtx) })
-	goJoin(func() { e.announceLoop(workersStop) })
+	goJoin(func() { e.followLoop(workersStop) })
+	goJoin(func() { e.releaseLoop(workersStop) })
 	for range e.cfg.HistoryWorkers {
 		goJoin(func() { e.pool.run(histCtx, workersStop) })
 	}
@@ -587,12 +607,13 @@ func (e *Edge) Run(ctx context.Context) error {
 	e.relays.Wait() // bounded: each ends within lingerTimeout of its close
 	// 3. Stop the workers.
 	cancelHist()
-	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		e.log.Debug("unsubscribe snapshots", "err", err)
-	}
 	close(workersStop)
 	p.stop()
 	wg.Wait()
+	// After the follow loop, which owns the instance subscriptions, exited.
+	if err := e.follow.closeAll(); err != nil {
+		e.log.Debug("unsubscribe snapshots", "err", err)
+	}
 	p.close()
 	e.log.Info("edge stopped")
 	return nil
@@ -659,9 +680,30 @@ func (e *Edge) intake(msgs <-chan *nats.Msg, stop <-chan struct{}) {
 		case <-stop:
 			return
 		case m := <-msgs:
+			kind := subjectKind(m.Subject)
+			e.m.snapshotMsgs[kind].Inc()
+			if kind == proto.ScopeInstance && !m.Sub.IsValid() {
+				// Queued before its instance was unfollowed (follow.go):
+				// it would bring back the state just forgotten.
+				continue
+			}
 			e.acceptSnapshot(m.Data)
 		}
 	}
+}
+
+// subjectKind is the scope kind of a snapshot subject, read from the
+// first letter after the prefix (the subscriptions admit only the three).
+func subjectKind(subject string) proto.ScopeKind {
+	if len(subject) > len(proto.SnapshotSubjectPrefix)+1 {
+		switch subject[len(proto.SnapshotSubjectPrefix)+1] {
+		case 'r':
+			return proto.ScopeRegion
+		case 'i':
+			return proto.ScopeInstance
+		}
+	}
+	return proto.ScopeCluster
 }
 
 // acceptSnapshot decodes one live snapshot and keeps it if it is the newest
@@ -724,9 +766,12 @@ const (
 	// make one edge's writes faster (the kernel's socket locks do not scale
 	// further for us).
 	maxShards = 8
-	// snapshotQueue is the NATS delivery buffer; snapshots are state, so
-	// dropping on overflow (NATS slow-consumer) only loses stale ones.
-	snapshotQueue = 256
+	// snapshotQueue is the NATS delivery buffer shared by every snapshot
+	// subscription: room for a second's burst of a few thousand followed
+	// instances. Snapshots are state, so dropping on overflow (NATS slow
+	// consumer, counted and logged by the follow loop) only loses stale
+	// ones.
+	snapshotQueue = 4096
 	// scopeTTL forgets region/instance scopes that stopped publishing.
 	scopeTTL = 10 * time.Minute
 )

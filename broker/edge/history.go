@@ -154,6 +154,17 @@ func (h *historyServer) scope(scope proto.Scope) *scopeHistory {
 	return sh
 }
 
+// drop forgets scope's ring (never the cluster's): the edge stopped
+// following the scope, so the ring would miss what comes next. A later
+// history request starts a new one, backfilled from JetStream.
+func (h *historyServer) drop(scope proto.Scope) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if sh := h.scopes[scope]; sh != nil && sh != h.cluster {
+		delete(h.scopes, scope)
+	}
+}
+
 // rings is the number of scopes whose history is held in memory.
 func (h *historyServer) rings() int {
 	h.mu.Lock()

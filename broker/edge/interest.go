@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -15,10 +14,11 @@ import (
 // Interest. Aggregators publish an instance's snapshots every second only
 // while some edge announces interest in it (proto.Interest), so the edge
 // announces, every interestEvery and at once when a client starts following
-// a new instance, the instances its connections are subscribed to. An
-// instance a client names that the edge has never seen is probed: announced
-// at once, and known if its first live snapshot arrives within probeWait
-// (else it is looked up in history as before).
+// a new instance, the instances it follows (follow.go): those its
+// connections are subscribed to, and for FollowGrace after the last one
+// left. An instance a client names that the edge does not hold is probed:
+// followed and announced at once, and known if its first live snapshot
+// arrives within probeWait (else it is looked up in history as before).
 const (
 	interestEvery = time.Second
 	// interestTTL is how long an aggregator keeps publishing after the last
@@ -40,8 +40,8 @@ type interestAnnouncer struct {
 	nudge  chan struct{} // capacity 1
 	mu     sync.Mutex
 	probes map[string]time.Time // instance → end of its probe
-	// failing is owned by the announce loop.
-	failing bool
+	// failing is owned by the follow loop.
+	failing failureLog
 }
 
 func newInterestAnnouncer() interestAnnouncer {
@@ -81,38 +81,12 @@ func (t *scopeTable) pinnedInstances(dst []string) []string {
 	return dst
 }
 
-// announceLoop announces the edge's interest until stop closes. It runs on
-// its own goroutine, owned and joined by Run.
-func (e *Edge) announceLoop(stop <-chan struct{}) {
-	t := time.NewTicker(interestEvery)
-	defer t.Stop()
-	var names []string
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		case <-e.interest.nudge:
-		}
-		names = e.scopes.pinnedInstances(names[:0])
-		names = e.interest.probing(names, e.cfg.Now())
-		if len(names) == 0 {
-			continue
-		}
-		slices.Sort(names)
-		names = slices.Compact(names)
-		// Logged once when announcing starts failing and once when it works
-		// again: a NATS outage must not flood the log.
-		err := e.announce(names)
-		if failing := err != nil; failing != e.interest.failing {
-			e.interest.failing = failing
-			if failing {
-				e.log.Warn("announce instance interest; aggregators stop publishing followed instances until it works again", "err", err)
-			} else {
-				e.log.Info("announcing instance interest again")
-			}
-		}
-	}
+// announceFollowed announces interest in the followed instances (the
+// follow loop calls it every round).
+func (e *Edge) announceFollowed(names []string) {
+	e.interest.failing.note(e.log, e.announce(names),
+		"announce instance interest; aggregators stop publishing followed instances until it works again",
+		"announcing instance interest again")
 }
 
 // announce publishes names in messages of at most proto.MaxInterestInstances.

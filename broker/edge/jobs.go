@@ -272,7 +272,9 @@ func (e *Edge) runJob(base context.Context, c *conn, j *subJob) {
 			} else {
 				e.m.errorsByType[errTypeUnknownScope].Inc()
 			}
-			mctx, mcancel := context.WithTimeout(base, time.Second)
+			// A worker may wait on JetStream: time to list a large
+			// cluster's scopes (the handshake's 404 has a second).
+			mctx, mcancel := context.WithTimeout(base, e.cfg.HistoryTimeout)
 			msg := e.scopeErrorMessage(mctx, j.sub.Scope, c.grantOf(), err)
 			mcancel()
 			c.mu.Lock()

@@ -359,6 +359,7 @@ func (e *Edge) attach(nc net.Conn, leftover []byte, init connInit) bool {
 		e.log.Error("take over upgraded connection", "err", err, "type", fmt.Sprintf("%T", nc))
 		return false
 	}
+	e.noteUpgrade()
 	c := newConn(e, fd)
 	c.shard = e.pickShard()
 	c.lim, c.rate = init.lim, init.rate

@@ -28,7 +28,10 @@ func BenchmarkIdleConnection(b *testing.B) {
 	for _, n := range []int{1000, 4000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			b.ReportAllocs()
-			te := startEdge(b, Config{})
+			te := startEdge(b, Config{
+				// One loopback address opens them all: no per-address limits.
+				MaxConnsPerAddr: 1 << 30, MaxHandshakesPerAddr: 1 << 30, UpgradesPerSecond: 1e9, UpgradeBurst: 1 << 30,
+			})
 			addr := te.Addr().(*net.TCPAddr).AddrPort()
 			fds := make([]int, 0, n)
 			b.Cleanup(func() {

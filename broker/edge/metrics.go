@@ -43,11 +43,13 @@ type metrics struct {
 	idleTimeouts       prometheus.Counter
 	slowConsumers      prometheus.Counter
 	handshakesRejected prometheus.Counter
+	memoryReleases     prometheus.Counter
 	rejections         map[string]prometheus.Counter
 	snapshotsAccepted  prometheus.Counter
 	snapshotsStale     prometheus.Counter
 	snapshotsInvalid   prometheus.Counter
 	snapshotsFuture    prometheus.Counter
+	snapshotMsgs       [3]prometheus.Counter // by proto.ScopeKind
 	historyLoadErrors  prometheus.Counter
 	historyServed      prometheus.Counter
 	historyRateLimited prometheus.Counter
@@ -77,6 +79,14 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		Namespace: ns, Subsystem: sub, Name: "snapshots_received_total",
 		Help: "Live snapshots received from NATS, by result: accepted, stale (not newer than the one held), invalid, future (dated more than proto.MaxSnapshotSkew ahead of this edge's clock; ignored).",
 	}, []string{"result"})
+	msgs := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "snapshot_messages_total",
+		Help: "Snapshot messages delivered by NATS, by scope kind: the edge's fan-in (instances only while followed).",
+	}, []string{"kind"})
+	dropped := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "snapshot_messages_dropped_total",
+		Help: "Snapshot messages the NATS client dropped because the edge's intake fell behind (a slow consumer; logged at most once a minute).",
+	}, func() float64 { return float64(e.follow.dropped()) })
 	hist := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "history_requests_total",
 		Help: "History requests (include_history or since), by result: served, rate_limited, failed (a JetStream read failed).",
@@ -99,6 +109,7 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 		idleTimeouts:       counter("idle_timeouts_total", "Connections closed because nothing arrived for IdleTimeout."),
 		slowConsumers:      counter("slow_consumer_disconnects_total", "Connections closed for exceeding MaxPendingBytes or WriteTimeout."),
 		handshakesRejected: counter("handshakes_rejected_total", "Connections closed unread because too many handshakes were in flight."),
+		memoryReleases:     counter("memory_releases_total", "Collections that returned free memory to the OS after a burst of upgrades (see MemoryReleaseUpgrades)."),
 		historyLoadErrors:  counter("history_load_errors_total", "Failed attempts to backfill a scope's in-memory history window from JetStream (retried)."),
 		historyServed:      hist.WithLabelValues("served"),
 		historyRateLimited: hist.WithLabelValues("rate_limited"),
@@ -130,6 +141,9 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 			Buckets: []float64{.001, .0025, .005, .01, .015, .025, .05, .1, .25, .5, 1},
 		}),
 	}
+	for k := range m.snapshotMsgs {
+		m.snapshotMsgs[k] = msgs.WithLabelValues(scopeKinds[k])
+	}
 	for _, r := range closeReasons {
 		m.closedByReason[r] = closed.WithLabelValues(r)
 	}
@@ -144,8 +158,8 @@ func newMetrics(e *Edge, ns string, reg prometheus.Registerer) (*metrics, error)
 	}
 	cs := []prometheus.Collector{
 		m.opened, closed, m.msgsSent, m.bytesSent, m.msgsRecv, m.bytesRecv, errs, m.conflated,
-		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
-		hist, m.historyDuration, rejections, m.replayed, m.replaysTruncated,
+		m.idleTimeouts, m.slowConsumers, m.handshakesRejected, m.memoryReleases, snaps, m.historyLoadErrors, m.lifetime, m.deliveryLag, m.tickLag,
+		hist, m.historyDuration, rejections, m.replayed, m.replaysTruncated, msgs, dropped,
 		newStateCollector(e, ns, sub),
 	}
 	for _, c := range cs {
@@ -183,6 +197,7 @@ type stateCollector struct {
 	scopesUsed  *prometheus.Desc
 	histScopes  *prometheus.Desc
 	histQueue   *prometheus.Desc
+	followed    *prometheus.Desc
 }
 
 // scopeKinds are the kind label values, indexed by proto.ScopeKind.
@@ -206,6 +221,8 @@ func newStateCollector(e *Edge, ns, sub string) *stateCollector {
 			"Scopes whose history window is held in memory.", nil, nil),
 		histQueue: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "history_queue_connections"),
 			"Connections waiting for a history worker.", nil, nil),
+		followed: prometheus.NewDesc(prometheus.BuildFQName(ns, sub, "followed_instances"),
+			"Instances whose snapshots the edge is subscribed to: those its connections follow, and for FollowGrace after the last left.", nil, nil),
 	}
 }
 
@@ -218,6 +235,7 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.scopesUsed
 	ch <- c.histScopes
 	ch <- c.histQueue
+	ch <- c.followed
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -244,6 +262,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.histScopes, prometheus.GaugeValue, float64(c.e.hist.rings()))
 	ch <- prometheus.MustNewConstMetric(c.histQueue, prometheus.GaugeValue, float64(c.e.pool.queued()))
+	ch <- prometheus.MustNewConstMetric(c.followed, prometheus.GaugeValue, float64(c.e.follow.instances()))
 }
 
 func b2f(b bool) float64 {

@@ -89,8 +89,9 @@ const probeLimit = 1024
 // skippedBetween reports whether the history stream holds a snapshot of
 // scope with since < Time < before. It reads in store order from since-5s
 // (store time trails snapshot time by the publish latency, so nothing newer
-// than since was stored earlier) and stops at the first snapshot at or
-// after before, or after probeLimit messages.
+// than since was stored earlier) and stops at the first such snapshot, at
+// the first stored too late to be a refill of a second before before, or
+// after probeLimit messages.
 func (h *historyServer) skippedBetween(ctx context.Context, scope proto.Scope, since, before time.Time) (bool, error) {
 	from := since.Add(-5 * time.Second)
 	cons, err := h.js.OrderedConsumer(ctx, proto.HistoryStream, jetstream.OrderedConsumerConfig{
@@ -109,6 +110,8 @@ func (h *historyServer) skippedBetween(ctx context.Context, scope proto.Scope, s
 		return false, fmt.Errorf("probe history of %s: %w", scope, err)
 	}
 	pending := info.NumPending
+	// Refilled seconds are stored after newer ones, up to MaxRefillLag late.
+	stop := before.Add(5*time.Second + history.MaxRefillLag)
 	for seen := 0; pending > 0 && seen < probeLimit; {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchContext(fctx))
@@ -119,15 +122,16 @@ func (h *historyServer) skippedBetween(ctx context.Context, scope proto.Scope, s
 		got, done, found := 0, false, false
 		for msg := range batch.Messages() {
 			got++
+			var stored time.Time
 			if md, err := msg.Metadata(); err == nil {
-				pending = md.NumPending
+				pending, stored = md.NumPending, md.Timestamp
 			}
 			s, err := proto.DecodeSnapshot(msg.Data())
 			switch {
 			case err != nil || done:
-			case !s.Time.Before(before):
+			case stored.After(stop):
 				done = true
-			case s.Time.After(since):
+			case s.Time.After(since) && s.Time.Before(before):
 				found, done = true, true
 			}
 		}

@@ -136,6 +136,23 @@ func (t *scopeTable) seed(s proto.Snapshot) *scopeState {
 	return st
 }
 
+// forget drops scope's state unless it is pinned, and reports whether the
+// scope is no longer held. A pin taken after it finds nothing and looks the
+// scope up afresh.
+func (t *scopeTable) forget(scope proto.Scope) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := t.m[scope]
+	if st == nil {
+		return true
+	}
+	if st == t.cluster || st.pins.Load() > 0 {
+		return false
+	}
+	delete(t.m, scope)
+	return true
+}
+
 // get returns the state of scope without pinning it.
 func (t *scopeTable) get(scope proto.Scope) *scopeState {
 	t.mu.Lock()
@@ -302,16 +319,21 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 		return c.scopes
 	}
 	var out []proto.Scope
+	complete := true
 	for _, src := range [...]struct{ stream, prefix string }{
 		{proto.HistoryStream, proto.SnapshotSubjectPrefix},
 		{proto.RollupStream, proto.RollupSubjectPrefix},
 	} {
 		stream, err := e.js.Stream(ctx, src.stream)
-		if err != nil {
+		if noHistory(err) {
 			continue
 		}
-		info, err := stream.Info(ctx, jetstream.WithSubjectFilter(src.prefix+".>"))
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = stream.Info(ctx, jetstream.WithSubjectFilter(src.prefix+".>"))
+		}
 		if err != nil {
+			complete = false
 			continue
 		}
 		for subj := range info.State.Subjects {
@@ -320,12 +342,24 @@ func (e *Edge) streamScopes(ctx context.Context) []proto.Scope {
 			}
 		}
 	}
+	if !complete {
+		// A read that failed or ran out of time (a stream of 100 000
+		// subjects on a loaded server) is not cached: the next error
+		// tries again, and meanwhile the last complete list serves.
+		if len(c.scopes) > len(out) {
+			return c.scopes
+		}
+		return out
+	}
 	c.at, c.scopes = now, out
 	return out
 }
 
-// maxListedScopes bounds the list in an unknown-scope error.
-const maxListedScopes = 50
+// maxListedScopes bounds the list in an unknown-scope error: beyond it,
+// only the scopes closest to the one asked for are named, so that the
+// error stays small at 100 000 instances (the full list is paginated by
+// GET /api/metrics/list).
+const maxListedScopes = 20
 
 // unknownScopeMessage is the Error text (and 404 body) for a scope that is
 // not known. Only scopes g allows are listed: a restricted token learns
@@ -335,15 +369,24 @@ func (e *Edge) unknownScopeMessage(ctx context.Context, scope proto.Scope, g aut
 	if !g.All() {
 		known = slices.DeleteFunc(slices.Clone(known), func(s proto.Scope) bool { return !g.Allows(s) })
 	}
-	names := make([]string, 0, min(len(known), maxListedScopes))
-	for _, s := range known[:min(len(known), maxListedScopes)] {
-		names = append(names, s.String())
+	prefix := fmt.Sprintf("unknown scope %s: no snapshot of it was seen live or is kept in history; ", scope)
+	if len(known) <= maxListedScopes {
+		return prefix + "known scopes: " + joinScopes(known)
 	}
-	list := strings.Join(names, ", ")
-	if len(known) > maxListedScopes {
-		list += fmt.Sprintf(" and %d more", len(known)-maxListedScopes)
+	closest := closestScopes(known, scope.String(), maxListedScopes)
+	return fmt.Sprintf("%sknown scopes closest to it: %s and %d more; see GET /api/metrics/list",
+		prefix, joinScopes(closest), len(known)-len(closest))
+}
+
+func joinScopes(scopes []proto.Scope) string {
+	var b strings.Builder
+	for i, s := range scopes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(s.String())
 	}
-	return fmt.Sprintf("unknown scope %s: no snapshot of it was seen live or is kept in history; known scopes: %s", scope, list)
+	return b.String()
 }
 
 // scopeErrorMessage turns a resolveScope error into client text.

@@ -95,13 +95,16 @@ var (
 	instEU1  = proto.InstanceScope("gw-eu-1")
 )
 
-// publishScopes publishes one live snapshot per scope at t, with
-// requests_total 1000 (cluster), 400 (region eu) and 150 (gw-eu-1).
-func (te *testEdge) publishScopes(t time.Time) {
+// publishScopes publishes one snapshot per scope at t, with
+// requests_total 1000 (cluster), 400 (region eu) and 150 (gw-eu-1): the
+// cluster's and the region's live, the instance's into the history stream,
+// where the edge finds it when a client follows it (it follows no instance
+// before).
+func (te *jsEdge) publishScopes(t time.Time) {
 	te.t.Helper()
 	te.publishWait(snap(t, 1000))
 	te.publishWait(scoped(snap(t, 400), regionEU))
-	te.publishWait(scoped(snap(t, 150), instEU1))
+	store(te.t.(*testing.T), te.js, scoped(snap(t, 150), instEU1))
 }
 
 // nextSnapshotTotal skips to the next Snapshot (ignoring history frames)

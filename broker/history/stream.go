@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -28,6 +29,13 @@ const (
 	// ids ("<scope>@<minute unix>"); a new leader re-publishes the rollups it
 	// cannot tell were published for a few minutes, well inside it.
 	RollupDuplicateWindow = 10 * time.Minute
+
+	// MaxRefillLag bounds how long after its own time a snapshot may be
+	// stored: the aggregator refills the seconds it published live without
+	// JetStream quorum once quorum returns (proto.RefillSubject), at most
+	// this late. The stream is in store order, which then is not time order;
+	// readers of a time range read this far past its end in store time.
+	MaxRefillLag = 20 * time.Minute
 )
 
 // StreamConfig configures the history stream or the rollup stream. Zero
@@ -51,15 +59,20 @@ func (c StreamConfig) Validate() error {
 
 // streamSpec is what distinguishes the two streams.
 type streamSpec struct {
-	name, description, subjects string
-	maxAge, duplicates          time.Duration
+	name, description  string
+	subjects           []string
+	maxAge, duplicates time.Duration
+	transform          *jetstream.SubjectTransformConfig
 }
 
 var (
+	// The history stream also captures the refill subjects, storing each
+	// refilled snapshot under its snapshot subject.
 	historySpec = streamSpec{proto.HistoryStream, "Meridian snapshots per scope and second",
-		proto.SnapshotSubjectAll, DefaultMaxAge, DuplicateWindow}
+		[]string{proto.SnapshotSubjectAll, proto.RefillSubjectAll}, DefaultMaxAge, DuplicateWindow,
+		&jetstream.SubjectTransformConfig{Source: proto.RefillSubjectAll, Destination: proto.SnapshotSubjectAll}}
 	rollupSpec = streamSpec{proto.RollupStream, "Meridian 1-minute rollups per scope",
-		proto.RollupSubjectAll, DefaultRollupMaxAge, RollupDuplicateWindow}
+		[]string{proto.RollupSubjectAll}, DefaultRollupMaxAge, RollupDuplicateWindow, nil}
 )
 
 // EnsureStream creates proto.HistoryStream, capturing proto.SnapshotSubjectAll
@@ -88,13 +101,15 @@ func ensure(ctx context.Context, js jetstream.JetStream, spec streamSpec, cfg St
 	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        spec.name,
 		Description: spec.description,
-		Subjects:    []string{spec.subjects},
+		Subjects:    spec.subjects,
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      cfg.MaxAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Duplicates:  spec.duplicates,
+
+		SubjectTransform: spec.transform,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", spec.name, err)
@@ -113,15 +128,21 @@ func Load(ctx context.Context, js jetstream.JetStream, scope proto.Scope, since 
 }
 
 // LoadRange reads the snapshots on subject in stream with start <= Time <=
-// end (a zero end means up to now), oldest first, at most max (the newest
-// max when there are more). A missing stream yields no snapshots.
+// end (a zero end means up to now), oldest first and one per Time, at most
+// max (the newest max when there are more). A missing stream yields no
+// snapshots.
+//
+// Store order is time order but for refilled snapshots, which are stored up
+// to MaxRefillLag after their time: LoadRange sorts what it reads, and reads
+// until the store time passes end by that much.
 func LoadRange(ctx context.Context, js jetstream.JetStream, stream, subject string, start, end time.Time, max int) ([]proto.Snapshot, error) {
 	if max <= 0 {
 		return nil, nil
 	}
 	// The stream's store time trails the snapshot's own time by the publish
-	// latency; start a little early and filter on the snapshot time.
-	from := start.Add(-5 * time.Second)
+	// latency (by up to MaxRefillLag for a refill); start a little early
+	// and filter on the snapshot time.
+	from := start.Add(-storeLatency)
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
@@ -139,6 +160,10 @@ func LoadRange(ctx context.Context, js jetstream.JetStream, stream, subject stri
 	}
 	pending := info.NumPending
 	out := make([]proto.Snapshot, 0, min(int(pending), 2*max))
+	var stop time.Time // store time past which nothing of the range can follow
+	if !end.IsZero() {
+		stop = end.Add(storeLatency + MaxRefillLag)
+	}
 	for pending > 0 {
 		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		batch, err := cons.Fetch(int(min(pending, loadBatch)), jetstream.FetchContext(fctx))
@@ -149,22 +174,25 @@ func LoadRange(ctx context.Context, js jetstream.JetStream, stream, subject stri
 		got, past := 0, false
 		for msg := range batch.Messages() {
 			got++
+			stored := time.Time{}
 			if md, err := msg.Metadata(); err == nil {
-				pending = md.NumPending
+				pending, stored = md.NumPending, md.Timestamp
 			}
 			s, err := proto.DecodeSnapshot(msg.Data())
-			if err != nil || s.Time.Before(start) {
+			if err != nil {
 				continue // a corrupt record must not hide the rest of history
 			}
-			if !end.IsZero() && s.Time.After(end) {
-				// Store order follows snapshot time up to the publish latency.
-				past = past || s.Time.After(end.Add(5*time.Second))
+			if stored.IsZero() {
+				stored = s.Time
+			}
+			past = past || (!stop.IsZero() && stored.After(stop))
+			if s.Time.Before(start) || (!end.IsZero() && s.Time.After(end)) {
 				continue
 			}
 			out = append(out, s)
 			if len(out) >= 2*max {
 				// Keep the newest max, trimming in chunks rather than per item.
-				out = append(out[:0], out[len(out)-max:]...)
+				out = newest(out, max)
 			}
 		}
 		cancel()
@@ -175,8 +203,20 @@ func LoadRange(ctx context.Context, js jetstream.JetStream, stream, subject stri
 			break // nothing more arrived within the wait, or the range is done
 		}
 	}
-	if len(out) > max {
-		out = out[len(out)-max:]
+	return newest(out, max), nil
+}
+
+// storeLatency is how long after its own time a live snapshot may be stored.
+const storeLatency = 5 * time.Second
+
+// newest sorts snaps by time, keeps the first stored of each time (a second
+// is one snapshot; a refill repeats it only past the duplicate window), and
+// returns the newest max of them.
+func newest(snaps []proto.Snapshot, max int) []proto.Snapshot {
+	slices.SortStableFunc(snaps, func(a, b proto.Snapshot) int { return a.Time.Compare(b.Time) })
+	snaps = slices.CompactFunc(snaps, func(a, b proto.Snapshot) bool { return a.Time.Equal(b.Time) })
+	if len(snaps) > max {
+		snaps = append(snaps[:0], snaps[len(snaps)-max:]...)
 	}
-	return out, nil
+	return snaps
 }

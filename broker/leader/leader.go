@@ -103,6 +103,7 @@ type Elector struct {
 	// storeDown is set while the lease store counts as unavailable (see
 	// campaign.settle).
 	storeDown atomic.Bool
+	outage    atomic.Bool // see InOutage
 
 	resignCh chan struct{} // closed by Resign: Run returns between two lease operations
 
@@ -254,6 +255,11 @@ func (e *Elector) setHolder(id string) { e.holder.Store(&id) }
 // to do without a leader (see the aggregator's live-only publishing).
 func (e *Elector) StoreUnavailable() bool { return e.storeDown.Load() }
 
+// InOutage reports whether the lease store failed and has not worked since
+// for 10 s: the time between the "lease store unavailable" and "lease store
+// recovered" log lines, relapses included.
+func (e *Elector) InOutage() bool { return e.outage.Load() }
+
 // setLease records a lease until until, unless the elector has resigned.
 func (e *Elector) setLease(until time.Time) {
 	e.mu.Lock()
@@ -372,7 +378,11 @@ type campaign struct {
 	seenRev uint64
 	seenAt  time.Time
 
-	failing bool // the lease store counts as unavailable; for log transitions
+	failing bool // the lease store counts as unavailable (StoreUnavailable)
+	// told: "unavailable" was logged and "recovered" not yet; okSince: when
+	// the store last went from failing to working.
+	told    bool
+	okSince time.Time
 	// roundFailed and roundOK: some lease operation of the current round
 	// failed, succeeded (see settle).
 	roundFailed, roundOK bool
@@ -619,19 +629,32 @@ func (c *campaign) acquire(ctx context.Context, rev uint64) {
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		// Someone else was faster; follow them. Not evidence that the
 		// store takes writes now: the revision read may have been stale.
+		// Then the next reads may be as stale: wait a TTL from now before
+		// taking over again, rather than retrying at once in a loop.
+		c.seenAt = cfg.Now()
 	case ctx.Err() == nil:
 		c.fail("acquire lease", err)
 	}
 }
 
+// recoveredQuiet is how long the lease store must work, every operation,
+// before "lease store recovered" is logged: a JetStream cluster whose nodes
+// return re-elects its stream leaders for a while, and each relapse of
+// that is part of the same outage, not a new one to log.
+const recoveredQuiet = 10 * time.Second
+
 // fail and ok record the outcome of one lease operation of the round;
-// settle logs the round's outcome. A round may read the lease and then fail
-// to write it (JetStream without quorum can still answer reads), so the
+// settle applies the round's outcome. A round may read the lease and then
+// fail to write it (JetStream without quorum can still answer reads), so the
 // store counts as unavailable when any operation of the round failed and as
-// recovered only after a round in which every operation succeeded: one line
-// when it becomes unavailable, one when it recovers, never a line per poll.
+// available again after a round in which every operation succeeded. The log
+// says it once each way per outage: unavailable at the first failure,
+// recovered once the store has worked for recoveredQuiet; never a line per
+// poll, nor a pair per relapse.
 func (c *campaign) fail(what string, err error) {
-	if !c.failing && !c.roundFailed {
+	if !c.told {
+		c.told = true
+		c.e.outage.Store(true)
 		c.e.log.Warn("lease store unavailable", "op", what, "err", err)
 	}
 	c.roundFailed = true
@@ -640,14 +663,19 @@ func (c *campaign) fail(what string, err error) {
 func (c *campaign) ok() { c.roundOK = true }
 
 func (c *campaign) settle() {
+	now := c.e.cfg.Now()
 	switch {
 	case c.roundFailed:
 		c.failing = true
 	case c.roundOK && c.failing:
-		c.failing = false
-		c.e.log.Info("lease store recovered")
+		c.failing, c.okSince = false, now
 	}
 	c.e.storeDown.Store(c.failing)
+	if c.told && !c.failing && now.Sub(c.okSince) >= recoveredQuiet {
+		c.told = false
+		c.e.outage.Store(false)
+		c.e.log.Info("lease store recovered", "working_for", now.Sub(c.okSince).Round(time.Millisecond))
+	}
 }
 
 // holderID is the ID part of a lease value.

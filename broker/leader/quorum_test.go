@@ -88,6 +88,7 @@ func TestQuorumLossLoggedOnce(t *testing.T) {
 		}
 	}
 	wait.For(t, 90*time.Second, "leading again with quorum back", e.Leading)
+	wait.For(t, 30*time.Second, "the recovered line", func() bool { return logs.count("lease store recovered") > 0 })
 	if n, r := logs.count("lease store unavailable"), logs.count("lease store recovered"); n != 1 || r != 1 {
 		t.Fatalf("after quorum returned: %d unavailable and %d recovered lines, want 1 and 1", n, r)
 	}

@@ -99,11 +99,11 @@ func EdgePermissions() Permissions {
 }
 
 // AggregatorPermissions lets an aggregator read reports, publish snapshots
-// and rollups, keep the history and rollup streams, and hold the leader
+// (live, and refilled into the history after a JetStream outage) and rollups, keep the history and rollup streams, and hold the leader
 // lease and merge-state buckets. It may not publish reports, nor delete or
 // purge any stream.
 func AggregatorPermissions() Permissions {
-	pub := []string{proto.SnapshotSubjectAll, proto.RollupSubjectAll, jsAPI + "INFO"}
+	pub := []string{proto.SnapshotSubjectAll, proto.RefillSubjectAll, proto.RollupSubjectAll, jsAPI + "INFO"}
 	for _, s := range []string{proto.HistoryStream, proto.RollupStream} {
 		pub = append(pub, keepStream(s)...)
 	}

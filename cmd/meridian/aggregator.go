@@ -44,6 +44,8 @@ func aggregatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "state-replicas", Value: aggregator.DefaultStateReplicas, Usage: "replicas of the lease and merge-state buckets (3 in a NATS cluster)", Destination: &cfg.StateReplicas},
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.Rollups.MaxAge},
 			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
+			&cli.DurationFlag{Name: "refill-window", Value: aggregator.DefaultRefillWindow, Usage: "newest part of what is published live-only during a JetStream outage that is written into the history when it recovers (at most " + aggregator.MaxRefillWindow.String() + ")", Destination: &cfg.RefillWindow},
+			&cli.IntFlag{Name: "refill-bytes", Value: aggregator.DefaultRefillBytes, Usage: "memory bound of that refill buffer", Destination: &cfg.RefillBytes},
 			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &instSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
 			&cli.IntFlag{Name: "max-instances", Value: aggregator.DefaultMaxInstances, Usage: "cap on tracked gateway instances; reports of new ones beyond it are rejected (metric reason max_instances)", Destination: &cfg.Merge.MaxInstances},

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -27,7 +29,8 @@ func benchCommand() *cli.Command {
 			"snapshot, tick-to-wire latency and delivered vs due snapshots, with the ratios and the performance\n" +
 			"targets, as a table or (--json) as one JSON object. Takes about (duration + 15 s) per mode.",
 		Flags: bindEnv([]cli.Flag{
-			&cli.IntFlag{Name: "subscribers", Value: benchmark.DefaultSubscribers, Usage: "subscribers per mode (at most the file limit minus 64)", Destination: &cfg.Subscribers},
+			&cli.StringSliceFlag{Name: "subscribers", Value: cli.NewStringSlice(strconv.Itoa(benchmark.DefaultSubscribers)), Usage: "subscribers per mode (at most the file limit minus 64; as root the limit is raised); a list, e.g. 5000,10000,20000, measures idle memory at each count on the way up to the last, in the same server"},
+			&cli.IntFlag{Name: "warmup", Value: benchmark.DefaultWarmup, Usage: "subscribers that connect and leave before the idle-memory baseline (at most half the first count; -1: none, baseline before any connection)", Destination: &cfg.Warmup},
 			&cli.DurationFlag{Name: "duration", Value: benchmark.DefaultDuration, Usage: "measurement window per mode (at least 3s)", Destination: &cfg.Duration},
 			&cli.StringFlag{Name: "intervals", Value: string(benchmark.IntervalsOne), Usage: "1s: every subscriber at 1 s; spread: 1 to 60 s (use --duration 1m or more)", Destination: &intervals},
 			&cli.StringSliceFlag{Name: "modes", Value: cli.NewStringSlice("edge", "naive", "raw"), Usage: "modes to measure, in order: edge, naive, raw"},
@@ -52,6 +55,12 @@ func benchCommand() *cli.Command {
 			}
 			if cfg.Network, err = benchmark.ParseNetwork(network); err != nil {
 				return usageError("--network: %v", err)
+			}
+			if cfg.MemoryPoints, cfg.Subscribers, err = parseSweep(c.StringSlice("subscribers")); err != nil {
+				return usageError("--subscribers: %v", err)
+			}
+			if cfg.Warmup == benchmark.DefaultWarmup && !c.IsSet("warmup") {
+				cfg.Warmup = 0 // the default, capped by the first count
 			}
 			cfg.Modes = nil
 			for _, m := range c.StringSlice("modes") {
@@ -103,4 +112,23 @@ func writeReport(w io.Writer, asJSON bool, rep any, table func(io.Writer) error)
 	}
 	_, err = fmt.Fprintln(w, string(b))
 	return err
+}
+
+// parseSweep reads --subscribers: counts, ascending; the last is the
+// subscribers of the run, the others the points below it.
+func parseSweep(list []string) (points []int, subscribers int, err error) {
+	if len(list) == 0 {
+		return nil, 0, errors.New("want a count, or counts ascending")
+	}
+	for _, v := range list {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 1 {
+			return nil, 0, fmt.Errorf("%q is not a positive count", v)
+		}
+		if len(points) > 0 && n <= points[len(points)-1] {
+			return nil, 0, fmt.Errorf("counts %v: want them ascending", list)
+		}
+		points = append(points, n)
+	}
+	return points[:len(points)-1], points[len(points)-1], nil
 }

@@ -30,8 +30,10 @@ func edgeFlags(cfg *edge.Config) []cli.Flag {
 		&cli.IntFlag{Name: "max-replay-snapshots", Value: edge.DefaultMaxReplaySnapshots, Usage: "most snapshots a since replay sends", Destination: &cfg.MaxReplaySnapshots},
 		&cli.DurationFlag{Name: "history-request-interval", Value: edge.DefaultHistoryRequestInterval, Usage: "per connection, one history request (include_history or since) per this interval", Destination: &cfg.HistoryRequestInterval},
 		&cli.IntFlag{Name: "history-request-burst", Value: edge.DefaultHistoryRequestBurst, Usage: "history requests a connection may make at once", Destination: &cfg.HistoryRequestBurst},
+		&cli.DurationFlag{Name: "follow-grace", Value: edge.DefaultFollowGrace, Usage: "stay subscribed to an instance's snapshots this long after its last client left (reconnects find it current)", Destination: &cfg.FollowGrace},
 		&cli.DurationFlag{Name: "stale-after", Value: edge.DefaultStaleAfter, Usage: "tell a client once, with an Error event, when its scope's newest snapshot is older than this", Destination: &cfg.StaleAfter},
 		&cli.IntFlag{Name: "max-message-bytes", Value: edge.DefaultMaxMessageBytes, Usage: "largest client message; larger closes with 1009", Destination: &cfg.MaxMessageBytes},
+		&cli.IntFlag{Name: "memory-release-upgrades", Value: edge.DefaultMemoryReleaseUpgrades, Usage: "after this many WebSocket upgrades, once no handshake has been in flight for a second, collect and return free memory to the OS (-1: never)", Destination: &cfg.MemoryReleaseUpgrades},
 	}
 }
 

@@ -16,22 +16,40 @@ import (
 const slowConsumerLogEvery = time.Minute
 
 // natsErrorLog logs a connection's asynchronous errors as structured lines:
-// a slow consumer once per subscription and slowConsumerLogEvery, with the
-// episodes and the messages dropped since the last line; anything else as
-// it comes. It replaces nats.go's default handler, which prints an
+// a slow consumer once per subscription family (slowConsumerFamily) and
+// slowConsumerLogEvery, with the episodes and the messages dropped since
+// the last line; anything else as it comes. It replaces nats.go's default handler, which prints an
 // unstructured line per episode. Safe for concurrent use.
 type natsErrorLog struct {
 	log *slog.Logger
 	now func() time.Time
 	mu  sync.Mutex
-	// per subscription subject
+	// per subscription family
 	slow map[string]*slowConsumer
 }
 
 type slowConsumer struct {
 	logged     time.Time
 	suppressed int
-	dropped    int // sub.Dropped() when last logged
+	sub        *nats.Subscription // the one last logged
+	dropped    int                // its Dropped() then
+}
+
+// slowConsumerFamily groups subscriptions for the slow-consumer log by
+// their subject's first three tokens, so that a role subscribing per
+// instance (the edge follows meridian.snapshot.instance.<name>, all into
+// one queue that overflows for all at once) logs one line a minute, not
+// one per instance.
+func slowConsumerFamily(subject string) string {
+	dots := 0
+	for i := range len(subject) {
+		if subject[i] == '.' {
+			if dots++; dots == 3 {
+				return subject[:i] + ".>"
+			}
+		}
+	}
+	return subject
 }
 
 func newNATSErrorLog(log *slog.Logger, now func() time.Time) *natsErrorLog {
@@ -54,21 +72,27 @@ func (l *natsErrorLog) handle(_ *nats.Conn, sub *nats.Subscription, err error) {
 	}
 	dropped, _ := sub.Dropped()
 	now := l.now()
+	family := slowConsumerFamily(sub.Subject)
 	l.mu.Lock()
-	sc := l.slow[sub.Subject]
+	sc := l.slow[family]
 	if sc == nil {
 		sc = &slowConsumer{}
-		l.slow[sub.Subject] = sc
+		l.slow[family] = sc
 	}
 	if !sc.logged.IsZero() && now.Sub(sc.logged) < slowConsumerLogEvery {
 		sc.suppressed++
 		l.mu.Unlock()
 		return
 	}
-	episodes, since := sc.suppressed+1, dropped-sc.dropped
-	sc.logged, sc.suppressed, sc.dropped = now, 0, dropped
+	// dropped: this subscription's drops since the family's last line, all
+	// of them when that line was about another subscription.
+	episodes, since := sc.suppressed+1, dropped
+	if sc.sub == sub {
+		since -= sc.dropped
+	}
+	sc.logged, sc.suppressed, sc.sub, sc.dropped = now, 0, sub, dropped
 	l.mu.Unlock()
-	l.log.Warn("nats slow consumer: messages dropped", "subject", sub.Subject,
+	l.log.Warn("nats slow consumer: messages dropped", "subject", sub.Subject, "family", family,
 		"episodes", episodes, "dropped", since, "dropped_total", dropped, "next_report_after", slowConsumerLogEvery)
 }
 

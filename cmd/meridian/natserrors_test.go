@@ -130,6 +130,26 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	_ = sub.Unsubscribe()
 }
 
+// Subscriptions of one family (the edge's per-instance snapshot
+// subscriptions, which share one queue and overflow together) are logged
+// as one line a minute, not one per subscription.
+func TestSlowConsumerLoggedOncePerFamily(t *testing.T) {
+	_, nc := natstest.StartTest(t)
+	var buf syncBuffer
+	l := newNATSErrorLog(slog.New(slog.NewJSONHandler(&buf, nil)), func() time.Time { return time.Unix(1_000_000, 0) })
+	for _, subj := range []string{"meridian.snapshot.instance.gw-1", "meridian.snapshot.instance.gw-2", "meridian.snapshot.instance.gw-1", "meridian.snapshot.region.*"} {
+		sub, err := nc.SubscribeSync(subj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.handle(nc, sub, nats.ErrSlowConsumer)
+	}
+	got := buf.lines("slow consumer")
+	if len(got) != 2 || got[0]["family"] != "meridian.snapshot.instance.>" || got[1]["family"] != "meridian.snapshot.region.>" {
+		t.Fatalf("lines %v, want one for the instances' family and one for the regions'", got)
+	}
+}
+
 // counterValue reads the registered counter name.
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
