@@ -19,20 +19,29 @@ func benchScaleCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "scale",
 		Usage: "measure NATS, aggregators and an edge with N simulated gateway instances reporting every second",
-		Description: "Starts `meridian nats`, --aggregators aggregators and an edge as separate processes on loopback ports,\n" +
-			"then publishes a real report per simulated instance and second (spread over the second, across --regions).\n" +
-			"After --warmup it measures a --duration window: CPU and RSS per role and per instance, aggregator CPU per\n" +
-			"report, the delay from each second to its cluster and region snapshots, NATS and history-stream rates and\n" +
-			"history bytes per instance per day. With two aggregators it then kills the leader and times the failover;\n" +
-			"last it stops the load and checks the cluster totals equal what the gateways published.",
+		Description: "Starts `meridian nats` (--nats-nodes 3: a cluster on loopback routes, streams at R3), --aggregators\n" +
+			"aggregators (--shards K: K region shards of --aggregators each and a cluster tier) and an edge as separate\n" +
+			"processes on loopback ports, then publishes a real report per simulated instance and second (spread over\n" +
+			"the second, across --regions), and with --subscribers K opens K WebSocket clients of the edge following the\n" +
+			"cluster, the regions and --followed-instances instances at 1 s. After --warmup it measures a --duration\n" +
+			"window: CPU and RSS per role and per instance, aggregator CPU per report (per shard), the delay from each\n" +
+			"second to its cluster and region snapshots and to the subscribers' receipt, deliveries versus due, NATS and\n" +
+			"history-stream rates, history bytes per instance per day and the merge state's size and chunks. With two\n" +
+			"aggregators per group it then kills a leader (sharded: a region shard's, then the cluster tier's) and times\n" +
+			"the failover; last it stops the load and checks the cluster and region totals equal what the gateways published.",
 		Flags: bindEnv([]cli.Flag{
 			&cli.IntFlag{Name: "instances", Value: scale.DefaultInstances, Usage: "simulated gateway instances", Destination: &cfg.Instances},
 			&cli.IntFlag{Name: "regions", Value: scale.DefaultRegions, Usage: "regions the instances are spread over", Destination: &cfg.Regions},
 			&cli.DurationFlag{Name: "warmup", Value: scale.DefaultWarmup, Usage: "load before the measurement window", Destination: &cfg.Warmup},
 			&cli.DurationFlag{Name: "duration", Value: scale.DefaultDuration, Usage: "measurement window (at least 3s)", Destination: &cfg.Duration},
-			&cli.IntFlag{Name: "aggregators", Value: scale.DefaultAggregators, Usage: "aggregator processes: 1, or 2 to measure a failover", Destination: &cfg.Aggregators},
+			&cli.IntFlag{Name: "aggregators", Value: scale.DefaultAggregators, Usage: "aggregator processes per group: 1, or 2 to measure a failover", Destination: &cfg.Aggregators},
+			&cli.IntFlag{Name: "nats-nodes", Value: scale.DefaultNATSNodes, Usage: "NATS servers: 1, or 3 (a cluster; streams and buckets at three replicas)", Destination: &cfg.NATSNodes},
+			&cli.IntFlag{Name: "shards", Usage: "region shards (aggregators with --tier region) plus a cluster tier (--tier cluster); 0 runs the single tier", Destination: &cfg.Shards},
+			&cli.IntFlag{Name: "subscribers", Usage: "WebSocket subscribers of the edge, following the cluster, the regions and --followed-instances instances at 1 s", Destination: &cfg.Subscribers},
+			&cli.IntFlag{Name: "followed-instances", Value: scale.DefaultFollowedInstances, Usage: "instances the subscribers follow (-1: none)", Destination: &cfg.FollowedInstances},
+			&cli.DurationFlag{Name: "subscriber-phase", Value: scale.DefaultPhase, Usage: "when in the second subscribers connect, which the edge keeps as their phase (100ms to 900ms)", Destination: &cfg.Phase},
 			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "the aggregators' --instance-snapshots: on-demand, or all (every instance every second: the design before on-demand, for comparison)", Destination: &cfg.InstanceSnapshots},
-			&cli.IntFlag{Name: "publishers", Value: scale.DefaultPublishers, Usage: "goroutines publishing the simulated reports", Destination: &cfg.Publishers},
+			&cli.IntFlag{Name: "publishers", Value: scale.DefaultPublishers, Usage: "goroutines publishing the simulated reports (at least one per NATS node)", Destination: &cfg.Publishers},
 			&cli.DurationFlag{Name: "settle", Value: scale.DefaultSettle, Usage: "longest wait for the failover's first snapshot and for exact totals", Destination: &cfg.Settle},
 			&cli.StringFlag{Name: "dir", Usage: "NATS store directory (default: a temporary one, removed after)", Destination: &cfg.Dir},
 			&cli.BoolFlag{Name: "check", Usage: "exit 1 unless the figures are sane (see scale.Report.Check)", Destination: &check},

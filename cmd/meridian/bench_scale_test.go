@@ -11,11 +11,13 @@ import (
 )
 
 // TestBenchScaleSmall runs the scale harness end to end at a small N, with
-// the real roles as separate processes, and has it check its own figures:
-// one report per instance and second reached NATS and the leader, every
-// second of the window has its cluster snapshot, history grew, the killed
-// leader was replaced, and the cluster totals ended exactly at what the
-// gateways published without ever going backwards.
+// the real roles as separate processes and WebSocket subscribers of the
+// edge, and has it check its own figures: one report per instance and
+// second reached NATS and the leader, every second of the window has its
+// cluster snapshot, history grew, every subscriber got at most one snapshot
+// per second, the killed leader was replaced, and the cluster and region
+// totals ended exactly at what the gateways published without ever going
+// backwards.
 func TestBenchScaleSmall(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts five processes")
@@ -25,6 +27,7 @@ func TestBenchScaleSmall(t *testing.T) {
 	rep, err := scale.Run(ctx, scale.Config{
 		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
 		Warmup: 2 * time.Second, Duration: 4 * time.Second, Aggregators: 2,
+		Subscribers: 12, FollowedInstances: 2,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -37,11 +40,60 @@ func TestBenchScaleSmall(t *testing.T) {
 	if err := rep.Check(); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Failover == nil || rep.Follower == nil {
+	if len(rep.Failovers) != 1 || len(rep.Groups) != 1 || rep.Groups[0].Follower == nil {
 		t.Fatalf("two aggregators but no failover or follower figures: %+v", rep)
 	}
-	if rep.DuePerS != 1+3 || rep.InstanceSnaps != "on-demand" {
-		t.Fatalf("due snapshots %.0f/s (instance snapshots %q), want %d: nobody follows an instance", rep.DuePerS, rep.InstanceSnaps, 1+3)
+	// The cluster, three regions and the two instances the subscribers
+	// follow: on demand, no other instance is published.
+	if rep.DuePerS != 1+3+2 || rep.InstanceSnaps != "on-demand" || rep.Subscribers.FollowedInstances != 2 {
+		t.Fatalf("due snapshots %.0f/s (instance snapshots %q, %d followed), want %d", rep.DuePerS, rep.InstanceSnaps, rep.Subscribers.FollowedInstances, 1+3+2)
+	}
+	if len(rep.State) != 1 || rep.State[0].Key != "merge" {
+		t.Fatalf("merge states %+v, want the single tier's", rep.State)
+	}
+}
+
+// TestBenchScaleShardedOnNATSCluster runs the sharded design (two region
+// shards and a cluster tier, two aggregators each) on three NATS processes
+// routed on loopback, the streams at three replicas and the roles spread
+// over the nodes: every node and group is measured, each shard received
+// only its regions' reports and the cluster tier none, a region shard's and
+// then the cluster tier's leader were replaced, and the cluster and region
+// totals ended exact.
+func TestBenchScaleShardedOnNATSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts ten processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := scale.Run(ctx, scale.Config{
+		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
+		Warmup: 2 * time.Second, Duration: 3 * time.Second, Aggregators: 2, NATSNodes: 3, Shards: 2,
+		Subscribers: 6, FollowedInstances: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	if err := rep.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.NATSPerNode) != 3 || rep.HistoryReplicas != 3 || rep.Subscribers.FollowedInstances != 0 || rep.DuePerS != 1+3 {
+		t.Fatalf("nodes %d, replicas %d, followed instances %d, due %.0f/s: want 3 nodes, R3, none followed, 4 due",
+			len(rep.NATSPerNode), rep.HistoryReplicas, rep.Subscribers.FollowedInstances, rep.DuePerS)
+	}
+	var keys []string
+	for _, s := range rep.State {
+		keys = append(keys, s.Key)
+	}
+	if len(rep.Groups) != 3 || len(rep.Failovers) != 2 || rep.Failovers[0].Group != "shard-1" || rep.Failovers[1].Group != "cluster-tier" ||
+		strings.Join(keys, " ") != "merge.cluster merge.region.r0.r2 merge.region.r1" {
+		t.Fatalf("groups %d, failovers %+v, state keys %v: want two shards and the cluster tier, each failed over once, each with its state",
+			len(rep.Groups), rep.Failovers, keys)
 	}
 }
 
@@ -52,6 +104,11 @@ func TestBenchScaleRejectsBadFlags(t *testing.T) {
 		{"--duration", "1s"},
 		{"--regions", "0", "--instances", "1"},
 		{"--instance-snapshots", "some"},
+		{"--nats-nodes", "2"},
+		{"--shards", "5", "--regions", "4"},
+		{"--subscribers", "-1"},
+		{"--followed-instances", "-2"},
+		{"--subscriber-phase", "950ms"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), append([]string{"meridian", "bench", "scale"}, args...), &out, &errOut)

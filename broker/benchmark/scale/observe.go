@@ -18,10 +18,10 @@ import (
 // the subscription's goroutine; the harness reads it under mu.
 type observer struct {
 	mu      sync.Mutex
-	last    map[string]proto.Snapshot // per scope, the newest snapshot seen
+	latest  map[string]proto.Snapshot // per scope, the newest snapshot seen
 	delays  map[string][]time.Duration
-	window  [2]int64  // unix seconds [from, to) whose delays are kept
-	arrived []arrival // cluster snapshots, in order of receipt
+	window  [2]int64             // unix seconds [from, to) whose delays are kept
+	arrived map[string][]arrival // per scope, in order of receipt
 	faults  []string
 	bad     int // undecodable snapshots
 }
@@ -36,7 +36,7 @@ type arrival struct {
 const maxFaults = 20
 
 func newObserver() *observer {
-	return &observer{last: map[string]proto.Snapshot{}, delays: map[string][]time.Duration{}}
+	return &observer{latest: map[string]proto.Snapshot{}, delays: map[string][]time.Duration{}, arrived: map[string][]arrival{}}
 }
 
 func (o *observer) subscribe(nc *nats.Conn) ([]*nats.Subscription, error) {
@@ -67,7 +67,7 @@ func (o *observer) onSnapshot(msg *nats.Msg) {
 	}
 	scope := s.Scope.String()
 	sec := s.Time.Unix()
-	if prev, ok := o.last[scope]; ok {
+	if prev, ok := o.latest[scope]; ok {
 		switch {
 		case sec <= prev.Time.Unix():
 			o.fault("%s: second %d after %d (repeated or backwards)", scope, sec, prev.Time.Unix())
@@ -75,7 +75,7 @@ func (o *observer) onSnapshot(msg *nats.Msg) {
 			o.fault("%s: totals went backwards at second %d: %d after %d", scope, sec, s.RequestsTotal, prev.RequestsTotal)
 		}
 	}
-	o.last[scope] = s
+	o.latest[scope] = s
 	if sec >= o.window[0] && sec < o.window[1] {
 		kind := "cluster"
 		if s.Scope.Kind == proto.ScopeRegion {
@@ -83,9 +83,7 @@ func (o *observer) onSnapshot(msg *nats.Msg) {
 		}
 		o.delays[kind] = append(o.delays[kind], at.Sub(s.Time))
 	}
-	if s.Scope.Kind == proto.ScopeCluster {
-		o.arrived = append(o.arrived, arrival{Second: sec, At: at, Total: s.RequestsTotal})
-	}
+	o.arrived[scope] = append(o.arrived[scope], arrival{Second: sec, At: at, Total: s.RequestsTotal})
 }
 
 func (o *observer) fault(format string, args ...any) {
@@ -101,11 +99,11 @@ func (o *observer) setWindow(from, to int64) {
 	o.window = [2]int64{from, to}
 }
 
-// cluster returns the newest cluster snapshot seen.
-func (o *observer) cluster() (proto.Snapshot, bool) {
+// last returns the newest snapshot of scope seen.
+func (o *observer) last(scope proto.Scope) (proto.Snapshot, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s, ok := o.last[proto.ClusterScope().String()]
+	s, ok := o.latest[scope.String()]
 	return s, ok
 }
 

@@ -63,7 +63,7 @@ func TestObserverFlagsContractViolations(t *testing.T) {
 	if len(obs.delays["cluster"]) != 3 || len(obs.delays["region"]) != 2 {
 		t.Fatalf("delays kept: cluster %d region %d, want 3 and 2", len(obs.delays["cluster"]), len(obs.delays["region"]))
 	}
-	if len(obs.arrived) != 4 {
-		t.Fatalf("%d cluster arrivals, want 4", len(obs.arrived))
+	if len(obs.arrived["cluster"]) != 4 || len(obs.arrived["region.eu"]) != 2 {
+		t.Fatalf("arrivals: %d cluster, %d region.eu; want 4 and 2", len(obs.arrived["cluster"]), len(obs.arrived["region.eu"]))
 	}
 }

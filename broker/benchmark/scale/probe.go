@@ -62,6 +62,27 @@ func readVarz(ctx context.Context, monitor string) (varz, error) {
 	return v, nil
 }
 
+// readMetaLeader is the JetStream meta leader a NATS node knows ("" while
+// none is elected), from its /jsz.
+func readMetaLeader(ctx context.Context, monitor string) (string, error) {
+	b, err := httpGet(ctx, "http://"+monitor+"/jsz")
+	if err != nil {
+		return "", fmt.Errorf("read NATS jsz: %w", err)
+	}
+	var j struct {
+		Meta *struct {
+			Leader string `json:"leader"`
+		} `json:"meta_cluster"`
+	}
+	if err := json.Unmarshal(b, &j); err != nil {
+		return "", fmt.Errorf("read NATS jsz: %w", err)
+	}
+	if j.Meta == nil {
+		return "", nil
+	}
+	return j.Meta.Leader, nil
+}
+
 // streamBytes is the size of the history stream.
 func streamBytes(ctx context.Context, js jetstream.JetStream) (msgs, bytes uint64, err error) {
 	s, err := js.Stream(ctx, proto.HistoryStream)

@@ -3,9 +3,10 @@ package scale
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,12 +21,12 @@ const stopGrace = 15 * time.Second
 
 // cluster is the set of running children.
 type cluster struct {
-	nats  *proc
-	mon   string // NATS monitoring host:port
-	url   string // NATS client URL
-	aggs  []*proc
-	edge  *proc
-	procs []*proc // in start order; stopped in reverse
+	nodes    []natsNode
+	groups   []*group
+	edge     *proc
+	edgeAddr string
+	edgeNode int     // index of the edge's NATS node (mod nodes)
+	procs    []*proc // in start order; stopped in reverse
 }
 
 func (c *cluster) stop() {
@@ -34,11 +35,12 @@ func (c *cluster) stop() {
 	}
 }
 
-// Run starts a NATS server, cfg.Aggregators aggregators and an edge as
-// separate processes of the Meridian binary, drives them with cfg.Instances
-// simulated gateway instances publishing a report every second, and
-// measures the window (see Report). It stops every process and goroutine it
-// started before it returns.
+// Run starts cfg.NATSNodes NATS servers, the aggregator groups and an edge
+// as separate processes of the Meridian binary, drives them with
+// cfg.Instances simulated gateway instances publishing a report every
+// second (and cfg.Subscribers WebSocket clients of the edge), and measures
+// the window (see Report). It stops every process and goroutine it started
+// before it returns.
 func Run(ctx context.Context, cfg Config) (Report, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -54,13 +56,23 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	cl := &cluster{}
+	regions := make([]string, cfg.Regions)
+	for i := range regions {
+		regions[i] = "r" + strconv.Itoa(i)
+	}
+	cl := &cluster{groups: planGroups(cfg, regions)}
 	defer cl.stop()
-	if err := cl.start(ctx, cfg, dir); err != nil {
+	if err := cl.startNATS(ctx, cfg, dir); err != nil {
+		return Report{}, err
+	}
+	if err := cl.startAggregators(ctx, cfg); err != nil {
+		return Report{}, err
+	}
+	if err := cl.startEdge(cfg); err != nil {
 		return Report{}, err
 	}
 
-	obsConn, err := nats.Connect(cl.url, nats.Name("scale-observer"))
+	obsConn, err := nats.Connect(cl.nodes[0].url, nats.Name("scale-observer"))
 	if err != nil {
 		return Report{}, fmt.Errorf("connect observer: %w", err)
 	}
@@ -81,27 +93,42 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	// The leader publishes empty snapshots before any report; the edge is
 	// ready once it has one.
-	if err := waitFor(ctx, cfg.ReadyWait, func() bool { _, ok := obs.cluster(); return ok }); err != nil {
+	if err := waitFor(ctx, cfg.ReadyWait, func() bool { _, ok := obs.last(proto.ClusterScope()); return ok }); err != nil {
 		return Report{}, fmt.Errorf("wait for the first cluster snapshot: %w", err)
 	}
 	if err := cl.edge.waitReady(ctx, cfg.ReadyWait); err != nil {
 		return Report{}, err
 	}
-	idle, err := cl.usage()
-	if err != nil {
+	// A cluster's JetStream elects its meta leader after the nodes are
+	// ready: until then the aggregators publish live only and retry
+	// creating the streams. Measure from when history is kept and every
+	// group has a leader.
+	var missing string
+	if err := waitFor(ctx, cfg.ReadyWait, func() bool { missing = cl.settled(ctx, js); return missing == "" }); err != nil {
+		return Report{}, fmt.Errorf("wait for the history stream and a leader of every group (%s): %w", missing, err)
+	}
+	idle := sample{}
+	if idle.Usage, err = cl.usage(); err != nil {
+		return Report{}, err
+	}
+	if idle.Aggs, err = cl.scrapeAggregators(ctx); err != nil {
 		return Report{}, err
 	}
 
-	simConn, err := nats.Connect(cl.url, nats.Name("scale-gateways"), nats.ReconnectBufSize(64<<20))
-	if err != nil {
-		return Report{}, fmt.Errorf("connect simulator: %w", err)
+	var simConns []*nats.Conn
+	defer func() {
+		for _, nc := range simConns {
+			nc.Close()
+		}
+	}()
+	for _, node := range cl.nodes {
+		nc, err := nats.Connect(node.url, nats.Name("scale-gateways"), nats.ReconnectBufSize(64<<20))
+		if err != nil {
+			return Report{}, fmt.Errorf("connect simulator: %w", err)
+		}
+		simConns = append(simConns, nc)
 	}
-	defer simConn.Close()
-	regions := make([]string, cfg.Regions)
-	for i := range regions {
-		regions[i] = "r" + strconv.Itoa(i)
-	}
-	sim := NewSimulator(simConn, cfg.Instances, regions, cfg.Publishers, "scale-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	sim := NewSimulator(simConns, cfg.Instances, regions, cfg.Publishers, "scale-"+strconv.FormatInt(time.Now().UnixNano(), 36))
 	simCtx, stopSim := context.WithCancel(ctx)
 	var simWG sync.WaitGroup
 	var simErr error
@@ -110,12 +137,34 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		stopSim()
 		simWG.Wait()
 	}()
+	loadStart := time.Now()
 	log.Info("load started", "instances", cfg.Instances, "regions", cfg.Regions, "warmup", cfg.Warmup)
 
+	var ws *subscribers
+	if cfg.Subscribers > 0 {
+		followedN := max(cfg.FollowedInstances, 0)
+		ws = newSubscribers(ctx, cl.edgeAddr, cfg.Phase, followedScopes(cfg.Instances, regions, followedN))
+		defer ws.close()
+		// Every instance has reported once a second into the load, so the
+		// edge can find the followed ones.
+		if err := sleepUntil(ctx, loadStart.Add(time.Second)); err != nil {
+			return Report{}, err
+		}
+		ws.connect(cfg.Subscribers)
+		log.Info("subscribers connected", "took", time.Since(loadStart).Round(time.Millisecond))
+	}
+
 	// The window is whole seconds, so every second in it is due once.
-	from := time.Now().Add(cfg.Warmup).Truncate(time.Second).Add(time.Second)
+	from := loadStart.Add(cfg.Warmup)
+	if now := time.Now(); now.After(from) {
+		from = now // the subscribers took longer than the warm-up
+	}
+	from = from.Truncate(time.Second).Add(time.Second)
 	to := from.Add(cfg.Duration.Truncate(time.Second))
 	obs.setWindow(from.Unix(), to.Unix())
+	if ws != nil {
+		ws.setWindow(from, to)
+	}
 	if err := sleepUntil(ctx, from); err != nil {
 		return Report{}, err
 	}
@@ -130,88 +179,89 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if err != nil {
 		return Report{}, err
 	}
+	if end.State, err = readState(ctx, js); err != nil {
+		return Report{}, err
+	}
 	log.Info("window measured", "from", from.Format(time.TimeOnly), "seconds", to.Sub(from).Seconds())
-	// The window's last second is published just after it ends.
+	// The window's last second is published just after it ends, and
+	// delivered to the subscribers at their phase after that.
 	if err := sleepUntil(ctx, to.Add(2*time.Second)); err != nil {
 		return Report{}, err
 	}
-	rep := newReport(cfg, idle, start, end, obs)
+	rep := newReport(cfg, cl, idle, start, end, obs)
+	if ws != nil {
+		s := ws.report(cfg.Subscribers, int(to.Sub(from)/time.Second))
+		rep.Subscribers = &s
+		rep.followedDue()
+	}
 
 	if cfg.Aggregators > 1 {
-		fo, err := cl.failover(ctx, cfg, obs)
-		if err != nil {
-			return Report{}, err
+		// In sharded mode a region shard's leader first (timed by its first
+		// region's snapshots), then the cluster tier's.
+		for _, g := range cl.failoverGroups() {
+			fo, err := cl.failover(ctx, cfg, obs, g)
+			if err != nil {
+				return Report{}, err
+			}
+			rep.Failovers = append(rep.Failovers, fo)
+			log.Info("failover measured", "group", g.Name, "gap_ms", fo.GapMs, "error", fo.Error)
 		}
-		rep.Failover = &fo
-		log.Info("failover measured", "gap_ms", fo.GapMs)
 	}
 	stopSim()
 	simWG.Wait()
 	if simErr != nil {
 		return Report{}, simErr
 	}
-	want := sim.Totals()
-	rep.Exact = settleExact(ctx, cfg.Settle, obs, want)
+	rep.Exact = settleExact(ctx, cfg.Settle, obs, sim.Totals())
 	obs.mu.Lock()
 	rep.Faults = append([]string(nil), obs.faults...)
 	rep.BadSnapshots = obs.bad
 	obs.mu.Unlock()
+	if ws != nil {
+		// Contract violations seen by a client during the failovers and
+		// the settling count too.
+		ws.close()
+		s := ws.report(cfg.Subscribers, int(to.Sub(from)/time.Second))
+		rep.Subscribers.Faults, rep.Subscribers.Lost = s.Faults, s.Lost
+		rep.Subscribers.ErrorEventsAfter = s.ErrorEventsAfter
+	}
 	return rep, nil
 }
 
-// start launches NATS, the aggregators and the edge and waits until each is
-// ready.
-func (c *cluster) start(ctx context.Context, cfg Config, dir string) error {
-	addrs := make([]string, 4+cfg.Aggregators)
-	for i := range addrs {
-		a, err := freeAddr()
-		if err != nil {
-			return err
+// settled returns "" once the history stream exists and every group has a
+// leader with its streams ready, else what is still missing.
+func (c *cluster) settled(ctx context.Context, js jetstream.JetStream) string {
+	if _, _, err := streamBytes(ctx, js); err != nil {
+		return err.Error()
+	}
+	for _, g := range c.groups {
+		led := false
+		var states []string
+		for _, a := range g.aggs {
+			m, err := scrape(ctx, a.admin)
+			if err != nil {
+				states = append(states, err.Error())
+				continue
+			}
+			if m[metricLeader] == 1 && m[metricStreamReady] == 1 {
+				led = true
+			}
+			states = append(states, fmt.Sprintf("%s leader %.0f, streams ready %.0f", a.name, m[metricLeader], m[metricStreamReady]))
 		}
-		addrs[i] = a
-	}
-	client, mon, natsAdmin, edgeAddr := addrs[0], addrs[1], addrs[2], addrs[3]
-	_, monPort, err := net.SplitHostPort(mon)
-	if err != nil {
-		return fmt.Errorf("monitor address: %w", err)
-	}
-	c.url, c.mon = "nats://"+client, mon
-	c.nats, err = startProc("nats", cfg.Command("nats", "--listen", client, "--data-dir", dir+"/nats",
-		"--name", "scale-nats", "--monitor-port", monPort, "--metrics-listen", natsAdmin, "--lame-duck", "0s"), natsAdmin, cfg.Output)
-	if err != nil {
-		return err
-	}
-	c.procs = append(c.procs, c.nats)
-	if err := c.nats.waitReady(ctx, cfg.ReadyWait); err != nil {
-		return err
-	}
-	for i := range cfg.Aggregators {
-		name := "aggregator-" + strconv.Itoa(i+1)
-		args := []string{"aggregator", "--nats-url", c.url, "--listen", addrs[4+i], "--id", "scale-" + name}
-		if cfg.InstanceSnapshots != "" {
-			args = append(args, "--instance-snapshots", cfg.InstanceSnapshots)
-		}
-		p, err := startProc(name, cfg.Command(args...), addrs[4+i], cfg.Output)
-		if err != nil {
-			return err
-		}
-		c.procs = append(c.procs, p)
-		c.aggs = append(c.aggs, p)
-		if err := p.waitReady(ctx, cfg.ReadyWait); err != nil {
-			return err
+		if !led {
+			return g.Name + ": " + strings.Join(states, "; ")
 		}
 	}
-	// The edge serves /readyz on its WebSocket port; it is ready once it has
-	// a live snapshot, which Run waits for. Anonymous, with /metrics on that
-	// port too (no admin listener): a measurement on loopback, not a
-	// deployment.
-	c.edge, err = startProc("edge", cfg.Command("edge", "--nats-url", c.url, "--listen", edgeAddr,
-		"--anonymous", "--admin-listen", ""), edgeAddr, cfg.Output)
-	if err != nil {
-		return err
+	return ""
+}
+
+// failoverGroups are the groups whose leader is killed: the single tier,
+// or the first region shard and then the cluster tier.
+func (c *cluster) failoverGroups() []*group {
+	if len(c.groups) == 1 {
+		return c.groups
 	}
-	c.procs = append(c.procs, c.edge)
-	return nil
+	return []*group{c.groups[0], c.groups[len(c.groups)-1]}
 }
 
 // usages are the children's usage at one moment, by name.
@@ -229,16 +279,18 @@ func (c *cluster) usage() (usages, error) {
 	return u, nil
 }
 
-// sample is everything measured at one edge of the window.
+// sample is everything measured at one moment (an edge of the window, or
+// before the load).
 type sample struct {
 	At          time.Time
 	Usage       usages
-	Varz        varz
+	Varz        []varz // by NATS node
 	StreamMsgs  uint64
 	StreamBytes uint64
 	Sim         SimTotals
-	Aggs        []map[string]float64 // each aggregator's /metrics
+	Aggs        map[string]map[string]float64 // each aggregator's /metrics, by name
 	Machine     machine
+	State       []StateEntry // at the window's end only
 }
 
 func (c *cluster) sample(ctx context.Context, js jetstream.JetStream, sim *Simulator) (sample, error) {
@@ -250,81 +302,137 @@ func (c *cluster) sample(ctx context.Context, js jetstream.JetStream, sim *Simul
 	if s.Machine, err = readMachine(); err != nil {
 		return s, err
 	}
-	if s.Varz, err = readVarz(ctx, c.mon); err != nil {
-		return s, err
+	for _, n := range c.nodes {
+		v, err := readVarz(ctx, n.mon)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", n.name, err)
+		}
+		s.Varz = append(s.Varz, v)
 	}
 	if s.StreamMsgs, s.StreamBytes, err = streamBytes(ctx, js); err != nil {
 		return s, err
 	}
-	for _, a := range c.aggs {
-		m, err := scrape(ctx, a.admin)
-		if err != nil {
-			return s, fmt.Errorf("%s: %w", a.name, err)
-		}
-		s.Aggs = append(s.Aggs, m)
-	}
-	return s, nil
+	s.Aggs, err = c.scrapeAggregators(ctx)
+	return s, err
 }
 
-// failover kills the leading aggregator as a crash would and measures the
-// time from the kill to the first cluster snapshot of a later second.
-func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer) (Failover, error) {
-	leader := -1
-	for i, a := range c.aggs {
-		m, err := scrape(ctx, a.admin)
-		if err != nil {
-			return Failover{}, fmt.Errorf("%s: %w", a.name, err)
-		}
-		if m["meridian_aggregator_leader"] == 1 {
-			leader = i
+// scrapeAggregators reads every aggregator's /metrics.
+func (c *cluster) scrapeAggregators(ctx context.Context) (map[string]map[string]float64, error) {
+	out := map[string]map[string]float64{}
+	for _, g := range c.groups {
+		for _, a := range g.aggs {
+			m, err := scrape(ctx, a.admin)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", a.name, err)
+			}
+			out[a.name] = m
 		}
 	}
-	if leader < 0 {
-		return Failover{Error: "no aggregator said it leads"}, nil
+	return out, nil
+}
+
+// failover kills g's leading aggregator as a crash would and measures the
+// time from the kill to the first snapshot of a later second of the scope
+// g publishes (the cluster, or a region shard's first region).
+func (c *cluster) failover(ctx context.Context, cfg Config, obs *observer, g *group) (Failover, error) {
+	fo := Failover{Group: g.Name, Scope: proto.ClusterScope().String()}
+	scope := proto.ClusterScope()
+	if g.Tier == tierRegion {
+		scope = proto.RegionScope(g.Regions[0])
+		fo.Scope = scope.String()
 	}
-	last, _ := obs.cluster()
-	killed := time.Now()
-	c.aggs[leader].kill()
-	var first arrival
+	// Between leases nobody leads for a moment (under overload, longer):
+	// kill the leader once there is one.
+	var leader *proc
+	var scrapeErr error
 	err := waitFor(ctx, cfg.Settle, func() bool {
-		obs.mu.Lock()
-		defer obs.mu.Unlock()
-		for _, a := range obs.arrived {
-			if a.At.After(killed) && a.Second > last.Time.Unix() {
-				first = a
+		for _, a := range g.aggs {
+			m, err := scrape(ctx, a.admin)
+			if err != nil {
+				scrapeErr = fmt.Errorf("%s: %w", a.name, err)
+				return true
+			}
+			if m[metricLeader] == 1 {
+				leader = a
 				return true
 			}
 		}
 		return false
+	})
+	switch {
+	case ctx.Err() != nil:
+		return Failover{}, ctx.Err()
+	case scrapeErr != nil:
+		return Failover{}, scrapeErr
+	case err != nil:
+		fo.Error = fmt.Sprintf("no aggregator said it leads within %s", cfg.Settle)
+		return fo, nil
+	}
+	fo.Killed = leader.name
+	killed := time.Now()
+	leader.kill()
+	var first arrival
+	var prev int64
+	err = waitFor(ctx, cfg.Settle, func() bool {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		var ok bool
+		first, prev, ok = successor(obs.arrived[scope.String()], killed)
+		return ok
 	})
 	if ctx.Err() != nil {
 		return Failover{}, ctx.Err()
 	}
 	if err != nil {
 		// A figure, not a harness failure: the survivor did not publish.
-		return Failover{Killed: c.aggs[leader].name, Error: fmt.Sprintf("no cluster snapshot within %s of the kill", cfg.Settle)}, nil
+		fo.Error = fmt.Sprintf("no %s snapshot within %s of the kill", scope, cfg.Settle)
+		return fo, nil
 	}
 	// Let the new leader run under load for a few seconds.
 	if err := sleepUntil(ctx, time.Now().Add(3*time.Second)); err != nil {
 		return Failover{}, err
 	}
-	return Failover{
-		Killed: c.aggs[leader].name, GapMs: msOf(first.At.Sub(killed)),
-		SecondsSkipped: int(first.Second - last.Time.Unix() - 1),
-	}, nil
+	fo.GapMs = msOf(first.At.Sub(killed))
+	fo.SecondsSkipped = int(first.Second - prev - 1)
+	return fo, nil
 }
 
-// settleExact waits until the cluster snapshot shows what the simulator
-// published, or until timeout.
+// successor finds, among a scope's arrivals in order of receipt, the first
+// snapshot the new leader published after the old one was killed at killed:
+// the first of a second after the kill's, which the old leader cannot have
+// published (a second's snapshot is made once it began). Snapshots of the
+// old leader still under way at the kill arrive after it too, so receipt
+// alone does not tell. prev is the newest second that arrived before it.
+func successor(arrivals []arrival, killed time.Time) (first arrival, prev int64, ok bool) {
+	for _, a := range arrivals {
+		if a.At.After(killed) && a.Second > killed.Unix() {
+			return a, prev, true
+		}
+		prev = max(prev, a.Second)
+	}
+	return arrival{}, prev, false
+}
+
+// settleExact waits until the cluster and every region snapshot show what
+// the simulator published, or until timeout.
 func settleExact(ctx context.Context, timeout time.Duration, obs *observer, want SimTotals) Exactness {
 	var got proto.Snapshot
+	var off []string
 	err := waitFor(ctx, timeout, func() bool {
-		got, _ = obs.cluster()
-		return got.RequestsTotal == want.Total && got.RequestsSuccess == want.Success && got.RequestsError == want.Errors
+		got, _ = obs.last(proto.ClusterScope())
+		off = off[:0]
+		for region, w := range want.Regions {
+			r, _ := obs.last(proto.RegionScope(region))
+			if r.RequestsTotal != w.Total || r.RequestsSuccess != w.Success || r.RequestsError != w.Errors {
+				off = append(off, region)
+			}
+		}
+		return got.RequestsTotal == want.Total && got.RequestsSuccess == want.Success && got.RequestsError == want.Errors && len(off) == 0
 	})
+	slices.Sort(off)
 	return Exactness{
 		Exact: err == nil, WantTotal: want.Total, GotTotal: got.RequestsTotal,
-		WantErrors: want.Errors, GotErrors: got.RequestsError,
+		WantErrors: want.Errors, GotErrors: got.RequestsError, RegionsOff: off,
 	}
 }
 

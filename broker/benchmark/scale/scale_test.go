@@ -2,6 +2,7 @@ package scale
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -35,6 +36,14 @@ func TestConfigValidate(t *testing.T) {
 		{"short window", Config{Command: cmd, Duration: time.Second}, "duration 1s"},
 		{"negative warmup", Config{Command: cmd, Warmup: -time.Second}, "negative"},
 		{"negative publishers", Config{Command: cmd, Publishers: -2}, "publishers -2"},
+		{"two nodes", Config{Command: cmd, NATSNodes: 2}, "NATS nodes 2"},
+		{"three nodes", Config{Command: cmd, NATSNodes: 3}, ""},
+		{"a shard per region", Config{Command: cmd, Regions: 4, Shards: 4}, ""},
+		{"more shards than regions", Config{Command: cmd, Regions: 4, Shards: 5}, "shards 5"},
+		{"negative subscribers", Config{Command: cmd, Subscribers: -1}, "subscribers -1"},
+		{"no followed instances", Config{Command: cmd, FollowedInstances: -1}, ""},
+		{"more followed than instances", Config{Command: cmd, Instances: 10, Regions: 1, FollowedInstances: 11}, "followed instances 11"},
+		{"phase too late", Config{Command: cmd, Phase: 950 * time.Millisecond}, "phase 950ms"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -89,7 +98,7 @@ func TestSimulatorPublishesValidReportsAndExactSums(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	sim := NewSimulator(pub, n, []string{"eu", "us"}, 3, "boot-1")
+	sim := NewSimulator([]*nats.Conn{pub}, n, []string{"eu", "us"}, 3, "boot-1")
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var runErr error
@@ -179,42 +188,92 @@ func FuzzParseProc(f *testing.F) {
 // TestCheckCatchesInsaneFigures: the harness's self-check fails on each kind
 // of contradiction, so a broken harness cannot pass CI.
 func TestCheckCatchesInsaneFigures(t *testing.T) {
+	leader := Role{Name: "a", CPU: 0.1, RSSMB: 20}
 	good := Report{
-		Instances: 100, Regions: 2, WindowS: 5, ReportsPerS: 100, NATSInMsgsPerS: 400,
-		Aggregator: Role{CPU: 0.1, RSSMB: 20}, NATS: Role{CPU: 0.1, RSSMB: 20}, AggregatorCPUPerReportUs: 50,
-		SnapshotsPerS: 103, HistoryMsgsPerS: 103, HistoryBytesPerS: 1000,
+		Instances: 100, Regions: 2, Aggregators: 2, Nodes: 1, WindowS: 5, ReportsPerS: 100, NATSInMsgsPerS: 400,
+		NATSPerNode: []Role{{Name: "nats", CPU: 0.1, RSSMB: 20}},
+		Groups: []Group{{Name: "aggregator", Regions: []string{"r0", "r1"}, Leader: leader, Follower: &leader,
+			ReportsPerS: 100, GatewayReportsPerS: 100, CPUPerReportUs: 50, SnapshotsPerS: 3}},
+		SnapshotsPerS: 3, DuePerS: 3, HistoryMsgsPerS: 3, HistoryBytesPerS: 1000,
+		State:        []StateEntry{{Key: "merge", Bytes: 100}},
 		ClusterDelay: Dist{N: 5, P50: 3}, RegionDelay: Dist{N: 10, P50: 3}, ClusterSeconds: 5,
-		Failover: &Failover{GapMs: 1500}, Exact: Exactness{Exact: true},
+		Subscribers: &Subscribers{Wanted: 4, Connected: 4, Due: 20, Delivered: 20, Current: 19, Repeats: 1,
+			Delay: Dist{N: 20, P50: 410}},
+		Failovers: []Failover{{Group: "aggregator", GapMs: 1500}}, Exact: Exactness{Exact: true},
 	}
-	if err := good.Check(); err != nil {
-		t.Fatalf("sane report rejected: %v", err)
+	sharded := good
+	sharded.Shards = 2
+	sharded.Groups = []Group{
+		{Name: "shard-1", Tier: tierRegion, Regions: []string{"r0"}, Leader: leader, Follower: &leader,
+			ReportsPerS: 50, GatewayReportsPerS: 50, CPUPerReportUs: 50, SnapshotsPerS: 1},
+		{Name: "shard-2", Tier: tierRegion, Regions: []string{"r1"}, Leader: leader, Follower: &leader,
+			ReportsPerS: 50, GatewayReportsPerS: 50, CPUPerReportUs: 50, SnapshotsPerS: 1},
+		{Name: "cluster-tier", Tier: tierCluster, Leader: leader, Follower: &leader, SnapshotsPerS: 1},
+	}
+	for _, r := range []Report{good, sharded} {
+		if err := r.Check(); err != nil {
+			t.Fatalf("sane report rejected: %v", err)
+		}
 	}
 	tests := []struct {
 		name  string
+		base  Report
 		spoil func(*Report)
 		want  string
 	}{
-		{"reports missing", func(r *Report) { r.ReportsPerS = 10 }, "reports per second"},
-		{"nats saw fewer", func(r *Report) { r.NATSInMsgsPerS = 50 }, "NATS received"},
-		{"no cpu", func(r *Report) { r.AggregatorCPUPerReportUs = 0 }, "CPU or RSS"},
-		{"no region snapshots", func(r *Report) { r.SnapshotsPerS = 1 }, "snapshots/s"},
-		{"no history", func(r *Report) { r.HistoryBytesPerS = 0 }, "history grew"},
-		{"nothing timed", func(r *Report) { r.ClusterDelay.N = 0 }, "no cluster or region"},
-		{"before its second", func(r *Report) { r.RegionDelay.P50 = -1 }, "before its second"},
-		{"too many seconds", func(r *Report) { r.ClusterSeconds = 9 }, "cluster snapshots timed"},
-		{"no failover gap", func(r *Report) { r.Failover.GapMs = 0 }, "failover gap"},
-		{"inexact", func(r *Report) { r.Exact = Exactness{WantTotal: 5, GotTotal: 4} }, "not exact"},
-		{"backwards", func(r *Report) { r.Faults = []string{"cluster: totals went backwards"} }, "contract violations"},
+		{"reports missing", good, func(r *Report) { r.ReportsPerS = 10 }, "reports per second"},
+		{"nats saw fewer", good, func(r *Report) { r.NATSInMsgsPerS = 50 }, "NATS received"},
+		{"no cpu", good, func(r *Report) { r.Groups[0].CPUPerReportUs = 0 }, "CPU per report"},
+		{"leader idle", good, func(r *Report) { r.Groups[0].Leader.CPU = 0 }, "leader is zero"},
+		{"node missing", good, func(r *Report) { r.Nodes = 3 }, "NATS nodes measured"},
+		{"node idle", good, func(r *Report) { r.NATSPerNode[0].CPU = 0 }, "CPU or RSS of nats"},
+		{"no follower", good, func(r *Report) { r.Groups[0].Follower = nil }, "no follower"},
+		{"leader heard other regions", good, func(r *Report) { r.Groups[0].ReportsPerS = 150 }, "published"},
+		{"leader heard few", good, func(r *Report) { r.Groups[0].ReportsPerS = 40 }, "received 40 reports/s"},
+		{"no region snapshots", good, func(r *Report) { r.SnapshotsPerS = 1 }, "snapshots/s"},
+		{"more than due", good, func(r *Report) { r.SnapshotsPerS = 10 }, "more than the"},
+		{"no history", good, func(r *Report) { r.HistoryBytesPerS = 0 }, "history grew"},
+		{"no state", good, func(r *Report) { r.State = nil }, "no merge state"},
+		{"empty state", good, func(r *Report) { r.State[0].Bytes = 0 }, "is empty"},
+		{"nothing timed", good, func(r *Report) { r.ClusterDelay.N = 0 }, "no cluster or region"},
+		{"before its second", good, func(r *Report) { r.RegionDelay.P50 = -1 }, "before its second"},
+		{"too many seconds", good, func(r *Report) { r.ClusterSeconds = 9 }, "cluster snapshots timed"},
+		{"delivered more than due", good, func(r *Report) { r.Subscribers.Delivered = 21 }, "of 20 due"},
+		{"delivered few", good, func(r *Report) { r.Subscribers.Delivered, r.Subscribers.Current, r.Subscribers.Delay.N = 5, 4, 5 }, "only 5 of 20"},
+		{"subscribers uncounted", good, func(r *Report) { r.Subscribers.Connected = 3 }, "3 connected"},
+		{"delays uncounted", good, func(r *Report) { r.Subscribers.Delay.N = 3 }, "3 delays for 20"},
+		{"subscriber fault", good, func(r *Report) { r.Subscribers.Faults = []string{"cluster: second 5 after 6"} }, "faults"},
+		{"subscriber lost", good, func(r *Report) { r.Subscribers.Lost = 1 }, "1 connections lost"},
+		{"no failover gap", good, func(r *Report) { r.Failovers[0].GapMs = 0 }, "failover of aggregator"},
+		{"inexact", good, func(r *Report) { r.Exact = Exactness{WantTotal: 5, GotTotal: 4} }, "not exact"},
+		{"backwards", good, func(r *Report) { r.Faults = []string{"cluster: totals went backwards"} }, "contract violations"},
+		{"shard missing", sharded, func(r *Report) { r.Groups = r.Groups[1:] }, "groups measured"},
+		{"shards overlap", sharded, func(r *Report) { r.Groups[1].Regions = []string{"r0", "r1"} }, "the groups merge 3 regions"},
+		{"shard heard all", sharded, func(r *Report) { r.Groups[0].ReportsPerS = 100 }, "shard-1 received 100"},
+		{"cluster tier got reports", sharded, func(r *Report) { r.Groups[2].ReportsPerS = 100 }, "cluster tier received"},
+		{"cluster tier silent", sharded, func(r *Report) { r.Groups[2].SnapshotsPerS = 0 }, "cluster tier published"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r := good
-			f := *good.Failover
-			r.Failover = &f
+			r := deepCopy(tc.base)
 			tc.spoil(&r)
 			if err := r.Check(); !errors.Is(err, ErrInsane) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want ErrInsane naming %q", err, tc.want)
 			}
 		})
 	}
+}
+
+// deepCopy copies r through JSON, so that a test case's spoiling never
+// touches the shared base.
+func deepCopy(r Report) Report {
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err)
+	}
+	var c Report
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(err)
+	}
+	return c
 }

@@ -25,15 +25,19 @@ const slots = 100
 //
 // Run owns its worker goroutines and joins them before it returns.
 type Simulator struct {
-	nc      *nats.Conn
+	conns   []*nats.Conn
 	regions []string
 	workers []*simWorker
 	start   time.Time
 }
 
-// simWorker owns a share of the instances (i ≡ w mod workers).
+// simWorker owns a share of the instances (i ≡ w mod workers) and
+// publishes them on one connection.
 type simWorker struct {
+	nc    *nats.Conn
 	insts []simInstance
+	// regions are its exact sums per region, by region index.
+	regions []regionSums
 	// Read by the harness while the worker runs.
 	published atomic.Int64 // reports published
 	bytes     atomic.Int64 // report bytes published
@@ -43,23 +47,31 @@ type simWorker struct {
 	failed    atomic.Int64 // encode or publish errors
 }
 
+// regionSums are a worker's figures of one region, read by the harness
+// while it runs.
+type regionSums struct {
+	reports, total, success, errs atomic.Uint64
+}
+
 type simInstance struct {
 	report proto.Report
+	region int // index in Simulator.regions
 	slot   int
 	step   uint64         // requests per second
 	sent   proto.Counters // counters of the last report NATS accepted
 }
 
-// NewSimulator prepares n instances in the given regions (round robin);
+// NewSimulator prepares n instances in the given regions (round robin),
+// published by workers goroutines, worker w on conns[w mod len(conns)];
 // bootID tells this run's instances apart from any earlier run's.
-func NewSimulator(nc *nats.Conn, n int, regions []string, workers int, bootID string) *Simulator {
-	s := &Simulator{nc: nc, regions: regions, start: time.Now().UTC()}
+func NewSimulator(conns []*nats.Conn, n int, regions []string, workers int, bootID string) *Simulator {
+	s := &Simulator{conns: conns, regions: regions, start: time.Now().UTC()}
 	for w := 0; w < workers; w++ {
-		s.workers = append(s.workers, &simWorker{})
+		s.workers = append(s.workers, &simWorker{nc: conns[w%len(conns)], regions: make([]regionSums, len(regions))})
 	}
 	for i := 0; i < n; i++ {
 		region := regions[i%len(regions)]
-		inst := simInstance{slot: i % slots, step: uint64(1 + i%5)}
+		inst := simInstance{slot: i % slots, step: uint64(1 + i%5), region: i % len(regions)}
 		inst.report = proto.Report{
 			Version: proto.ReportVersion, Instance: InstanceName(region, i), Region: region,
 			BootID: bootID, StartTime: s.start, Interval: time.Second,
@@ -81,18 +93,20 @@ func InstanceName(region string, i int) string {
 func (s *Simulator) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for _, w := range s.workers {
-		wg.Go(func() { w.run(ctx, s.nc) })
+		wg.Go(func() { w.run(ctx) })
 	}
 	wg.Wait()
 	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.nc.FlushWithContext(fctx); err != nil {
-		return fmt.Errorf("flush simulated reports: %w", err)
+	for _, nc := range s.conns {
+		if err := nc.FlushWithContext(fctx); err != nil {
+			return fmt.Errorf("flush simulated reports: %w", err)
+		}
 	}
 	return nil
 }
 
-func (w *simWorker) run(ctx context.Context, nc *nats.Conn) {
+func (w *simWorker) run(ctx context.Context) {
 	slotLen := time.Second / slots
 	// Instances sorted by slot: they were appended in index order, and
 	// i%slots cycles, so bucket them once.
@@ -115,7 +129,7 @@ func (w *simWorker) run(ctx context.Context, nc *nats.Conn) {
 		for !next.After(now) && ctx.Err() == nil {
 			slot := int(next.UnixNano()/int64(slotLen)) % slots
 			for _, j := range bySlot[slot] {
-				w.publish(nc, &w.insts[j], now)
+				w.publish(&w.insts[j], now)
 			}
 			next = next.Add(slotLen)
 		}
@@ -127,7 +141,7 @@ func (w *simWorker) run(ctx context.Context, nc *nats.Conn) {
 // report. The exact sums move to the counters of the last report NATS
 // accepted: a report that failed is carried by the next one, which holds the
 // cumulative counters.
-func (w *simWorker) publish(nc *nats.Conn, inst *simInstance, now time.Time) {
+func (w *simWorker) publish(inst *simInstance, now time.Time) {
 	r := &inst.report
 	r.Seq++
 	r.Time = now.UTC()
@@ -141,7 +155,7 @@ func (w *simWorker) publish(nc *nats.Conn, inst *simInstance, now time.Time) {
 	r.ActiveConnections = int64(inst.step)
 	data, err := r.Encode()
 	if err == nil {
-		err = nc.Publish(proto.ReportSubject(r.Region, r.Instance), data)
+		err = w.nc.Publish(proto.ReportSubject(r.Region, r.Instance), data)
 	}
 	if err != nil {
 		w.failed.Add(1)
@@ -149,9 +163,15 @@ func (w *simWorker) publish(nc *nats.Conn, inst *simInstance, now time.Time) {
 	}
 	w.published.Add(1)
 	w.bytes.Add(int64(len(data)))
-	w.total.Add(r.RequestsTotal - inst.sent.RequestsTotal)
-	w.success.Add(r.RequestsSuccess - inst.sent.RequestsSuccess)
-	w.errs.Add(r.RequestsError - inst.sent.RequestsError)
+	dt, ds, de := r.RequestsTotal-inst.sent.RequestsTotal, r.RequestsSuccess-inst.sent.RequestsSuccess, r.RequestsError-inst.sent.RequestsError
+	w.total.Add(dt)
+	w.success.Add(ds)
+	w.errs.Add(de)
+	rs := &w.regions[inst.region]
+	rs.reports.Add(1)
+	rs.total.Add(dt)
+	rs.success.Add(ds)
+	rs.errs.Add(de)
 	inst.sent.RequestsTotal, inst.sent.RequestsSuccess, inst.sent.RequestsError = r.RequestsTotal, r.RequestsSuccess, r.RequestsError
 }
 
@@ -163,11 +183,30 @@ type SimTotals struct {
 	Reports, Bytes, Failed int64
 	// Requests are the sums of the last published reports' counters.
 	Total, Success, Errors uint64
+	// Regions are the same per region (Reports and the sums).
+	Regions map[string]RegionTotals
+}
+
+// RegionTotals are the published reports and exact sums of one region.
+type RegionTotals struct {
+	Reports                uint64
+	Total, Success, Errors uint64
 }
 
 // Totals sums the workers' figures.
 func (s *Simulator) Totals() SimTotals {
-	var t SimTotals
+	t := SimTotals{Regions: make(map[string]RegionTotals, len(s.regions))}
+	for i, name := range s.regions {
+		var r RegionTotals
+		for _, w := range s.workers {
+			rs := &w.regions[i]
+			r.Reports += rs.reports.Load()
+			r.Total += rs.total.Load()
+			r.Success += rs.success.Load()
+			r.Errors += rs.errs.Load()
+		}
+		t.Regions[name] = r
+	}
 	for _, w := range s.workers {
 		t.Reports += w.published.Load()
 		t.Bytes += w.bytes.Load()
