@@ -30,6 +30,26 @@ type Cluster struct {
 // ends.
 func StartCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	c := NewCluster(t, n)
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = c.Start(i) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// NewCluster prepares n servers of one cluster (names, ports, stores)
+// without starting any, for tests that start them in their own order with
+// Start; every server started is stopped when the test ends.
+func NewCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t, nodes: make([]*natsnode.Node, n)}
 	for i := range n {
 		c.names = append(c.names, fmt.Sprintf("n%d", i+1))
@@ -37,22 +57,11 @@ func StartCluster(t testing.TB, n int) *Cluster {
 		c.route = append(c.route, freePort(t))
 		c.dirs = append(c.dirs, t.TempDir())
 	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { errs[i] = c.Start(i) })
-	}
-	wg.Wait()
 	t.Cleanup(func() {
 		for i := range c.nodes {
 			c.Stop(i)
 		}
 	})
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
 	return c
 }
 
@@ -108,4 +117,11 @@ func (c *Cluster) Stop(i int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = n.Shutdown(ctx)
+}
+
+// Node is server i, nil while it is stopped.
+func (c *Cluster) Node(i int) *natsnode.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[i]
 }
