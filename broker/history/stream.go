@@ -76,7 +76,9 @@ var (
 )
 
 // EnsureStream creates proto.HistoryStream, capturing proto.SnapshotSubjectAll
-// in file storage, or updates it to cfg when it exists.
+// in file storage, or updates it to cfg when it exists. A replicated stream
+// is ensured once it has a leader (ErrNoLeader until then); Condition and
+// Transient tell a caller what an error means and whether to retry soon.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
 	return ensure(ctx, js, historySpec, cfg)
 }
@@ -98,7 +100,7 @@ func ensure(ctx context.Context, js jetstream.JetStream, spec streamSpec, cfg St
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = spec.maxAge
 	}
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:        spec.name,
 		Description: spec.description,
 		Subjects:    spec.subjects,
@@ -110,11 +112,40 @@ func ensure(ctx context.Context, js jetstream.JetStream, spec streamSpec, cfg St
 		Duplicates:  spec.duplicates,
 
 		SubjectTransform: spec.transform,
-	})
+	}
+	// Read first: an update, even to the same configuration, is a proposal
+	// through the meta leader answered by the stream's leader, and takes
+	// seconds on a cluster that has just elected them; every start and
+	// every write failure ensures again, and mostly finds the stream as
+	// wanted.
+	s, err := js.Stream(ctx, spec.name)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		s, err = js.CreateStream(ctx, want)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// Another aggregator created it meanwhile.
+			s, err = js.UpdateStream(ctx, want)
+		}
+	case err == nil && !configured(s.CachedInfo().Config, want):
+		s, err = js.UpdateStream(ctx, want)
+	}
+	if err == nil {
+		err = answering(ctx, s, cfg.Replicas)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("ensure stream %s: %w", spec.name, err)
 	}
 	return s, nil
+}
+
+// configured reports whether the stream's configuration has every field
+// ensure sets as wanted.
+func configured(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Discard == want.Discard && have.MaxAge == want.MaxAge &&
+		have.Storage == want.Storage && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		(have.SubjectTransform == nil) == (want.SubjectTransform == nil) &&
+		(want.SubjectTransform == nil || *have.SubjectTransform == *want.SubjectTransform)
 }
 
 // loadBatch is how many messages one pull asks for while loading.
