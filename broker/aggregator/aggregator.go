@@ -38,11 +38,19 @@ const (
 	stallWait = 20 * time.Millisecond
 	// flushWait bounds how long Run waits for the last acks when it stops.
 	flushWait = time.Second
-	// ensureTimeout bounds one attempt to create or update the stream;
-	// attempts back off from ensureBackoffMin to ensureBackoffMax.
-	ensureTimeout    = 5 * time.Second
+	// ensureTimeout bounds one attempt to ensure one stream. A request
+	// sent while a cluster elects may never be answered; ensure reads
+	// before it writes, so an attempt cut short finds the stream next time.
+	// Attempts back off from ensureBackoffMin to ensureBackoffMax on a
+	// refusal, and stay at ensureBackoffMin while JetStream is unavailable.
+	ensureTimeout    = 2 * time.Second
 	ensureBackoffMin = time.Second
 	ensureBackoffMax = 30 * time.Second
+	// ensureRetryMax caps the spacing of attempts while JetStream is
+	// unavailable for now (history.Transient): one cheap request, and
+	// history must resume within seconds of the cluster electing its
+	// leaders.
+	ensureRetryMax = 2 * time.Second
 	// logEvery rate-limits repetitive warnings (bad reports, write errors).
 	logEvery = 10 * time.Second
 )
@@ -187,7 +195,10 @@ type Aggregator struct {
 
 	leader      atomic.Bool // LeaderDisabled: set by SetLeader
 	streamReady atomic.Bool
-	recheck     chan struct{} // capacity 1: asks the stream loop to ensure the streams again
+	// streamMissing says why the streams are not ready (nil once they are);
+	// Ready answers it.
+	streamMissing atomic.Pointer[string]
+	recheck       chan struct{} // capacity 1: asks the stream loop to ensure the streams again
 
 	// Election (nil with LeaderDisabled). active is set by the tick
 	// goroutine once it leads with the persisted state restored; replay is
@@ -311,6 +322,8 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("new aggregator: register gateway collector: %w", err)
 	}
 	a.gwHTTP = promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	missing := "history streams: not ensured yet"
+	a.streamMissing.Store(&missing)
 	return a, nil
 }
 
@@ -348,6 +361,20 @@ func (a *Aggregator) Leader() bool {
 
 // ID is the aggregator's configured or generated ID.
 func (a *Aggregator) ID() string { return a.cfg.ID }
+
+// Ready reports whether the aggregator is connected to NATS and its history
+// and rollup streams exist and answer; if not, reason says what is missing
+// (/readyz answers it). Live snapshots flow meanwhile: an aggregator that is
+// not ready publishes live-only and refills the history later.
+func (a *Aggregator) Ready() (reason string, ok bool) {
+	if !a.cfg.NATS.IsConnected() {
+		return "not connected to NATS", false
+	}
+	if m := a.streamMissing.Load(); m != nil {
+		return *m, false
+	}
+	return "ready", true
+}
 
 // State returns a copy of the merge state (see Merger.State).
 func (a *Aggregator) State() State {

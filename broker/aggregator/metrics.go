@@ -18,6 +18,7 @@ type metrics struct {
 	ticks         prometheus.Counter
 	published     prometheus.Counter
 	historyErrors prometheus.Counter
+	ensureErrors  prometheus.Counter
 	publishTime   prometheus.Histogram
 	rollups       prometheus.Counter
 	leaderChanges prometheus.Counter
@@ -54,6 +55,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 		ticks:         counter("ticks_total", "Once-a-second merge ticks computed, leading or not."),
 		published:     counter("snapshots_published_total", "Snapshots published on NATS."),
 		historyErrors: counter("history_write_errors_total", "Snapshots and rollups whose write to their stream was not acknowledged: an error, an ack timeout, or back-pressure."),
+		ensureErrors:  counter("history_stream_ensure_errors_total", "Failed attempts to create or update the history and rollup streams and see them answer (each retried; logged once per condition)."),
 		rollups:       counter("rollups_published_total", "1-minute rollups published on NATS."),
 		leaderChanges: counter("leadership_changes_total", "Times this aggregator gained or lost the leader lease."),
 		stateErrors:   counter("state_write_errors_total", "Failed writes of the merge state to the state bucket, including states too large for one NATS message."),
@@ -153,7 +155,7 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 
 func (m *metrics) register(r prometheus.Registerer) error {
 	cs := append([]prometheus.Collector{
-		m.received, m.decodeErrors, m.rejected, m.duplicates, m.ticks, m.published, m.historyErrors, m.publishTime,
+		m.received, m.decodeErrors, m.rejected, m.duplicates, m.ticks, m.published, m.historyErrors, m.ensureErrors, m.publishTime,
 		m.rollups, m.leaderChanges, m.stateErrors, m.restoreErrors, m.heldBack, m.ignored, m.refilled, m.refillErrors,
 	}, m.funcs...)
 	for _, c := range cs {

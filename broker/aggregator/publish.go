@@ -232,26 +232,52 @@ func (a *Aggregator) writeFailed(err error) {
 	}
 }
 
-// streamLoop creates or updates the history and rollup streams, retrying
-// with backoff until it succeeds, and again whenever a write fails.
+// ensureStreams ensures the history and then the rollup stream, each
+// attempt bounded by ensureTimeout on its own.
+func (a *Aggregator) ensureStreams(ctx context.Context) error {
+	for _, ensure := range []func(context.Context) error{
+		func(ctx context.Context) error { _, err := history.EnsureStream(ctx, a.js, a.cfg.History); return err },
+		func(ctx context.Context) error {
+			_, err := history.EnsureRollupStream(ctx, a.js, a.cfg.Rollups)
+			return err
+		},
+	} {
+		actx, cancel := context.WithTimeout(ctx, ensureTimeout)
+		err := ensure(actx)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamLoop creates or updates the history and rollup streams until they
+// answer, and again whenever a write fails. A transient condition (a
+// cluster electing its meta leader, a stream electing its own, no quorum)
+// is retried every ensureRetryMax at most, so history resumes within
+// seconds of the cluster healing; a refusal backs off to ensureBackoffMax.
+// Each condition is logged once, when it starts, and the attempts counted.
 func (a *Aggregator) streamLoop(ctx context.Context) {
 	backoff := ensureBackoffMin
+	var cond string       // the condition logged last; "" while ready
+	var failing time.Time // when the current run of failures began
 	for {
-		actx, cancel := context.WithTimeout(ctx, ensureTimeout)
-		_, err := history.EnsureStream(actx, a.js, a.cfg.History)
-		if err == nil {
-			_, err = history.EnsureRollupStream(actx, a.js, a.cfg.Rollups)
-		}
-		cancel()
+		err := a.ensureStreams(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		var wait <-chan time.Time
 		if err == nil {
+			a.streamMissing.Store(nil)
 			if !a.streamReady.Swap(true) {
-				a.log.Info("streams ready", "history", proto.HistoryStream, "rollups", proto.RollupStream)
+				attrs := []any{"history", proto.HistoryStream, "rollups", proto.RollupStream}
+				if !failing.IsZero() {
+					attrs = append(attrs, "after", a.cfg.Now().Sub(failing).Round(time.Millisecond))
+				}
+				a.log.Info("streams ready", attrs...)
 			}
-			backoff = ensureBackoffMin
+			cond, failing, backoff = "", time.Time{}, ensureBackoffMin
 			select {
 			case <-a.recheck:
 			case <-ctx.Done():
@@ -261,9 +287,24 @@ func (a *Aggregator) streamLoop(ctx context.Context) {
 			wait = time.After(ensureBackoffMin)
 		} else {
 			a.streamReady.Store(false)
-			a.log.Warn("ensure streams; retrying", "err", err, "in", backoff)
+			a.metrics.ensureErrors.Inc()
+			if failing.IsZero() {
+				failing = a.cfg.Now()
+			}
+			now := history.Condition(err)
+			missing := "history streams: " + now
+			a.streamMissing.Store(&missing)
+			if history.Transient(err) {
+				backoff = min(backoff, ensureRetryMax)
+			}
+			if now != cond {
+				a.log.Warn("streams not ready; retrying", "condition", now, "err", err, "every", backoff)
+				cond = now
+			}
 			wait = time.After(backoff)
-			backoff = min(2*backoff, ensureBackoffMax)
+			if !history.Transient(err) {
+				backoff = min(2*backoff, ensureBackoffMax)
+			}
 		}
 		select {
 		case <-wait:

@@ -424,15 +424,23 @@ func (c *campaign) run(ctx context.Context) error {
 func (c *campaign) open(ctx context.Context) error {
 	cfg := &c.e.cfg
 	backoff := openBackoffMin
+	// While a fresh cluster elects its leaders every attempt fails alike:
+	// log each distinct error once, not each retry.
+	var last string
 	for {
 		err := c.tryOpen(ctx)
 		if err == nil || errors.Is(err, ErrTTLMismatch) {
 			if err != nil {
 				c.e.log.Error("cannot campaign", "err", err)
+			} else if last != "" {
+				c.e.log.Info("lease bucket open", "bucket", cfg.Bucket)
 			}
 			return err
 		}
-		c.e.log.Warn("open lease bucket; retrying", "bucket", cfg.Bucket, "err", err, "in", backoff)
+		if msg := err.Error(); msg != last {
+			c.e.log.Warn("open lease bucket; retrying", "bucket", cfg.Bucket, "err", err, "backoff_max", openBackoffMax)
+			last = msg
+		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():

@@ -88,7 +88,7 @@ func aggregatorCommand() *cli.Command {
 				return err
 			}
 			registerNATSClient(reg, cfg.Namespace, "aggregator", nc)
-			mux := adminMux(reg, natsReady(nc))
+			mux := adminMux(reg, agg.Ready)
 			mux.Handle("GET /metrics/gateways", agg.GatewayHandler())
 			g, ctx := newGroup(c.Context)
 			g.Go(func() error { return agg.Run(ctx) })
