@@ -88,6 +88,11 @@
 // stream files under the snapshot subject, so live subscribers never see
 // an old second arrive late.
 //
+// The stream keeper (streamLoop) ensures the history and rollup streams
+// every second while JetStream is unavailable for now, as while a fresh
+// cluster elects its meta leader and then each stream's leader, logging
+// each condition once; Ready names what is missing meanwhile.
+//
 // # Exactness contract
 //
 // Cluster and region requests_total, requests_success and requests_error
