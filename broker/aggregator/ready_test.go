@@ -1,15 +1,14 @@
 package aggregator
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/logbuf"
 	"github.com/meridian-metrics/meridian/integration/wait"
 )
 
@@ -18,8 +17,8 @@ import (
 // attempts) and one with it (ready once the streams exist).
 func TestReadySaysWhatIsMissing(t *testing.T) {
 	_, core := natstest.StartCore(t)
-	logs := &countingHandler{}
-	a := startWith(t, Config{NATS: core, Logger: slog.New(logs), LeaderDisabled: true}, false)
+	var logs logbuf.Buffer
+	a := startWith(t, Config{NATS: core, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), LeaderDisabled: true}, false)
 	if reason, ok := a.Ready(); ok || reason != "history streams: not ensured yet" && reason != "history streams: no JetStream server answers" {
 		t.Fatalf("Ready before the first attempt = %q, %v", reason, ok)
 	}
@@ -29,7 +28,7 @@ func TestReadySaysWhatIsMissing(t *testing.T) {
 	if reason, ok := a.Ready(); ok || reason != "history streams: no JetStream server answers" {
 		t.Fatalf("Ready without JetStream = %q, %v", reason, ok)
 	}
-	if n := logs.count("streams not ready; retrying"); n != 1 {
+	if n := logs.Count(`"streams not ready; retrying"`); n != 1 {
 		t.Fatalf("logged the condition %d times over several attempts, want once", n)
 	}
 
@@ -38,29 +37,4 @@ func TestReadySaysWhatIsMissing(t *testing.T) {
 	if reason, ok := b.Ready(); !ok {
 		t.Fatalf("Ready with the streams = %q", reason)
 	}
-}
-
-// countingHandler counts log records by message.
-type countingHandler struct {
-	mu   sync.Mutex
-	msgs map[string]int
-}
-
-func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *countingHandler) WithGroup(string) slog.Handler            { return h }
-func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.msgs == nil {
-		h.msgs = map[string]int{}
-	}
-	h.msgs[r.Message]++
-	return nil
-}
-
-func (h *countingHandler) count(msg string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.msgs[msg]
 }
