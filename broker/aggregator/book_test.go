@@ -134,7 +134,7 @@ func TestBookPendingUntilSeenPublished(t *testing.T) {
 
 // takeAll is what the leader does: publish every pending rollup.
 func takeAll(b *book) []proto.Snapshot {
-	rs := b.appendPending(nil)
+	rs := b.appendPending(nil, true)
 	for i := range rs {
 		b.rolledUp(&rs[i])
 	}

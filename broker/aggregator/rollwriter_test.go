@@ -1,0 +1,141 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meridian-metrics/meridian/broker/history"
+	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/wait"
+	"github.com/meridian-metrics/meridian/proto"
+)
+
+// burstRig is a leader by hand (LeaderDisabled) tracking n instances in 10
+// regions, with its history and rollup streams on an embedded NATS server and
+// its rollup writer running; ticks are driven by hand on a fake clock.
+type burstRig struct {
+	a   *Aggregator
+	js  jetstream.JetStream
+	now time.Time
+	n   int
+	seq uint64
+}
+
+func newBurstRig(tb testing.TB, n int, spread time.Duration) *burstRig {
+	tb.Helper()
+	_, nc := natstest.StartTest(tb)
+	r := &burstRig{n: n, now: t0}
+	a, err := New(Config{NATS: nc, Logger: quiet, Now: func() time.Time { return r.now }, LeaderDisabled: true,
+		RollupSpread: spread, Merge: MergerConfig{MaxInstances: n}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.a = a
+	r.js, err = jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	tb.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		a.js.CleanupPublisher()
+		a.rollJS.CleanupPublisher()
+	})
+	if _, err := history.EnsureStream(ctx, a.js, history.StreamConfig{}); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := history.EnsureRollupStream(ctx, a.js, history.StreamConfig{}); err != nil {
+		tb.Fatal(err)
+	}
+	wg.Go(func() { a.rollupLoop(ctx) })
+	return r
+}
+
+// tick makes every instance report at the next second, then ticks it, and
+// returns how long the tick took.
+func (r *burstRig) tick(ctx context.Context) time.Duration {
+	r.now = r.now.Add(time.Second)
+	r.seq++
+	for i := range r.n {
+		p := rp{inst: fmt.Sprintf("gw-%06d", i), region: fmt.Sprintf("region-%d", i%10), boot: "x", seq: r.seq, total: 10 * r.seq, durMs: 10 * r.seq}
+		r.a.mu.Lock()
+		r.a.merger.Apply(p.report(r.now), r.now)
+		r.a.mu.Unlock()
+	}
+	start := time.Now()
+	r.a.tick(ctx, r.now)
+	return time.Since(start)
+}
+
+// stored is the number of messages on subject in stream.
+func (r *burstRig) stored(tb testing.TB, stream, subject string) uint64 {
+	tb.Helper()
+	s, err := r.js.Stream(context.Background(), stream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return n
+}
+
+// TestRollupBurstLeavesSnapshotsOnTime: at a minute boundary with 10,000
+// instances, the cluster and region rollups and the next seconds' snapshots
+// are written and acknowledged at once, while the 10,000 instance rollups
+// follow, paced, each stored exactly once.
+func TestRollupBurstLeavesSnapshotsOnTime(t *testing.T) {
+	const n = 10_000
+	r := newBurstRig(t, n, 2*time.Second)
+	ctx := context.Background()
+	r.now = t0.Add(57 * time.Second)
+	for range 3 { // seconds 58, 59, and 60: the minute closes
+		r.tick(ctx)
+	}
+	// Written and acknowledged before the boundary tick returned.
+	if got := r.stored(t, proto.RollupStream, proto.RollupSubject(proto.Scope{Kind: proto.ScopeCluster})); got != 1 {
+		t.Fatalf("%d cluster rollups stored after the boundary tick, want 1", got)
+	}
+	if got := r.stored(t, proto.RollupStream, proto.RollupSubjectPrefix+".region.*"); got != 10 {
+		t.Fatalf("%d region rollups stored after the boundary tick, want 10", got)
+	}
+	if q := r.a.rollq.len(); q == 0 {
+		t.Fatal("no instance rollup queued after the boundary tick: they were not handed to the paced writer")
+	}
+	for range 2 { // seconds 61 and 62
+		r.tick(ctx)
+	}
+	// Every snapshot of every tick acknowledged: none waited behind the
+	// rollups and went out without an ack.
+	if e := testutil.ToFloat64(r.a.metrics.historyErrors); e != 0 {
+		t.Fatalf("%v history writes unacknowledged around the minute boundary", e)
+	}
+	cluster := proto.SnapshotSubject(proto.Scope{Kind: proto.ScopeCluster})
+	if got := r.stored(t, proto.HistoryStream, cluster); got != 5 {
+		t.Fatalf("%d cluster snapshots stored for 5 seconds", got)
+	}
+	instances := proto.RollupSubjectPrefix + ".instance.*"
+	wait.For(t, 60*time.Second, "every instance rollup stored", func() bool {
+		return r.stored(t, proto.RollupStream, instances) == n
+	})
+	wait.For(t, 10*time.Second, "rollup queue drained", func() bool { return r.a.rollq.len() == 0 })
+	if got := testutil.ToFloat64(r.a.metrics.rollups); got != n+11 {
+		t.Fatalf("%v rollups published, want %d", got, n+11)
+	}
+	if d, retries := r.a.rollq.counts(); d != 0 || retries != 0 {
+		t.Fatalf("%d rollups dropped, %d retried", d, retries)
+	}
+}
