@@ -230,8 +230,7 @@ type Aggregator struct {
 	stateBusy atomic.Bool
 
 	// Owned by the goroutine running Run.
-	rolls     []proto.Snapshot
-	instRolls []proto.Snapshot
+	rolls []proto.Snapshot
 
 	// The instance rollups' paced writer (rollwriter.go), with its own
 	// JetStream context so that its pending acks never count against the

@@ -82,9 +82,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	// they never hold up a second's snapshots.
 	a.rolls = a.book.appendPending(a.rolls[:0], false)
 	a.publishRollups(a.rolls)
-	a.instRolls = a.book.takeInstancePending(a.instRolls[:0])
-	a.rollq.add(a.instRolls, time.Now(), a.cfg.RollupSpread)
-	clear(a.instRolls)
+	a.rollq.add(a.book.takeInstancePending, time.Now(), a.cfg.RollupSpread)
 	// Wait for the acks, but never past the next tick.
 	wait := time.NewTimer(a.untilNextSecond())
 	defer wait.Stop()
