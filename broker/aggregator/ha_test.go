@@ -671,9 +671,20 @@ func TestRollupsSpanFailover(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
-	// The leader publishes every scope's rollup in the same tick.
+	// The instance rollups follow, paced (rollwriter.go); then a moment for
+	// any duplicate to show.
+	wait.For(t, 10*time.Second, "every scope's rollup to arrive", func() bool {
+		w.drain()
+		n := 0
+		for k := range w.rolls {
+			if strings.HasSuffix(k, fmt.Sprintf("@%d", minute.Unix())) {
+				n++
+			}
+		}
+		return n >= 6
+	})
 	flushed := time.Now()
-	wait.For(t, 5*time.Second, "the tick's rollups to arrive", func() bool { w.drain(); return time.Since(flushed) > 200*time.Millisecond })
+	wait.For(t, 5*time.Second, "a moment for duplicates", func() bool { w.drain(); return time.Since(flushed) > 200*time.Millisecond })
 	scopes := 0
 	for scope, all := range w.all {
 		var seen []proto.Snapshot
