@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/logbuf"
 	"github.com/meridian-metrics/meridian/integration/wait"
 	"github.com/meridian-metrics/meridian/proto"
 )
@@ -261,30 +261,12 @@ func TestFollowGraceKeepsInstanceForReconnect(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) count(substr string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Count(s.b.String(), substr)
-}
-
 // When intake falls behind and NATS drops snapshots (a slow consumer),
 // every drop is counted in snapshot_messages_dropped_total and the edge
 // logs one line, not one per episode or subscription.
 func TestSnapshotDropsCountedAndLoggedOnce(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	te, pub := startFollowing(t, Config{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	interest := watchInterest(t, pub)
 	publishCluster(t, pub, 2, 50*time.Millisecond)
@@ -325,11 +307,11 @@ func TestSnapshotDropsCountedAndLoggedOnce(t *testing.T) {
 		wait.For(t, 10*time.Second, "two follow rounds", func() bool { _, m := interest.since(0); return m >= n+2 })
 	}
 	episode()
-	if n := logs.count(line); n != 1 {
+	if n := logs.Count(line); n != 1 {
 		t.Fatalf("%d slow-consumer lines after one episode, want 1", n)
 	}
 	episode()
-	if n := logs.count(line); n != 1 {
+	if n := logs.Count(line); n != 1 {
 		t.Fatalf("%d slow-consumer lines after two episodes within a minute, want 1", n)
 	}
 	fams, err := te.prom.Gather()

@@ -1,38 +1,19 @@
 package natsauth_test
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-metrics/meridian/broker/natsauth"
 	"github.com/meridian-metrics/meridian/broker/natsnode"
+	"github.com/meridian-metrics/meridian/integration/logbuf"
 	"github.com/meridian-metrics/meridian/integration/wait"
 )
-
-// syncBuffer collects a node's log.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -68,7 +49,7 @@ func TestRoutesNeedANodeCertificate(t *testing.T) {
 			TLSCert: filepath.Join(dir, cert), TLSKey: filepath.Join(dir, key),
 		}
 	}
-	var logA syncBuffer
+	var logA logbuf.Buffer
 	a := startRouted(t, "a", secure(pa, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.NewTextHandler(&logA, nil))))
 	b := startRouted(t, "b", secure(pb, natsauth.ServerCertFile, natsauth.ServerKeyFile, slog.New(slog.DiscardHandler)))
 	wait.For(t, 20*time.Second, "the two real nodes to route", func() bool {

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,43 +10,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
+	"github.com/meridian-metrics/meridian/integration/logbuf"
 	"github.com/meridian-metrics/meridian/integration/wait"
 )
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines(substr string) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, l := range strings.Split(s.b.String(), "\n") {
-		if !strings.Contains(l, substr) {
-			continue
-		}
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
 
 // TestSlowConsumerLoggedOnceNotFlooded makes a real subscription a slow
 // consumer in several episodes: one structured line per subscription and
 // minute, the next naming how many episodes and drops it summarises.
 func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	node, _ := natstest.StartTest(t)
-	var buf syncBuffer
+	var buf logbuf.Buffer
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
 	var clockMu sync.Mutex
 	clock := time.Unix(1_000_000, 0)
@@ -74,7 +44,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	lines := func() int { return len(buf.lines("slow consumer")) }
+	lines := func() int { return len(buf.Records("slow consumer")) }
 	episode := func() {
 		t.Helper()
 		before, _ := sub.Dropped()
@@ -107,7 +77,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	if n := lines(); n != 1 {
 		t.Fatalf("%d slow-consumer lines for 4 episodes within a minute, want 1", n)
 	}
-	first := buf.lines("slow consumer")[0]
+	first := buf.Records("slow consumer")[0]
 	if first["subject"] != "slow.subject" || first["level"] != "WARN" {
 		t.Fatalf("line %v", first)
 	}
@@ -117,7 +87,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 	clockMu.Unlock()
 	episode()
 	wait.For(t, 15*time.Second, "the summary line", func() bool { return lines() == 2 })
-	second := buf.lines("slow consumer")[1]
+	second := buf.Records("slow consumer")[1]
 	if eps, _ := second["episodes"].(float64); eps < 2 {
 		t.Fatalf("second line %v should summarise the suppressed episodes", second)
 	}
@@ -135,7 +105,7 @@ func TestSlowConsumerLoggedOnceNotFlooded(t *testing.T) {
 // as one line a minute, not one per subscription.
 func TestSlowConsumerLoggedOncePerFamily(t *testing.T) {
 	_, nc := natstest.StartTest(t)
-	var buf syncBuffer
+	var buf logbuf.Buffer
 	l := newNATSErrorLog(slog.New(slog.NewJSONHandler(&buf, nil)), func() time.Time { return time.Unix(1_000_000, 0) })
 	for _, subj := range []string{"meridian.snapshot.instance.gw-1", "meridian.snapshot.instance.gw-2", "meridian.snapshot.instance.gw-1", "meridian.snapshot.region.*"} {
 		sub, err := nc.SubscribeSync(subj)
@@ -144,7 +114,7 @@ func TestSlowConsumerLoggedOncePerFamily(t *testing.T) {
 		}
 		l.handle(nc, sub, nats.ErrSlowConsumer)
 	}
-	got := buf.lines("slow consumer")
+	got := buf.Records("slow consumer")
 	if len(got) != 2 || got[0]["family"] != "meridian.snapshot.instance.>" || got[1]["family"] != "meridian.snapshot.region.>" {
 		t.Fatalf("lines %v, want one for the instances' family and one for the regions'", got)
 	}
