@@ -25,9 +25,13 @@ type burstRig struct {
 	now time.Time
 	n   int
 	seq uint64
+	// fleet, when set, reports for the instances (with latency histograms);
+	// else a small report without one each.
+	fleet *simFleet
 }
 
-func newBurstRig(tb testing.TB, n int, spread time.Duration) *burstRig {
+// Without writer the queued instance rollups stay queued.
+func newBurstRig(tb testing.TB, n int, spread time.Duration, writer bool) *burstRig {
 	tb.Helper()
 	_, nc := natstest.StartTest(tb)
 	r := &burstRig{n: n, now: t0}
@@ -55,7 +59,9 @@ func newBurstRig(tb testing.TB, n int, spread time.Duration) *burstRig {
 	if _, err := history.EnsureRollupStream(ctx, a.js, history.StreamConfig{}); err != nil {
 		tb.Fatal(err)
 	}
-	wg.Go(func() { a.rollupLoop(ctx) })
+	if writer {
+		wg.Go(func() { a.rollupLoop(ctx) })
+	}
 	return r
 }
 
@@ -64,15 +70,25 @@ func newBurstRig(tb testing.TB, n int, spread time.Duration) *burstRig {
 func (r *burstRig) tick(ctx context.Context) time.Duration {
 	r.now = r.now.Add(time.Second)
 	r.seq++
-	for i := range r.n {
-		p := rp{inst: fmt.Sprintf("gw-%06d", i), region: fmt.Sprintf("region-%d", i%10), boot: "x", seq: r.seq, total: 10 * r.seq, durMs: 10 * r.seq}
-		r.a.mu.Lock()
-		r.a.merger.Apply(p.report(r.now), r.now)
-		r.a.mu.Unlock()
+	r.a.mu.Lock()
+	if r.fleet != nil {
+		r.fleet.fill(r.a.merger, r.now)
 	}
+	for i := range r.n * boolInt(r.fleet == nil) {
+		p := rp{inst: fmt.Sprintf("gw-%06d", i), region: fmt.Sprintf("region-%d", i%10), boot: "x", seq: r.seq, total: 10 * r.seq, durMs: 10 * r.seq}
+		r.a.merger.Apply(p.report(r.now), r.now)
+	}
+	r.a.mu.Unlock()
 	start := time.Now()
 	r.a.tick(ctx, r.now)
 	return time.Since(start)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // stored is the number of messages on subject in stream.
@@ -99,7 +115,7 @@ func (r *burstRig) stored(tb testing.TB, stream, subject string) uint64 {
 // follow, paced, each stored exactly once.
 func TestRollupBurstLeavesSnapshotsOnTime(t *testing.T) {
 	const n = 10_000
-	r := newBurstRig(t, n, 2*time.Second)
+	r := newBurstRig(t, n, 2*time.Second, true)
 	ctx := context.Background()
 	r.now = t0.Add(57 * time.Second)
 	for range 3 { // seconds 58, 59, and 60: the minute closes
