@@ -155,3 +155,41 @@ func TestRollupBurstLeavesSnapshotsOnTime(t *testing.T) {
 		t.Fatalf("%d rollups dropped, %d retried", d, retries)
 	}
 }
+
+// TestRollupQueuePacesAndBounds: the writer takes the queue's share due per
+// step (spread evenly up to the deadline, at most the pending limit), puts
+// failed ones back first, and drops the ones too old to retry safely.
+func TestRollupQueuePacesAndBounds(t *testing.T) {
+	q := newRollupQueue()
+	start := time.Now()
+	fill := func(from, to int) func([]proto.Snapshot) []proto.Snapshot {
+		return func(dst []proto.Snapshot) []proto.Snapshot {
+			for i := from; i < to; i++ {
+				dst = append(dst, proto.Snapshot{Scope: proto.InstanceScope(fmt.Sprint(i)), Time: minute0})
+			}
+			return dst
+		}
+	}
+	q.add(fill(0, 1000), start, 10*time.Second)
+	got, dropped := q.take(nil, start, minute0.Unix(), 512)
+	if dropped != 0 || len(got) != 10 { // 1000 over 100 steps
+		t.Fatalf("took %d (dropped %d) at the start, want 10", len(got), dropped)
+	}
+	q.retry(got[:3])
+	if got, _ := q.take(nil, start.Add(9950*time.Millisecond), minute0.Unix(), 512); len(got) != 512 || got[0].Scope.Name != "0" {
+		t.Fatalf("at the deadline took %d starting %q, want the 512 limit starting with the retried", len(got), got[0].Scope.Name)
+	}
+	if n := q.len(); n != 1000-10+3-512 {
+		t.Fatalf("%d left", n)
+	}
+	if _, retries := q.counts(); retries != 3 {
+		t.Fatalf("%d retries counted", retries)
+	}
+	got, dropped = q.take(nil, start, minute0.Unix()+1, 512)
+	if dropped != 481 || len(got) != 0 || q.len() != 0 {
+		t.Fatalf("past the bound: took %d, dropped %d, %d left; want all dropped", len(got), dropped, q.len())
+	}
+	if d, _ := q.counts(); d != 481 {
+		t.Fatalf("%d drops counted", d)
+	}
+}
