@@ -155,6 +155,10 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "rollup_queue_length",
 			Help: "Instance rollups waiting to be written by the paced rollup writer, in flight excluded; it rises at each minute and drains over --rollup-spread.",
 		}, func() float64 { return float64(a.rollq.len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "rollup_queue_bytes",
+			Help: "Memory held by those waiting instance rollups (snapshots and histogram buckets), approximately.",
+		}, func() float64 { return float64(a.rollq.size()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "rollups_dropped_total",
 			Help: "Instance rollups dropped unwritten because they waited longer than the rollup stream can deduplicate a retry (3 minutes): the store accepted fewer rollups than there are instances per minute.",

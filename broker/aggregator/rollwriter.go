@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -60,8 +61,27 @@ type rollupQueue struct {
 	q        []proto.Snapshot
 	deadline time.Time // monotonic: pacing is a rate, not a time of day
 	kick     chan struct{}
+	bytes    int64 // rollupBytes of q
 	dropped  uint64
 	retries  uint64
+}
+
+// rollupBytes is the memory a queued rollup holds, near enough: the
+// snapshot and its histogram's buckets.
+func rollupBytes(r *proto.Snapshot) int64 {
+	n := int64(unsafe.Sizeof(*r))
+	if r.LatencyHistogram != nil {
+		n += int64(cap(r.LatencyHistogram.Buckets)) * int64(unsafe.Sizeof(proto.HistBucket{}))
+	}
+	return n
+}
+
+func sumRollupBytes(rs []proto.Snapshot) int64 {
+	var n int64
+	for i := range rs {
+		n += rollupBytes(&rs[i])
+	}
+	return n
 }
 
 func newRollupQueue() *rollupQueue { return &rollupQueue{kick: make(chan struct{}, 1)} }
@@ -74,6 +94,7 @@ func (q *rollupQueue) add(fill func([]proto.Snapshot) []proto.Snapshot, now time
 	n := len(q.q)
 	q.q = fill(q.q)
 	added := len(q.q) > n
+	q.bytes += sumRollupBytes(q.q[n:])
 	if d := now.Add(spread); added && d.After(q.deadline) {
 		q.deadline = d
 	}
@@ -93,6 +114,12 @@ func (q *rollupQueue) len() int {
 	return len(q.q)
 }
 
+func (q *rollupQueue) size() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
 // take removes and returns up to the share of the queue due by now (at
 // least one, at most limit), after dropping the ones older than oldest
 // (unix seconds); it reports how many it dropped.
@@ -103,10 +130,12 @@ func (q *rollupQueue) take(dst []proto.Snapshot, now time.Time, oldest int64, li
 	for dropped < len(q.q) && q.q[dropped].Time.Unix() < oldest {
 		dropped++
 	}
+	q.bytes -= sumRollupBytes(q.q[:dropped])
+	clear(q.q[:dropped])
 	q.q = q.q[dropped:]
 	q.dropped += uint64(dropped)
 	if len(q.q) == 0 {
-		q.q = nil // let a burst's array go
+		q.q, q.bytes = nil, 0 // let a burst's array go
 		return dst, dropped
 	}
 	n := len(q.q)
@@ -116,6 +145,7 @@ func (q *rollupQueue) take(dst []proto.Snapshot, now time.Time, oldest int64, li
 	}
 	n = max(1, min(n, limit))
 	dst = append(dst, q.q[:n]...)
+	q.bytes -= sumRollupBytes(q.q[:n])
 	clear(q.q[:n]) // drop the histograms' references
 	q.q = q.q[n:]
 	return dst, dropped
@@ -129,6 +159,7 @@ func (q *rollupQueue) retry(rs []proto.Snapshot) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.retries += uint64(len(rs))
+	q.bytes += sumRollupBytes(rs)
 	q.q = append(append(make([]proto.Snapshot, 0, len(rs)+len(q.q)), rs...), q.q...)
 }
 
@@ -167,7 +198,7 @@ func (a *Aggregator) writeRollups(ctx context.Context, batch *[]proto.Snapshot) 
 		// No JetStream: the refill writes them once the store is back.
 		a.rollq.mu.Lock()
 		rolls := a.rollq.q
-		a.rollq.q = nil
+		a.rollq.q, a.rollq.bytes = nil, 0
 		a.rollq.mu.Unlock()
 		a.keepRollups(rolls, a.cfg.Now())
 		return false

@@ -16,7 +16,8 @@ import (
 // timings): the tick at :59 (ordinary-ms), the one at :00 that publishes its
 // second's snapshots and then closes the minute (boundary-ms), and the next
 // (next-ms), medians over the iterations; unacked is the history writes that
-// went out without an ack over the run.
+// went out without an ack over the run; queued-bytes/instance the rollup
+// queue's memory the boundary added (rollup_queue_bytes / n).
 //
 // mode=paced is the aggregator as it is: the instance rollups go to the
 // paced writer. mode=inline is the baseline, what the tick did before: it
@@ -32,13 +33,16 @@ func BenchmarkRollupBoundary(b *testing.B) {
 				ctx := context.Background()
 				minute := t0
 				var ord, bound, next []float64
+				queued := 0.0
 				ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
 				for b.Loop() {
 					minute = minute.Add(time.Minute)
 					r.now = minute.Add(-2 * time.Second)
 					ord = append(ord, ms(r.tick(ctx)))
 					if mode == "paced" {
+						before := r.a.rollq.size()
 						bound = append(bound, ms(r.tick(ctx)))
+						queued = max(queued, float64(r.a.rollq.size()-before)/float64(n))
 					} else {
 						start := time.Now()
 						r.tick(ctx)
@@ -60,6 +64,9 @@ func BenchmarkRollupBoundary(b *testing.B) {
 				b.ReportMetric(med(bound), "boundary-ms")
 				b.ReportMetric(med(next), "next-ms")
 				b.ReportMetric(testutil.ToFloat64(r.a.metrics.historyErrors), "unacked")
+				if mode == "paced" {
+					b.ReportMetric(queued, "queued-bytes/instance")
+				}
 			})
 		}
 	}

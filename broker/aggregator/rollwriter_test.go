@@ -147,7 +147,7 @@ func TestRollupBurstLeavesSnapshotsOnTime(t *testing.T) {
 	wait.For(t, 60*time.Second, "every instance rollup stored", func() bool {
 		return r.stored(t, proto.RollupStream, instances) == n
 	})
-	wait.For(t, 10*time.Second, "rollup queue drained", func() bool { return r.a.rollq.len() == 0 })
+	wait.For(t, 10*time.Second, "rollup queue drained", func() bool { return r.a.rollq.len() == 0 && r.a.rollq.size() == 0 })
 	if got := testutil.ToFloat64(r.a.metrics.rollups); got != n+11 {
 		t.Fatalf("%v rollups published, want %d", got, n+11)
 	}
@@ -175,6 +175,9 @@ func TestRollupQueuePacesAndBounds(t *testing.T) {
 	if dropped != 0 || len(got) != 10 { // 1000 over 100 steps
 		t.Fatalf("took %d (dropped %d) at the start, want 10", len(got), dropped)
 	}
+	if b := q.size(); b != 990*rollupBytes(&got[0]) {
+		t.Fatalf("queue of 990 counts %d bytes", b)
+	}
 	q.retry(got[:3])
 	if got, _ := q.take(nil, start.Add(9950*time.Millisecond), minute0.Unix(), 512); len(got) != 512 || got[0].Scope.Name != "0" {
 		t.Fatalf("at the deadline took %d starting %q, want the 512 limit starting with the retried", len(got), got[0].Scope.Name)
@@ -191,5 +194,8 @@ func TestRollupQueuePacesAndBounds(t *testing.T) {
 	}
 	if d, _ := q.counts(); d != 481 {
 		t.Fatalf("%d drops counted", d)
+	}
+	if b := q.size(); b != 0 {
+		t.Fatalf("empty queue counts %d bytes", b)
 	}
 }
