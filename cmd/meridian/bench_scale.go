@@ -16,13 +16,14 @@ import (
 func benchScaleCommand() *cli.Command {
 	var cfg scale.Config
 	var asJSON, verbose, check bool
+	var histBuckets int
 	return &cli.Command{
 		Name:  "scale",
 		Usage: "measure NATS, aggregators and an edge with N simulated gateway instances reporting every second",
 		Description: "Starts `meridian nats` (--nats-nodes 3: a cluster on loopback routes, streams at R3), --aggregators\n" +
 			"aggregators (--shards K: K region shards of --aggregators each and a cluster tier) and an edge as separate\n" +
 			"processes on loopback ports, then publishes a real report per simulated instance and second (spread over\n" +
-			"the second, across --regions), and with --subscribers K opens K WebSocket clients of the edge following the\n" +
+			"the second, across --regions, each with a latency histogram of --histogram-buckets buckets), and with --subscribers K opens K WebSocket clients of the edge following the\n" +
 			"cluster, the regions and --followed-instances instances at 1 s. After --warmup it measures a --duration\n" +
 			"window: CPU and RSS per role and per instance, aggregator CPU per report (per shard), the delay from each\n" +
 			"second to its cluster and region snapshots and to the subscribers' receipt, deliveries versus due, NATS and\n" +
@@ -41,6 +42,7 @@ func benchScaleCommand() *cli.Command {
 			&cli.IntFlag{Name: "followed-instances", Value: scale.DefaultFollowedInstances, Usage: "instances the subscribers follow (-1: none)", Destination: &cfg.FollowedInstances},
 			&cli.DurationFlag{Name: "subscriber-phase", Value: scale.DefaultPhase, Usage: "when in the second subscribers connect, which the edge keeps as their phase (100ms to 900ms)", Destination: &cfg.Phase},
 			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "the aggregators' --instance-snapshots: on-demand, or all (every instance every second: the design before on-demand, for comparison)", Destination: &cfg.InstanceSnapshots},
+			&cli.IntFlag{Name: "histogram-buckets", Value: scale.DefaultHistogramBuckets, Usage: fmt.Sprintf("occupied buckets of each simulated report's latency histogram (0: none, the reports carry only the coarse buckets; at most %d)", scale.MaxHistogramBuckets), Destination: &histBuckets},
 			&cli.IntFlag{Name: "publishers", Value: scale.DefaultPublishers, Usage: "goroutines publishing the simulated reports (at least one per NATS node)", Destination: &cfg.Publishers},
 			&cli.DurationFlag{Name: "settle", Value: scale.DefaultSettle, Usage: "longest wait for the failover's first snapshot and for exact totals", Destination: &cfg.Settle},
 			&cli.StringFlag{Name: "dir", Usage: "NATS store directory (default: a temporary one, removed after)", Destination: &cfg.Dir},
@@ -56,6 +58,10 @@ func benchScaleCommand() *cli.Command {
 			self, err := os.Executable()
 			if err != nil {
 				return fmt.Errorf("find own executable: %w", err)
+			}
+			cfg.HistogramBuckets = histBuckets
+			if histBuckets == 0 {
+				cfg.HistogramBuckets = -1 // the Config's "none"; its zero means the default
 			}
 			cfg.Command = func(args ...string) *exec.Cmd { return exec.Command(self, args...) }
 			cfg.Logger = log.With("role", "bench-scale")

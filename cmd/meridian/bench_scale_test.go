@@ -48,6 +48,9 @@ func TestBenchScaleSmall(t *testing.T) {
 	if rep.DuePerS != 1+3+2 || rep.InstanceSnaps != "on-demand" || rep.Subscribers.FollowedInstances != 2 {
 		t.Fatalf("due snapshots %.0f/s (instance snapshots %q, %d followed), want %d", rep.DuePerS, rep.InstanceSnaps, rep.Subscribers.FollowedInstances, 1+3+2)
 	}
+	if l := rep.Latency; l == nil || l.Want.Buckets != scale.DefaultHistogramBuckets || l.Snapshots == 0 {
+		t.Fatalf("latency figures %+v, want the default %d-bucket histograms compared", l, scale.DefaultHistogramBuckets)
+	}
 	if len(rep.State) != 1 || rep.State[0].Key != "merge" {
 		t.Fatalf("merge states %+v, want the single tier's", rep.State)
 	}
@@ -109,6 +112,8 @@ func TestBenchScaleRejectsBadFlags(t *testing.T) {
 		{"--subscribers", "-1"},
 		{"--followed-instances", "-2"},
 		{"--subscriber-phase", "950ms"},
+		{"--histogram-buckets", "-2"},
+		{"--histogram-buckets", "257"},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(context.Background(), append([]string{"meridian", "bench", "scale"}, args...), &out, &errOut)

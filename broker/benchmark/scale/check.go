@@ -58,6 +58,9 @@ func (r Report) Check() error {
 	if r.ClusterSeconds > int(r.WindowS+0.5) {
 		bad("%d cluster snapshots timed in a %.1f s window", r.ClusterSeconds, r.WindowS)
 	}
+	if l := r.Latency; l != nil && (l.Snapshots == 0 || len(l.Off) > 0) {
+		bad("cluster latency quantiles of %d snapshots not what the simulator sent: %v", l.Snapshots, l.Off)
+	}
 	if s := r.Subscribers; s != nil {
 		s.check(bad)
 	}

@@ -29,6 +29,11 @@ const (
 	// DefaultPhase is when in each second a subscriber's first snapshot
 	// is asked for, which fixes its phase (see Config.Phase).
 	DefaultPhase = 400 * time.Millisecond
+	// DefaultHistogramBuckets is how many occupied buckets each simulated
+	// report's latency histogram has: a gateway serving a few hundred
+	// requests a second of a few ms fills a few dozen schema-6 buckets, and
+	// their decoding and merging is most of an aggregator's per-report cost.
+	DefaultHistogramBuckets = 48
 )
 
 // ErrInvalidConfig wraps every Config.Validate error.
@@ -83,6 +88,9 @@ type Config struct {
 	// "on-demand" (their default) or "all" (every instance every second,
 	// the design before on-demand). Empty means their default.
 	InstanceSnapshots string
+	// HistogramBuckets is how many occupied buckets each simulated report's
+	// latency histogram has (-1: the reports carry none).
+	HistogramBuckets int
 	// Publishers is how many goroutines of the harness publish the reports
 	// (at least one per NATS node: publisher w uses node w mod NATSNodes).
 	Publishers int
@@ -110,6 +118,7 @@ func (c Config) withDefaults() Config {
 	}
 	service.Default(&c.FollowedInstances, DefaultFollowedInstances)
 	service.Default(&c.Phase, DefaultPhase)
+	service.Default(&c.HistogramBuckets, DefaultHistogramBuckets)
 	service.Default(&c.Warmup, DefaultWarmup)
 	service.Default(&c.Duration, DefaultDuration)
 	service.Default(&c.Settle, DefaultSettle)
@@ -150,6 +159,8 @@ func (c Config) Validate() error {
 		return bad("followed instances %d: want -1 (none) to the number of instances (%d)", c.FollowedInstances, c.Instances)
 	case c.Phase < 100*time.Millisecond || c.Phase > 900*time.Millisecond:
 		return bad("phase %s: want 100ms to 900ms", c.Phase)
+	case c.HistogramBuckets < -1 || c.HistogramBuckets > MaxHistogramBuckets:
+		return bad("histogram buckets %d: want -1 (none) to %d", c.HistogramBuckets, MaxHistogramBuckets)
 	case c.Warmup < 0 || c.Settle < 0 || c.ReadyWait < 0:
 		return bad("warmup, settle and ready wait must not be negative")
 	}

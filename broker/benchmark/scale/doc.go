@@ -22,11 +22,18 @@
 //
 // The harness process then plays N gateway instances (Simulator): each
 // publishes a valid proto.Report with growing cumulative counters on its own
-// subject once a second, the instances spread evenly over the second. A core
-// NATS subscriber (the observer) times every cluster and region snapshot
-// against its second and checks that per scope no second repeats and no
-// total goes backwards; the WebSocket subscribers check the same of what
-// they receive.
+// subject once a second, the instances spread evenly over the second. Each
+// report carries a cumulative schema-6 latency histogram of
+// Config.HistogramBuckets occupied buckets (one of a few log-normal-ish
+// shapes around 1.5 to 5 ms), built from the report's sequence number at
+// publish time, so no histogram is kept per instance. A core NATS subscriber
+// (the observer) times every cluster and region snapshot against its second
+// and checks that per scope no second repeats and no total goes backwards,
+// and that the latency quantiles of the window's cluster snapshots are those
+// of the simulator's exact merged histogram (within a rank slack of 1 %, as
+// the aggregator's window may hold a second more of some instances) and
+// their tick histograms hold no slot an instance did not send; the WebSocket
+// subscribers check counters and seconds of what they receive.
 //
 // After a warm-up, a window of whole seconds is measured from /proc (CPU and
 // RSS of every child), each NATS server's /varz, the history stream's size,

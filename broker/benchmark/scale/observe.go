@@ -23,6 +23,9 @@ type observer struct {
 	window  [2]int64             // unix seconds [from, to) whose delays are kept
 	arrived map[string][]arrival // per scope, in order of receipt
 	faults  []string
+	// latency compares the window's cluster snapshots with what the
+	// simulator sent (nil when its reports carry no histogram).
+	latency *LatencySeen
 	bad     int // undecodable snapshots
 }
 
@@ -82,6 +85,9 @@ func (o *observer) onSnapshot(msg *nats.Msg) {
 			kind = "region"
 		}
 		o.delays[kind] = append(o.delays[kind], at.Sub(s.Time))
+		if kind == "cluster" && o.latency != nil {
+			o.latency.compare(&s)
+		}
 	}
 	o.arrived[scope] = append(o.arrived[scope], arrival{Second: sec, At: at, Total: s.RequestsTotal})
 }
@@ -92,11 +98,15 @@ func (o *observer) fault(format string, args ...any) {
 	}
 }
 
-// setWindow keeps the delays of the snapshots of seconds [from, to).
-func (o *observer) setWindow(from, to int64) {
+// setWindow keeps the delays of the snapshots of seconds [from, to), and
+// compares the cluster's latency in them with want (if it has buckets).
+func (o *observer) setWindow(from, to int64, want LatencyWant) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.window = [2]int64{from, to}
+	if want.Buckets > 0 {
+		o.latency = &LatencySeen{Want: want}
+	}
 }
 
 // last returns the newest snapshot of scope seen.

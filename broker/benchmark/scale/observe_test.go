@@ -25,7 +25,7 @@ func TestObserverFlagsContractViolations(t *testing.T) {
 		}
 	}()
 	base := time.Now().Truncate(time.Second).Add(-10 * time.Second).UTC()
-	obs.setWindow(base.Unix(), base.Unix()+2)
+	obs.setWindow(base.Unix(), base.Unix()+2, LatencyWant{})
 	send := func(scope proto.Scope, sec int, total uint64) {
 		s := proto.Snapshot{Version: proto.SnapshotVersion, Scope: scope, Time: base.Add(time.Duration(sec) * time.Second),
 			RequestsTotal: total, RequestsSuccess: total, SuccessRate: 100}

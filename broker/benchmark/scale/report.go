@@ -45,6 +45,10 @@ type Report struct {
 	ClusterDelay   Dist `json:"cluster_delay"`
 	RegionDelay    Dist `json:"region_delay"`
 	ClusterSeconds int  `json:"cluster_seconds"`
+	// Latency compares the cluster snapshots' latency quantiles in the
+	// window with the simulator's exact histogram (nil when the reports
+	// carry none).
+	Latency *LatencySeen `json:"latency,omitempty"`
 
 	// The NATS figures are summed over the nodes; with several nodes they
 	// include the messages the nodes route to each other.
@@ -202,6 +206,11 @@ func newReport(cfg Config, cl *cluster, idle, a, b sample, obs *observer) Report
 	r.ClusterDelay = distOf(obs.delays["cluster"])
 	r.RegionDelay = distOf(obs.delays["region"])
 	r.ClusterSeconds = r.ClusterDelay.N
+	if l := obs.latency; l != nil {
+		c := *l
+		c.Off = slices.Clone(l.Off)
+		r.Latency = &c
+	}
 	return r
 }
 

@@ -128,7 +128,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		}
 		simConns = append(simConns, nc)
 	}
-	sim := NewSimulator(simConns, cfg.Instances, regions, cfg.Publishers, "scale-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	sim := NewSimulator(simConns, cfg.Instances, regions, cfg.Publishers, "scale-"+strconv.FormatInt(time.Now().UnixNano(), 36), cfg.HistogramBuckets)
 	simCtx, stopSim := context.WithCancel(ctx)
 	var simWG sync.WaitGroup
 	var simErr error
@@ -161,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	from = from.Truncate(time.Second).Add(time.Second)
 	to := from.Add(cfg.Duration.Truncate(time.Second))
-	obs.setWindow(from.Unix(), to.Unix())
+	obs.setWindow(from.Unix(), to.Unix(), sim.LatencyWant())
 	if ws != nil {
 		ws.setWindow(from, to)
 	}

@@ -44,6 +44,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no followed instances", Config{Command: cmd, FollowedInstances: -1}, ""},
 		{"more followed than instances", Config{Command: cmd, Instances: 10, Regions: 1, FollowedInstances: 11}, "followed instances 11"},
 		{"phase too late", Config{Command: cmd, Phase: 950 * time.Millisecond}, "phase 950ms"},
+		{"no histograms", Config{Command: cmd, HistogramBuckets: -1}, ""},
+		{"histogram too wide", Config{Command: cmd, HistogramBuckets: MaxHistogramBuckets + 1}, "histogram buckets"},
+		{"histogram below none", Config{Command: cmd, HistogramBuckets: -2}, "histogram buckets -2"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,7 +101,7 @@ func TestSimulatorPublishesValidReportsAndExactSums(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	sim := NewSimulator([]*nats.Conn{pub}, n, []string{"eu", "us"}, 3, "boot-1")
+	sim := NewSimulator([]*nats.Conn{pub}, n, []string{"eu", "us"}, 3, "boot-1", 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var runErr error
@@ -246,6 +249,8 @@ func TestCheckCatchesInsaneFigures(t *testing.T) {
 		{"subscriber lost", good, func(r *Report) { r.Subscribers.Lost = 1 }, "1 connections lost"},
 		{"no failover gap", good, func(r *Report) { r.Failovers[0].GapMs = 0 }, "failover of aggregator"},
 		{"inexact", good, func(r *Report) { r.Exact = Exactness{WantTotal: 5, GotTotal: 4} }, "not exact"},
+		{"latency off", good, func(r *Report) { r.Latency = &LatencySeen{Snapshots: 5, Off: []string{"q0.5 off"}} }, "cluster latency quantiles"},
+		{"latency unseen", good, func(r *Report) { r.Latency = &LatencySeen{} }, "cluster latency quantiles of 0"},
 		{"backwards", good, func(r *Report) { r.Faults = []string{"cluster: totals went backwards"} }, "contract violations"},
 		{"shard missing", sharded, func(r *Report) { r.Groups = r.Groups[1:] }, "groups measured"},
 		{"shards overlap", sharded, func(r *Report) { r.Groups[1].Regions = []string{"r0", "r1"} }, "the groups merge 3 regions"},

@@ -29,13 +29,20 @@ type Simulator struct {
 	regions []string
 	workers []*simWorker
 	start   time.Time
+	// shapes are the latency histograms' shapes (nil: reports carry
+	// none), of histBuckets buckets each.
+	shapes      []histShape
+	histBuckets int
 }
 
 // simWorker owns a share of the instances (i ≡ w mod workers) and
 // publishes them on one connection.
 type simWorker struct {
-	nc    *nats.Conn
-	insts []simInstance
+	nc     *nats.Conn
+	insts  []simInstance
+	shapes []histShape
+	// hist is the scratch histogram every report of the worker encodes.
+	hist proto.Histogram
 	// regions are its exact sums per region, by region index.
 	regions []regionSums
 	// Read by the harness while the worker runs.
@@ -57,21 +64,33 @@ type simInstance struct {
 	report proto.Report
 	region int // index in Simulator.regions
 	slot   int
+	mult   uint64         // rate multiplier, 1 to 5
+	shape  int            // index in Simulator.shapes
 	step   uint64         // requests per second
 	sent   proto.Counters // counters of the last report NATS accepted
 }
 
 // NewSimulator prepares n instances in the given regions (round robin),
 // published by workers goroutines, worker w on conns[w mod len(conns)];
-// bootID tells this run's instances apart from any earlier run's.
-func NewSimulator(conns []*nats.Conn, n int, regions []string, workers int, bootID string) *Simulator {
-	s := &Simulator{conns: conns, regions: regions, start: time.Now().UTC()}
+// bootID tells this run's instances apart from any earlier run's. With
+// histBuckets > 0 every report carries a latency histogram of that many
+// occupied buckets (see newHistShapes), and an instance serves its shape's
+// requests per second (a few hundred) times 1 to 5; with 0, none, and 1 to
+// 5 requests a second.
+func NewSimulator(conns []*nats.Conn, n int, regions []string, workers int, bootID string, histBuckets int) *Simulator {
+	s := &Simulator{conns: conns, regions: regions, start: time.Now().UTC(), histBuckets: max(histBuckets, 0)}
+	s.shapes = newHistShapes(histBuckets)
 	for w := 0; w < workers; w++ {
-		s.workers = append(s.workers, &simWorker{nc: conns[w%len(conns)], regions: make([]regionSums, len(regions))})
+		s.workers = append(s.workers, &simWorker{nc: conns[w%len(conns)], regions: make([]regionSums, len(regions)), shapes: s.shapes})
 	}
 	for i := 0; i < n; i++ {
 		region := regions[i%len(regions)]
-		inst := simInstance{slot: i % slots, step: uint64(1 + i%5), region: i % len(regions)}
+		inst := simInstance{slot: i % slots, mult: uint64(1 + i%5), region: i % len(regions)}
+		inst.step = inst.mult
+		if s.shapes != nil {
+			inst.shape = i % len(s.shapes)
+			inst.step = inst.mult * s.shapes[inst.shape].count
+		}
 		inst.report = proto.Report{
 			Version: proto.ReportVersion, Instance: InstanceName(region, i), Region: region,
 			BootID: bootID, StartTime: s.start, Interval: time.Second,
@@ -142,18 +161,8 @@ func (w *simWorker) run(ctx context.Context) {
 // accepted: a report that failed is carried by the next one, which holds the
 // cumulative counters.
 func (w *simWorker) publish(inst *simInstance, now time.Time) {
+	data, err := w.encode(inst, now)
 	r := &inst.report
-	r.Seq++
-	r.Time = now.UTC()
-	errs := inst.step / 5 // instances with step 5 fail one request a second
-	r.RequestsTotal += inst.step
-	r.RequestsError += errs
-	r.RequestsSuccess += inst.step - errs
-	r.DurationCount += inst.step
-	r.DurationSumNanos += inst.step * uint64(simLatency)
-	r.LatencyBuckets[proto.LatencyBucket(simLatency)] += inst.step
-	r.ActiveConnections = int64(inst.step)
-	data, err := r.Encode()
 	if err == nil {
 		err = w.nc.Publish(proto.ReportSubject(r.Region, r.Instance), data)
 	}
@@ -175,7 +184,43 @@ func (w *simWorker) publish(inst *simInstance, now time.Time) {
 	inst.sent.RequestsTotal, inst.sent.RequestsSuccess, inst.sent.RequestsError = r.RequestsTotal, r.RequestsSuccess, r.RequestsError
 }
 
-// simLatency is every simulated request's duration.
+// encode advances one instance by a second of traffic and returns its
+// report's wire form.
+func (w *simWorker) encode(inst *simInstance, now time.Time) ([]byte, error) {
+	r := &inst.report
+	r.Seq++
+	r.Time = now.UTC()
+	errs := inst.step / 5 * (inst.mult / 5) // instances of multiplier 5 fail a fifth of their requests
+	r.RequestsTotal += inst.step
+	r.RequestsError += errs
+	r.RequestsSuccess += inst.step - errs
+	r.DurationCount += inst.step
+	r.ActiveConnections = int64(inst.mult)
+	if w.shapes == nil {
+		r.DurationSumNanos += inst.step * uint64(simLatency)
+		r.LatencyBuckets[proto.LatencyBucket(simLatency)] += inst.step
+		return r.Encode()
+	}
+	sh := &w.shapes[inst.shape]
+	r.DurationSumNanos += inst.mult * sh.sumNs
+	for b, c := range sh.coarse {
+		r.LatencyBuckets[b] += inst.mult * c
+	}
+	w.hist.Buckets = sh.cumulative(w.hist.Buckets, r.Seq, inst.mult)
+	// The histogram is appended to the encoded report rather than
+	// marshalled with it: encoding/json re-scans a Marshaler's output,
+	// which made a report four times as dear and starved the simulator
+	// at 100k instances. It is valid by construction (the tests decode it).
+	data, err := r.Encode()
+	if err != nil {
+		return nil, err
+	}
+	data = append(data[:len(data)-1], `,"latency_hist":`...)
+	return append(w.hist.AppendJSON(data), '}'), nil
+}
+
+// simLatency is every simulated request's duration when the reports carry
+// no histogram.
 const simLatency = 2 * time.Millisecond
 
 // SimTotals are the simulator's running figures.

@@ -19,6 +19,12 @@ func (r Report) WriteTable(w io.Writer) error {
 	p("design", "%s, %d aggregator(s) per group, %d NATS node(s)", design, r.Aggregators, r.Nodes)
 	p("window", "%.1f s (steal %.1f%%, load1 %.2f)", r.WindowS, 100*r.StealShare, r.Load1)
 	p("reports", "%.0f/s, %.0f B/s (publish failures %d)", r.ReportsPerS, r.ReportBytesPerS, r.ReportFailures)
+	if l := r.Latency; l != nil {
+		p("latency histograms", "%d buckets per report; cluster p50/p99/max %.3f/%.3f/%.3f ms, simulator's %.3f/%.3f/%.3f ms (%d snapshots, %d off)",
+			l.Want.Buckets, l.Last[0], l.Last[3], l.Last[4], l.Want.Ms[0], l.Want.Ms[3], l.Want.Ms[4], l.Snapshots, len(l.Off))
+	} else {
+		p("latency histograms", "none (reports carry only the coarse buckets)")
+	}
 	role := func(label string, ro Role) {
 		p(label, "CPU %.3f cores, RSS %.1f MB, %.0f B per instance", ro.CPU, ro.RSSMB, ro.RSSPerInstance)
 	}
