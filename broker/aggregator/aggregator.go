@@ -122,6 +122,13 @@ type Config struct {
 	// RefillBytes bounds the memory of that buffer (encoded snapshots and
 	// rollups). Default DefaultRefillBytes.
 	RefillBytes int
+	// RollupSpread is how long after its minute the instance rollups of a
+	// minute are written over, paced (rollwriter.go); the cluster and region
+	// rollups go out at once. Default DefaultRollupSpread.
+	RollupSpread time.Duration
+	// RollupMaxPending bounds the instance rollups written and not yet
+	// acknowledged by the rollup stream. Default DefaultRollupMaxPending.
+	RollupMaxPending int
 
 	// Tier, Regions and ClusterDeadline shard the merge (see tier.go): the
 	// zero Tier is TierAll, one aggregator tier merging every report.
@@ -147,6 +154,8 @@ func (c Config) Validate() error {
 		service.NonNegative("RefillWindow", c.RefillWindow),
 		refillWindowCap(c.RefillWindow),
 		service.NonNegative("RefillBytes", c.RefillBytes),
+		service.NonNegative("RollupSpread", c.RollupSpread),
+		service.NonNegative("RollupMaxPending", c.RollupMaxPending),
 		c.validateTier(),
 	)
 }
@@ -177,6 +186,8 @@ func (c Config) withDefaults() Config {
 	}
 	service.Default(&c.RefillWindow, DefaultRefillWindow)
 	service.Default(&c.RefillBytes, DefaultRefillBytes)
+	service.Default(&c.RollupSpread, DefaultRollupSpread)
+	service.Default(&c.RollupMaxPending, DefaultRollupMaxPending)
 	return c.tierDefaults()
 }
 
@@ -232,8 +243,16 @@ type Aggregator struct {
 	// Owned by the goroutine running Run.
 	rolls []proto.Snapshot
 
+	// The instance rollups' paced writer (rollwriter.go), with its own
+	// JetStream context so that its pending acks never count against the
+	// snapshots'.
+	rollq     *rollupQueue
+	rollJS    jetstream.JetStream
+	rollupLog logLimiter
+
 	// Read at scrape time.
 	stateSize    atomic.Int64 // bytes of the last state written
+	stateChunks  atomic.Int64 // its chunks; 0: one message
 	stateWritten atomic.Int64 // unix nanoseconds of the last state write
 
 	decodeLog  logLimiter
@@ -284,6 +303,8 @@ func New(cfg Config) (*Aggregator, error) {
 		refilledLog: logLimiter{every: time.Minute},
 		gap:         newGapBuffer(cfg.RefillWindow, cfg.RefillBytes),
 		refillKick:  make(chan struct{}, 1),
+		rollq:       newRollupQueue(),
+		rollupLog:   logLimiter{every: time.Minute},
 	}
 	if cfg.Tier == TierCluster {
 		a.cluster = NewClusterMerger(cfg.Merge)
@@ -300,6 +321,14 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("new aggregator: jetstream context: %w", err)
 	}
 	a.js = js
+	// Errors come back on each publish's future, and the writer retries.
+	a.rollJS, err = jetstream.New(cfg.NATS,
+		jetstream.WithPublishAsyncTimeout(ackTimeout),
+		jetstream.WithPublishAsyncMaxPending(cfg.RollupMaxPending),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("new aggregator: rollup jetstream context: %w", err)
+	}
 	if !cfg.LeaderDisabled {
 		lc := cfg.Leader
 		lc.JS, lc.KV, lc.Bucket, lc.Key, lc.Replicas, lc.ID = js, nil, LeaseBucket, cfg.leaseKey(), cfg.StateReplicas, cfg.ID
@@ -445,6 +474,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		})
 	}
 	var writer sync.WaitGroup
+	writer.Go(func() { a.rollupLoop(ctx) })
 	if a.elector != nil {
 		writer.Go(func() { a.stateLoop(ctx) })
 		writer.Go(func() { a.refillLoop(ctx) })
@@ -473,6 +503,7 @@ func (a *Aggregator) Run(ctx context.Context) error {
 	// Drops the ack subscription and its status listener goroutine; the
 	// connection is the caller's and stays open.
 	a.js.CleanupPublisher()
+	a.rollJS.CleanupPublisher()
 	if electErr != nil {
 		return fmt.Errorf("leader election: %w", electErr)
 	}

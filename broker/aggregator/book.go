@@ -52,6 +52,7 @@ func appendScopeKey(dst []byte, scope proto.Scope) []byte {
 }
 
 type scopeBook struct {
+	kind    proto.ScopeKind
 	last    int64  // newest second published
 	counts  Totals // its cumulative counters
 	hasLast bool
@@ -71,10 +72,10 @@ func (b *book) publishedThrough(sec int64) {
 	b.floor = max(b.floor, sec)
 }
 
-func (b *book) scope(key string) *scopeBook {
+func (b *book) scope(key string, kind proto.ScopeKind) *scopeBook {
 	sb := b.scopes[key]
 	if sb == nil {
-		sb = &scopeBook{last: noMinute, closed: noMinute, rolled: noMinute}
+		sb = &scopeBook{kind: kind, last: noMinute, closed: noMinute, rolled: noMinute}
 		b.scopes[key] = sb
 	}
 	return sb
@@ -103,7 +104,7 @@ func (b *book) claim(s *proto.Snapshot) (claimed, held bool) {
 	b.key = appendScopeKey(b.key[:0], s.Scope)
 	sb := b.scopes[string(b.key)]
 	if sb == nil {
-		sb = b.scope(string(b.key))
+		sb = b.scope(string(b.key), s.Scope.Kind)
 	}
 	if sec <= sb.last {
 		return false, false
@@ -148,7 +149,7 @@ func (b *book) rolledUp(r *proto.Snapshot) {
 	m := r.Time.Unix()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	sb := b.scope(r.Scope.String())
+	sb := b.scope(r.Scope.String(), r.Scope.Kind)
 	if m > sb.rolled {
 		sb.rolled = m
 		sb.dropPending()
@@ -195,13 +196,34 @@ func (b *book) close(now time.Time) {
 	}
 }
 
-// appendPending appends every pending rollup to dst, for the leader to
-// publish; it marks each published with rolledUp.
-func (b *book) appendPending(dst []proto.Snapshot) []proto.Snapshot {
+// appendPending appends the pending rollups to dst, for the leader to
+// publish; it marks each published with rolledUp. Without instances, it
+// leaves the instance scopes' out (see takeInstancePending).
+func (b *book) appendPending(dst []proto.Snapshot, instances bool) []proto.Snapshot {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, sb := range b.scopes {
+		if instances || sb.kind != proto.ScopeInstance {
+			dst = append(dst, sb.pending...)
+		}
+	}
+	return dst
+}
+
+// takeInstancePending appends the instance scopes' pending rollups to dst
+// and marks them rolled up: the leader's rollup writer owns them from then
+// on (rollwriter.go).
+func (b *book) takeInstancePending(dst []proto.Snapshot) []proto.Snapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, sb := range b.scopes {
+		if sb.kind != proto.ScopeInstance || len(sb.pending) == 0 {
+			continue
+		}
 		dst = append(dst, sb.pending...)
+		sb.rolled = sb.pending[len(sb.pending)-1].Time.Unix()
+		clear(sb.pending)
+		sb.pending = sb.pending[:0]
 	}
 	return dst
 }

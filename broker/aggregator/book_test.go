@@ -134,7 +134,7 @@ func TestBookPendingUntilSeenPublished(t *testing.T) {
 
 // takeAll is what the leader does: publish every pending rollup.
 func takeAll(b *book) []proto.Snapshot {
-	rs := b.appendPending(nil)
+	rs := b.appendPending(nil, true)
 	for i := range rs {
 		b.rolledUp(&rs[i])
 	}
@@ -146,5 +146,49 @@ func TestAppendScopeKeyIsScopeString(t *testing.T) {
 		if got := string(appendScopeKey([]byte("x"), sc)[1:]); got != sc.String() {
 			t.Errorf("%q, want %q", got, sc.String())
 		}
+	}
+}
+
+// TestBookHandsOverPacedRollups: a follower that saw part of the old
+// leader's paced instance rollups published, taking over, hands its writer
+// exactly the rest, once, and the cluster and region rollups stay apart.
+func TestBookHandsOverPacedRollups(t *testing.T) {
+	b := newBook()
+	scopes := []proto.Scope{{Kind: proto.ScopeCluster}, proto.RegionScope("eu")}
+	for i := range 10 {
+		scopes = append(scopes, proto.InstanceScope(string(rune('a'+i))))
+	}
+	for _, sc := range scopes {
+		for at := range 3 {
+			x := sn{at: at, total: uint64(at), count: uint64(at), scope: sc}.snap()
+			b.claim(&x)
+		}
+	}
+	b.close(minute0.Add(time.Minute))
+	// The old leader's writer got the first four instance rollups out.
+	for _, sc := range scopes[2:6] {
+		b.rolledUp(&proto.Snapshot{Scope: sc, Time: minute0})
+	}
+	if got := len(b.appendPending(nil, false)); got != 2 {
+		t.Fatalf("%d cluster and region rollups pending, want 2", got)
+	}
+	got := b.takeInstancePending(nil)
+	want := map[string]bool{}
+	for _, sc := range scopes[6:] {
+		want[sc.String()] = true
+	}
+	if len(got) != len(want) {
+		t.Fatalf("took %d instance rollups, want %d", len(got), len(want))
+	}
+	for _, r := range got {
+		if !want[r.Scope.String()] || !r.Time.Equal(minute0) {
+			t.Errorf("took %v@%v", r.Scope, r.Time)
+		}
+	}
+	if again := b.takeInstancePending(nil); len(again) != 0 {
+		t.Fatalf("took %d instance rollups a second time", len(again))
+	}
+	if all := b.appendPending(nil, true); len(all) != 2 {
+		t.Fatalf("%d rollups pending after the hand-over, want the 2 not yet published", len(all))
 	}
 }

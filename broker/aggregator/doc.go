@@ -38,7 +38,8 @@
 //     book adopts only the lease holder's snapshots, never while leading
 //     and never from the future, and never holds implausible counters.
 //   - Rollup (rollup.go) is the pure per-minute rollup computation;
-//     rollupstream.go keeps the stream that holds the rollups.
+//     rollupstream.go keeps the stream that holds the rollups; rollwriter.go
+//     writes the instance rollups, paced.
 //   - Sharding (tier.go, clustermerge.go, clustertier.go): Config.Tier
 //     TierRegion makes the aggregator one region shard, merging only the
 //     reports of Config.Regions and publishing their region and instance
@@ -144,9 +145,16 @@
 //
 // Every aggregator builds each scope's 1-minute rollup (see Rollup) from the
 // snapshots it sees published, whoever published them, so a rollup spans a
-// failover. The leader publishes a minute's rollups at the first tick of the
-// next minute on proto.RollupSubject(scope) with message id scope@minute; a
-// new leader also publishes the ones it computed but never saw published.
+// failover. The leader publishes a minute's cluster and region rollups at
+// the first tick of the next minute on proto.RollupSubject(scope) with
+// message id scope@minute. The instance rollups, one per instance, go to a
+// writer of their own (rollwriter.go) that spreads them over
+// Config.RollupSpread through its own JetStream context, at most
+// Config.RollupMaxPending unacknowledged, retrying failures, so a minute's
+// burst never delays a second's snapshots. A follower keeps each rollup it
+// computed until it sees it published, so a new leader publishes exactly
+// the ones the old one had not (message ids store any both sent once).
+// Rollups waiting longer than 3 minutes are dropped and counted.
 //
 // # Concurrency
 //
@@ -156,7 +164,7 @@
 // mutex held only while a report is applied or snapshots and state are copied
 // out, never while encoding or publishing, so publishing never stalls report
 // intake. All Aggregator methods are safe for concurrent use. Run starts
-// goroutines (the stream keeper, the election, the state writer and the
-// refill) that it joins before it returns; the tick and the take-over run on
+// goroutines (the stream keeper, the election, the state writer, the
+// rollup writer and the refill) that it joins before it returns; the tick and the take-over run on
 // Run's own goroutine. The refill buffer has its own lock.
 package aggregator

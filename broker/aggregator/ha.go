@@ -119,11 +119,13 @@ func (a *Aggregator) writeState(ctx context.Context, st *State) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, stateWriteTimeout)
 	defer cancel()
-	rev, gen, err := putState(ctx, a.stateKV, a.cfg.stateKey(), data, a.stateRev, chunkSizeFor(a.cfg.NATS.MaxPayload()), stateWriter(a.cfg.ID), a.stateGen)
+	chunkSize := chunkSizeFor(a.cfg.NATS.MaxPayload())
+	rev, gen, err := putState(ctx, a.stateKV, a.cfg.stateKey(), data, a.stateRev, chunkSize, stateWriter(a.cfg.ID), a.stateGen)
 	switch {
 	case err == nil:
 		a.stateRev, a.stateGen = rev, gen
 		a.stateSize.Store(int64(len(data)))
+		a.stateChunks.Store(int64(chunksFor(len(data), chunkSize)))
 		a.stateWritten.Store(a.cfg.Now().UnixNano())
 	case errors.Is(err, jetstream.ErrKeyRevisionMismatch):
 		a.active.Store(false)

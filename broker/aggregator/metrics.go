@@ -122,6 +122,10 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Help: "Size of the merge state last persisted, as stored (gzipped when large).",
 		}, func() float64 { return float64(a.stateSize.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "state_chunks",
+			Help: "Chunks the merge state last persisted was stored in (statechunks.go); 0 when it fit in one NATS message.",
+		}, func() float64 { return float64(a.stateChunks.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "state_last_write_timestamp_seconds",
 			Help: "When this aggregator last persisted the merge state, as a Unix time; 0 if never.",
 		}, func() float64 { return float64(a.stateWritten.Load()) / 1e9 }),
@@ -147,6 +151,24 @@ func newMetrics(ns string, a *Aggregator) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "history_refill_dropped_total",
 			Help: "Snapshots and rollups published live-only that were dropped unwritten: older than --refill-window or beyond --refill-bytes; the history keeps their gap.",
 		}, func() float64 { return float64(a.gap.droppedTotal()) }),
+	)
+	m.funcs = append(m.funcs,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "rollup_queue_length",
+			Help: "Instance rollups waiting to be written by the paced rollup writer, in flight excluded; it rises at each minute and drains over --rollup-spread.",
+		}, func() float64 { return float64(a.rollq.len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "rollup_queue_bytes",
+			Help: "Memory held by those waiting instance rollups (snapshots and histogram buckets), approximately.",
+		}, func() float64 { return float64(a.rollq.size()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rollups_dropped_total",
+			Help: "Instance rollups dropped unwritten because they waited longer than the rollup stream can deduplicate a retry (3 minutes): the store accepted fewer rollups than there are instances per minute.",
+		}, func() float64 { d, _ := a.rollq.counts(); return float64(d) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rollup_retries_total",
+			Help: "Instance rollup writes that failed or were not acknowledged in time and were queued again.",
+		}, func() float64 { _, r := a.rollq.counts(); return float64(r) }),
 	)
 	m.funcs = append(m.funcs, a.interestCollectors(ns)...)
 	m.funcs = append(m.funcs, a.tierCollectors(ns)...)

@@ -63,7 +63,7 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 	if !leading && a.liveOnly.Load() {
 		a.publish(snaps, wanted)
 		a.book.close(now)
-		a.rolls = a.book.appendPending(a.rolls[:0])
+		a.rolls = a.book.appendPending(a.rolls[:0], true)
 		a.keepRollups(a.rolls, now)
 		return
 	}
@@ -77,8 +77,12 @@ func (a *Aggregator) tick(ctx context.Context, now time.Time) {
 		a.stateQ <- st // never blocks: queueState admits one at a time
 	}
 	a.book.close(now)
-	a.rolls = a.book.appendPending(a.rolls[:0])
+	// The cluster and region rollups go out with the snapshots; the instance
+	// rollups, one per instance, to the paced writer (rollwriter.go), so that
+	// they never hold up a second's snapshots.
+	a.rolls = a.book.appendPending(a.rolls[:0], false)
 	a.publishRollups(a.rolls)
+	a.rollq.add(a.book.takeInstancePending, time.Now(), a.cfg.RollupSpread)
 	// Wait for the acks, but never past the next tick.
 	wait := time.NewTimer(a.untilNextSecond())
 	defer wait.Stop()

@@ -83,8 +83,7 @@ func chunkSizeFor(maxPayload int64) int {
 // chunk set it now names ("" when unchunked).
 func putState(ctx context.Context, kv jetstream.KeyValue, key string, data []byte, rev uint64, chunkSize int, writer, prevGen string) (uint64, string, error) {
 	value, gen := data, ""
-	if len(data) > chunkSize {
-		n := (len(data) + chunkSize - 1) / chunkSize
+	if n := chunksFor(len(data), chunkSize); n > 0 {
 		if n > maxChunks {
 			return 0, "", fmt.Errorf("%d bytes in %d chunks of %d: %w", len(data), n, chunkSize, ErrStateTooLarge)
 		}
@@ -112,6 +111,15 @@ func putState(ctx context.Context, kv jetstream.KeyValue, key string, data []byt
 		deleteChunks(ctx, kv, key, prevGen)
 	}
 	return newRev, gen, nil
+}
+
+// chunksFor is the number of chunks putState cuts size bytes into: 0 when
+// they fit in one message.
+func chunksFor(size, chunkSize int) int {
+	if size <= chunkSize {
+		return 0
+	}
+	return (size + chunkSize - 1) / chunkSize
 }
 
 // deleteChunks removes another writer's chunk set, best effort: a leftover

@@ -174,6 +174,14 @@ func TestLargeStateIsChunked(t *testing.T) {
 	if a.stateSize.Load() <= 64<<10 {
 		t.Fatalf("state of %d bytes did not need chunks: test too small", a.stateSize.Load())
 	}
+	// The gauges say what the bucket holds.
+	m, _, err := parseManifest(raw.Value())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a.stateChunks.Load(); got != int64(m.Chunks) || m.Size != int(a.stateSize.Load()) {
+		t.Fatalf("state_chunks %d, state_size_bytes %d; the manifest says %d chunks, %d bytes", got, a.stateSize.Load(), m.Chunks, m.Size)
+	}
 	read := func() (State, string, error) {
 		data, _, gen, err := getState(ctx, a.stateKV, StateKey)
 		if err != nil {

@@ -45,6 +45,8 @@ func aggregatorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "rollup-retention", Value: history.DefaultRollupMaxAge, Usage: "how long one-minute rollups are kept", Destination: &cfg.Rollups.MaxAge},
 			&cli.IntFlag{Name: "rollup-replicas", Value: history.DefaultReplicas, Usage: "replicas of the rollup stream (3 in a NATS cluster)", Destination: &cfg.Rollups.Replicas},
 			&cli.DurationFlag{Name: "refill-window", Value: aggregator.DefaultRefillWindow, Usage: "newest part of what is published live-only during a JetStream outage that is written into the history when it recovers (at most " + aggregator.MaxRefillWindow.String() + ")", Destination: &cfg.RefillWindow},
+			&cli.DurationFlag{Name: "rollup-spread", Value: aggregator.DefaultRollupSpread, Usage: "how long after its minute the instance rollups of a minute are written over, paced (the cluster and region rollups go out at once)", Destination: &cfg.RollupSpread},
+			&cli.IntFlag{Name: "rollup-max-pending", Value: aggregator.DefaultRollupMaxPending, Usage: "instance rollups written and not yet acknowledged, at most", Destination: &cfg.RollupMaxPending},
 			&cli.IntFlag{Name: "refill-bytes", Value: aggregator.DefaultRefillBytes, Usage: "memory bound of that refill buffer", Destination: &cfg.RefillBytes},
 			&cli.StringFlag{Name: "instance-snapshots", Value: aggregator.InstanceSnapshotsOnDemand.String(), Usage: "instance scopes published every second: on-demand (while an edge's client follows one; every instance still gets its one-minute rollup) or all", Destination: &instSnaps},
 			&cli.DurationFlag{Name: "export-ttl", Value: aggregator.DefaultExportTTL, Usage: "how long a silent instance stays on /metrics/gateways", Destination: &cfg.ExportTTL},
