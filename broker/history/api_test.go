@@ -17,18 +17,27 @@ import (
 	"github.com/meridian-metrics/meridian/proto"
 )
 
-func startAPI(t *testing.T, now time.Time) (*httptest.Server, jetstream.JetStream) {
+// startStream starts an embedded JetStream server with the history stream
+// and returns a context bounding the test's calls (20 s) and the stream's
+// JetStream.
+func startStream(t *testing.T) (context.Context, jetstream.JetStream) {
 	t.Helper()
 	_, nc := natstest.StartTest(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	t.Cleanup(cancel)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	if _, err := EnsureStream(ctx, js, StreamConfig{}); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, js
+}
+
+func startAPI(t *testing.T, now time.Time) (*httptest.Server, jetstream.JetStream) {
+	t.Helper()
+	_, js := startStream(t)
 	api, err := NewAPI(APIConfig{JetStream: js, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -18,16 +17,7 @@ import (
 // stream, leaves a stream as wanted untouched (no update proposal: its
 // configuration is not rewritten), and updates one that differs.
 func TestEnsureReadsBeforeItWrites(t *testing.T) {
-	_, nc := natstest.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := EnsureStream(ctx, js, StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js := startStream(t)
 	// Changed behind ensure's back in a field ensure does not own: an
 	// update would reset it, a read leaves it.
 	s, err := js.Stream(ctx, proto.HistoryStream)

@@ -1,14 +1,12 @@
 package history
 
 import (
-	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meridian-metrics/meridian/broker/natsnode/natstest"
 	"github.com/meridian-metrics/meridian/proto"
 )
 
@@ -17,16 +15,7 @@ import (
 // snapshot subject, and LoadRange returns them in time order, once per
 // second, also for a range that ends before the live seconds stored first.
 func TestRefilledSecondsLoadInTimeOrder(t *testing.T) {
-	_, nc := natstest.StartTest(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := EnsureStream(ctx, js, StreamConfig{}); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js := startStream(t)
 	now := time.Now().UTC().Truncate(time.Second)
 	at := func(i int) proto.Snapshot {
 		s := snap(0, uint64(100+i), 0, 0, 0, 0)
