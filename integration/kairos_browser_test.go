@@ -111,17 +111,19 @@ func TestKairosGuideBrowserClientUnchanged(t *testing.T) {
 		}
 	}
 	increasing(t, "requests shown", total[1:])
-	if distinct(rate[1:]) < 2 {
-		t.Errorf("the success rate shown did not change under load with errors: %v", rate)
+	// The load fails one request in eight, so the live success rate is
+	// below 100 % from the second snapshot on. (Whether it changes between
+	// snapshots is not a property of the client: 40 req/s × 2 s is a whole
+	// number of eight-request cycles, so it often reads 87.50 % every time.)
+	below := false
+	for _, r := range rate[1:] {
+		if v, err := strconv.ParseFloat(strings.TrimSuffix(r, "%"), 64); err == nil && v < 100 {
+			below = true
+		}
 	}
-}
-
-func distinct(vs []string) int {
-	seen := map[string]bool{}
-	for _, v := range vs {
-		seen[v] = true
+	if !below {
+		t.Errorf("the success rate shown never reflected the errors under load: %v", rate)
 	}
-	return len(seen)
 }
 
 // metricsClientPage hosts the guide's Best Practices MetricsClient and its
