@@ -24,22 +24,11 @@ func TestBenchScaleSmall(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := scale.Run(ctx, scale.Config{
+	rep := runScale(ctx, t, scale.Config{
 		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
 		Warmup: 2 * time.Second, Duration: 4 * time.Second, Aggregators: 2,
 		Subscribers: 12, FollowedInstances: 2,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", table.String())
-	if err := rep.Check(); err != nil {
-		t.Fatal(err)
-	}
 	if len(rep.Failovers) != 1 || len(rep.Groups) != 1 || rep.Groups[0].Follower == nil {
 		t.Fatalf("two aggregators but no failover or follower figures: %+v", rep)
 	}
@@ -69,22 +58,11 @@ func TestBenchScaleShardedOnNATSCluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rep, err := scale.Run(ctx, scale.Config{
+	rep := runScale(ctx, t, scale.Config{
 		Command: selfCommand, Dir: t.TempDir(), Instances: 300, Regions: 3,
 		Warmup: 2 * time.Second, Duration: 3 * time.Second, Aggregators: 2, NATSNodes: 3, Shards: 2,
 		Subscribers: 6, FollowedInstances: -1,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var table bytes.Buffer
-	if err := rep.WriteTable(&table); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("\n%s", table.String())
-	if err := rep.Check(); err != nil {
-		t.Fatal(err)
-	}
 	if len(rep.NATSPerNode) != 3 || rep.HistoryReplicas != 3 || rep.Subscribers.FollowedInstances != 0 || rep.DuePerS != 1+3 {
 		t.Fatalf("nodes %d, replicas %d, followed instances %d, due %.0f/s: want 3 nodes, R3, none followed, 4 due",
 			len(rep.NATSPerNode), rep.HistoryReplicas, rep.Subscribers.FollowedInstances, rep.DuePerS)
@@ -121,4 +99,23 @@ func TestBenchScaleRejectsBadFlags(t *testing.T) {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and the reason", args, code, errOut.String())
 		}
 	}
+}
+
+// runScale runs the harness, logs its table and fails the test when the
+// report contradicts itself (Report.Check).
+func runScale(ctx context.Context, t *testing.T, cfg scale.Config) scale.Report {
+	t.Helper()
+	rep, err := scale.Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := rep.WriteTable(&table); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", table.String())
+	if err := rep.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
